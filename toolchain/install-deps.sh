@@ -1,0 +1,104 @@
+#!/bin/sh
+# Installs exactly what a build, the tests or the demo need, and nothing when it
+# is already there. Idempotent: `apt-get update` runs only when a package is
+# missing, foreign architectures are added only when asked for.
+#
+#   toolchain/install-deps.sh [host|aarch64|armhf|curl-src|peers|all] ...
+set -eu
+
+HOST_PKGS="build-essential pkg-config libasound2-dev libopus-dev libopusenc-dev
+ libinih-dev libcmocka-dev libmbedtls-dev opus-tools
+ dpkg-dev autoconf automake libtool ca-certificates"
+
+cross_pkgs() { # $1 = debian arch, $2 = gnu triplet
+    echo "gcc-$2 libc6-dev-$1-cross qemu-user-static
+ libasound2-dev:$1 libopus-dev:$1 libopusenc-dev:$1 libinih-dev:$1
+ libcmocka-dev:$1 libmbedtls-dev:$1"
+}
+
+PEER_PKGS="nginx-light openssl"
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+
+NATIVE=$(dpkg --print-architecture)
+
+# A bare name means the native (or arch: all) package; `name:arch` a foreign
+# one. dpkg-query lists every installed architecture of a bare name.
+installed() {
+    case "$1" in
+    *:*) want=${1#*:} name=${1%%:*} ;;
+    *) want=$NATIVE name=$1 ;;
+    esac
+    dpkg-query -W -f='${Architecture} ${db:Status-Status}\n' "$name" 2>/dev/null |
+        grep -qE "^($want|all) installed$"
+}
+
+missing() {
+    out=""
+    for p in "$@"; do
+        installed "$p" || out="$out $p"
+    done
+    echo "$out"
+}
+
+UPDATED=0
+apt_update() {
+    if [ "$UPDATED" -eq 0 ]; then
+        # A mirror caught mid-sync fails one index; retry, then go on with
+        # what was fetched and let the install itself decide.
+        n=0
+        until $SUDO apt-get update -qq; do
+            n=$((n + 1))
+            if [ "$n" -ge 3 ]; then
+                echo "install-deps: apt-get update incomplete, trying anyway" >&2
+                break
+            fi
+            sleep 5
+        done
+        UPDATED=1
+    fi
+}
+
+need() {
+    m=$(missing "$@")
+    [ -n "$m" ] || return 0
+    echo "install-deps: installing$m" >&2
+    apt_update
+    # shellcheck disable=SC2086
+    $SUDO apt-get install -y -qq --no-install-recommends $m >/dev/null
+}
+
+add_arch() {
+    if ! dpkg --print-foreign-architectures | grep -qx "$1"; then
+        $SUDO dpkg --add-architecture "$1"
+        UPDATED=0
+    fi
+}
+
+# `apt-get source curl` needs a deb-src entry signed like the deb one.
+curl_src() {
+    src=/etc/apt/sources.list.d/edgecap-src.sources
+    if [ ! -f "$src" ]; then
+        main=/etc/apt/sources.list.d/debian.sources
+        [ -f "$main" ] || { echo "install-deps: $main not found" >&2; exit 1; }
+        sed -e 's/^Types: deb$/Types: deb-src/' "$main" | $SUDO tee "$src" >/dev/null
+        UPDATED=0
+    fi
+}
+
+for what in "${@:-host}"; do
+    case "$what" in
+    host) need $HOST_PKGS ;;
+    curl-src)
+        curl_src
+        apt-cache showsrc curl 2>/dev/null | grep -q '^Package: curl' || apt_update
+        ;;
+    aarch64) add_arch arm64; need $(cross_pkgs arm64 aarch64-linux-gnu) ;;
+    armhf) add_arch armhf; need $(cross_pkgs armhf arm-linux-gnueabihf) ;;
+    peers) need $PEER_PKGS ;;
+    all) "$0" host curl-src aarch64 armhf peers ;;
+    *) echo "usage: $0 [host|aarch64|armhf|curl-src|peers|all]..." >&2; exit 64 ;;
+    esac
+done

@@ -1,0 +1,7 @@
+# Native host build. Read by the Makefile and sourced by toolchain/*.sh:
+# plain KEY=value lines only.
+EC_TRIPLET=
+EC_CC=gcc
+EC_PKG_CONFIG_LIBDIR=
+EC_SYSROOT=
+EC_QEMU=
