@@ -1,0 +1,132 @@
+# edgecap build. Plain make, no generated build system.
+#
+#   make                     build build/x86_64/edgecap (host)
+#   make ARCH=aarch64        cross-build for a board (also ARCH=armhf)
+#   make SAN=1               ASan + UBSan build in build/<arch>-san/
+#   make check               build and run this ARCH's tests (qemu-user for boards)
+#   make test                everything CI runs: lint, host, sanitizers, aarch64 and
+#                            armhf under qemu; one summary line at the end
+#   make demo                build, validate the example config, run the daemon
+#   make lint                clang-format check, cppcheck
+#   make clean
+#
+# Dependencies install themselves (toolchain/install-deps.sh); libcurl is built
+# on mbedTLS from Debian's source package (toolchain/build-curl.sh).
+
+ARCH ?= x86_64
+SAN ?= 0
+V ?= 0
+
+include toolchain/$(ARCH).mk
+
+ifeq ($(SAN),1)
+BUILD := build/$(ARCH)-san
+else
+BUILD := build/$(ARCH)
+endif
+DEPS := build/$(ARCH)/deps
+CURL := $(DEPS)/curl
+DEPS_STAMP := build/.deps-$(ARCH)
+
+CC := $(EC_CC)
+ifeq ($(EC_PKG_CONFIG_LIBDIR),)
+PKG_CONFIG := pkg-config
+else
+PKG_CONFIG := PKG_CONFIG_LIBDIR=$(EC_PKG_CONFIG_LIBDIR) pkg-config
+endif
+PKGS := alsa opus libopusenc inih
+
+# Recursive (=) on purpose: pkg-config runs only after the dependency step has
+# installed the -dev packages, so a fresh machine builds on the first try.
+PKG_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS))
+PKG_LIBS = $(shell $(PKG_CONFIG) --libs $(PKGS))
+CMOCKA_CFLAGS = $(shell $(PKG_CONFIG) --cflags cmocka)
+CMOCKA_LIBS = $(shell $(PKG_CONFIG) --libs cmocka)
+
+HARDEN_CFLAGS := -O2 -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fPIE
+HARDEN_LDFLAGS := -pie -Wl,-z,relro,-z,now
+ifeq ($(SAN),1)
+# FORTIFY's checks and ASan's interceptors overlap; ASan checks more.
+HARDEN_CFLAGS := -O1 -g -fstack-protector-strong -fPIE -fno-omit-frame-pointer \
+	-fsanitize=address,undefined -fno-sanitize-recover=all
+HARDEN_LDFLAGS += -fsanitize=address,undefined
+endif
+
+CPPFLAGS_ALL = -Iinclude -I$(CURL)/include -DCURL_STATICLIB -D_GNU_SOURCE $(PKG_CFLAGS)
+CFLAGS_ALL = -std=c11 -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wvla -g $(HARDEN_CFLAGS) \
+	-MMD -MP $(CFLAGS)
+LDFLAGS_ALL = $(HARDEN_LDFLAGS) $(LDFLAGS)
+LIBS = $(CURL)/lib/libcurl.a -lmbedtls -lmbedx509 -lmbedcrypto $(PKG_LIBS) -lpthread
+
+FW_SRCS := $(wildcard firmware/*.c) $(wildcard hal/*.c)
+LIB_SRCS := $(filter-out firmware/main.c,$(FW_SRCS))
+OBJS := $(FW_SRCS:%.c=$(BUILD)/obj/%.o)
+# Tests link objects built with fault-injection seams compiled in.
+TEST_LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/tobj/%.o)
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+TEST_SUPPORT_OBJS := $(BUILD)/tobj/tests/unit/support.o
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+.PHONY: all deps check test demo lint format clean bench
+all: $(BUILD)/edgecap
+
+$(DEPS_STAMP): toolchain/install-deps.sh
+	$(Q)mkdir -p $(@D)
+	$(Q)toolchain/install-deps.sh host $(if $(EC_TRIPLET),$(ARCH))
+	$(Q)touch $@
+
+$(CURL)/lib/libcurl.a: $(DEPS_STAMP) toolchain/build-curl.sh
+	$(Q)toolchain/build-curl.sh $(ARCH) $(DEPS)
+
+deps: $(CURL)/lib/libcurl.a
+
+$(BUILD)/obj/%.o: %.c | $(CURL)/lib/libcurl.a
+	@mkdir -p $(@D)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(CPPFLAGS_ALL) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/tobj/%.o: %.c | $(CURL)/lib/libcurl.a
+	@mkdir -p $(@D)
+	@echo "  CC      $@"
+	$(Q)$(CC) $(CPPFLAGS_ALL) -DEC_FAULT_INJECTION -Itests/unit $(CMOCKA_CFLAGS) \
+		$(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/edgecap: $(OBJS) $(CURL)/lib/libcurl.a
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $(OBJS) $(LIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tobj/tests/unit/%.o $(TEST_LIB_OBJS) $(TEST_SUPPORT_OBJS)
+	@mkdir -p $(@D)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS) $(CMOCKA_LIBS)
+
+# Build and run this ARCH's unit and system tests; TAP goes to
+# $(BUILD)/results.tap and a summary line to the terminal.
+check: $(BUILD)/edgecap $(UNIT_BINS)
+	$(Q)tests/run.sh --arch $(ARCH) --build $(BUILD) --qemu "$(EC_QEMU)" \
+		--sysroot "$(EC_SYSROOT)" $(UNIT_BINS)
+
+# What CI runs (.ci/run): every configuration, one summary.
+test:
+	$(Q)tests/run-all.sh $(if $(filter 1,$(SAN)),--san-only)
+
+demo: $(BUILD)/edgecap
+	$(Q)tests/demo.sh $(BUILD)/edgecap
+
+lint: $(DEPS_STAMP)
+	$(Q)toolchain/install-deps.sh lint
+	$(Q)toolchain/lint.sh
+
+format:
+	$(Q)clang-format -i $(FW_SRCS) $(wildcard include/edgecap/*.h) $(wildcard tests/unit/*.[ch])
+
+clean:
+	rm -rf build/x86_64 build/x86_64-san build/aarch64 build/armhf build/.deps-*
+
+-include $(OBJS:.o=.d) $(TEST_LIB_OBJS:.o=.d)

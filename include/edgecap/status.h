@@ -1,0 +1,26 @@
+/*
+ * One error type for the whole daemon. Every fallible function returns an
+ * ec_status: EC_OK (0) or a negative code. ec_strerror() turns a code into a
+ * short, secret-free phrase for logs and CLI messages. Owned by no stage; every
+ * module may use it.
+ */
+#ifndef EDGECAP_STATUS_H
+#define EDGECAP_STATUS_H
+
+typedef enum {
+    EC_OK = 0,
+    EC_ERR_NOMEM = -1,       /* an allocation (secure or not) failed */
+    EC_ERR_INVALID = -2,     /* a caller passed an impossible argument */
+    EC_ERR_CONFIG = -3,      /* the provisioning file is invalid */
+    EC_ERR_IO = -4,          /* a read, write, fsync or rename failed */
+    EC_ERR_PERM = -5,        /* a file's owner or mode is unsafe */
+    EC_ERR_MLOCK = -6,       /* memory could not be locked and policy requires it */
+    EC_ERR_CRYPTO = -7,      /* a cryptographic operation failed */
+    EC_ERR_NOT_FOUND = -8,   /* a named thing does not exist */
+    EC_ERR_UNSUPPORTED = -9, /* valid, but not available in this build/board */
+    EC_ERR_INTERNAL = -10,   /* a bug: an invariant did not hold */
+} ec_status;
+
+const char *ec_strerror(ec_status status);
+
+#endif
