@@ -16,6 +16,7 @@
 ARCH ?= x86_64
 SAN ?= 0
 V ?= 0
+CHECK_FLAGS ?=
 
 include toolchain/$(ARCH).mk
 
@@ -110,17 +111,17 @@ $(BUILD)/tests/%: $(BUILD)/tobj/tests/unit/%.o $(TEST_LIB_OBJS) $(TEST_SUPPORT_O
 # $(BUILD)/results.tap and a summary line to the terminal.
 check: $(BUILD)/edgecap $(UNIT_BINS)
 	$(Q)tests/run.sh --arch $(ARCH) --build $(BUILD) --qemu "$(EC_QEMU)" \
-		--sysroot "$(EC_SYSROOT)" $(UNIT_BINS)
+		--sysroot "$(EC_SYSROOT)" $(CHECK_FLAGS) $(UNIT_BINS)
 
 # What CI runs (.ci/run): every configuration, one summary.
 test:
 	$(Q)tests/run-all.sh $(if $(filter 1,$(SAN)),--san-only)
 
 demo: $(BUILD)/edgecap
-	$(Q)tests/demo.sh $(BUILD)/edgecap
+	$(Q)toolchain/demo.sh $(BUILD)
 
 lint: $(DEPS_STAMP)
-	$(Q)toolchain/install-deps.sh lint
+	$(Q)toolchain/install-deps.sh tools
 	$(Q)toolchain/lint.sh
 
 format:

@@ -225,7 +225,7 @@ static int cmd_version(int argc, char **argv)
     printf("mbedTLS %s\n", mbed);
     printf("alsa-lib %s\n", snd_asoundlib_version());
     printf("%s\n", opus_get_version_string()); /* "libopus 1.3.1" */
-    printf("libopusenc %s\n", ope_get_version_string());
+    printf("%s\n", ope_get_version_string()); /* "libopusenc 0.2.1" */
     return EX_OK;
 }
 

@@ -3,7 +3,7 @@
 # is already there. Idempotent: `apt-get update` runs only when a package is
 # missing, foreign architectures are added only when asked for.
 #
-#   toolchain/install-deps.sh [host|aarch64|armhf|curl-src|peers|all] ...
+#   toolchain/install-deps.sh [host|aarch64|armhf|curl-src|tools|peers|all] ...
 set -eu
 
 HOST_PKGS="build-essential pkg-config libasound2-dev libopus-dev libopusenc-dev
@@ -17,6 +17,9 @@ cross_pkgs() { # $1 = debian arch, $2 = gnu triplet
 }
 
 PEER_PKGS="nginx-light openssl"
+
+# Lint and test tools: formatting check, static analysis, memory checking.
+TOOL_PKGS="clang-format cppcheck valgrind"
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -98,7 +101,8 @@ for what in "${@:-host}"; do
     aarch64) add_arch arm64; need $(cross_pkgs arm64 aarch64-linux-gnu) ;;
     armhf) add_arch armhf; need $(cross_pkgs armhf arm-linux-gnueabihf) ;;
     peers) need $PEER_PKGS ;;
-    all) "$0" host curl-src aarch64 armhf peers ;;
-    *) echo "usage: $0 [host|aarch64|armhf|curl-src|peers|all]..." >&2; exit 64 ;;
+    tools) need $TOOL_PKGS ;;
+    all) "$0" host curl-src aarch64 armhf tools peers ;;
+    *) echo "usage: $0 [host|aarch64|armhf|curl-src|tools|peers|all]..." >&2; exit 64 ;;
     esac
 done

@@ -1,5 +1,4 @@
 /* Test helpers; see support.h. */
-#define _GNU_SOURCE
 #include "support.h"
 
 #include <errno.h>

@@ -1,0 +1,68 @@
+#!/bin/bash
+# Everything CI runs (`make test`): lint, the host build's tests, the same under
+# valgrind, an ASan+UBSan build's tests, and the aarch64 and armhf builds'
+# tests under qemu-user. Ends with one line "total: N passed, M failed" and
+# exits non-zero when anything failed, including a build.
+#
+#   tests/run-all.sh [--san-only]     (--san-only: `make SAN=1 test`)
+set -u
+cd "$(dirname "$0")/.."
+
+MAKE=${MAKE:-make}
+JOBS=-j$(nproc)
+SAN_ONLY=0
+[ "${1:-}" = "--san-only" ] && SAN_ONLY=1
+
+start=$(date +%s)
+total_passed=0 total_failed=0
+broken=()
+
+
+add_summary() { # $1 results dir
+    local p f
+    if [ -f "$1/summary" ]; then
+        read -r p f <"$1/summary"
+        total_passed=$((total_passed + p))
+        total_failed=$((total_failed + f))
+        return 0
+    fi
+    return 1
+}
+
+run_config() { # $1 label, $2 results dir, rest: make args
+    local label=$1 dir=$2
+    shift 2
+    rm -f "$dir/summary"
+    if ! $MAKE -s $JOBS "$@" all >/dev/null; then
+        total_failed=$((total_failed + 1))
+        broken+=("$label: build failed")
+        return
+    fi
+    $MAKE -s "$@" check
+    add_summary "$dir" || { total_failed=$((total_failed + 1)); broken+=("$label: no results"); }
+}
+
+if [ "$SAN_ONLY" = 1 ]; then
+    toolchain/install-deps.sh host tools || exit 1
+    run_config "x86_64 ASan+UBSan" build/x86_64-san/results ARCH=x86_64 SAN=1
+else
+    toolchain/install-deps.sh host aarch64 armhf tools || exit 1
+    if $MAKE -s lint; then
+        total_passed=$((total_passed + 1))
+    else
+        total_failed=$((total_failed + 1))
+        broken+=("lint")
+    fi
+    run_config "x86_64" build/x86_64/results ARCH=x86_64
+    run_config "x86_64 valgrind" build/x86_64/results-valgrind ARCH=x86_64 CHECK_FLAGS=--valgrind
+    run_config "x86_64 ASan+UBSan" build/x86_64-san/results ARCH=x86_64 SAN=1
+    run_config "aarch64 (qemu)" build/aarch64/results ARCH=aarch64
+    run_config "armhf (qemu)" build/armhf/results ARCH=armhf
+fi
+
+for b in "${broken[@]}"; do
+    echo "  FAIL $b"
+done
+echo "make test took $(($(date +%s) - start)) s"
+echo "total: $total_passed passed, $total_failed failed"
+[ "$total_failed" -eq 0 ]

@@ -1,0 +1,107 @@
+#!/bin/bash
+# Runs one build configuration's tests and prints its summary.
+#
+#   tests/run.sh --arch ARCH --build DIR [--qemu CMD --sysroot DIR] [--valgrind] UNIT_BIN...
+#
+# Unit binaries (cmocka) report in TAP (CMOCKA_MESSAGE_OUTPUT=TAP); every
+# tests/system/*.sh script prints TAP lines too. Board builds run under
+# qemu-user explicitly (no binfmt_misc here). Results go to DIR/results/;
+# DIR/results[-valgrind]/summary holds "PASSED FAILED" for tests/run-all.sh. A binary
+# that crashes, or exits non-zero without a failing test line, counts as one
+# failure, as does a plan that does not match the lines seen.
+set -u
+
+ARCH=x86_64 BUILD="" QEMU="" SYSROOT="" VALGRIND=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --arch) ARCH=$2; shift 2 ;;
+    --build) BUILD=$2; shift 2 ;;
+    --qemu) QEMU=$2; shift 2 ;;
+    --sysroot) SYSROOT=$2; shift 2 ;;
+    --valgrind) VALGRIND=1; shift ;;
+    --) shift; break ;;
+    -*) echo "run.sh: unknown option $1" >&2; exit 64 ;;
+    *) break ;;
+    esac
+done
+[ -n "$BUILD" ] || { echo "run.sh: --build DIR is required" >&2; exit 64; }
+
+SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=$(cd "$BUILD" && pwd)
+RESULTS=$BUILD/results$([ "$VALGRIND" = 1 ] && echo -valgrind)
+rm -rf "$RESULTS"
+mkdir -p "$RESULTS"
+
+# One way to start a binary of this configuration, used by every test.
+RUNNER=()
+if [ -n "$QEMU" ]; then
+    RUNNER=("$QEMU" -L "$SYSROOT")
+elif [ "$VALGRIND" = 1 ]; then
+    RUNNER=(valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite)
+    export EC_UNDER_VALGRIND=1
+fi
+WRAP=$BUILD/edgecap-run
+{
+    echo '#!/bin/sh'
+    echo "# Starts $BUILD/edgecap the way this configuration runs it."
+    printf 'exec'
+    printf ' %q' "${RUNNER[@]}" "$BUILD/edgecap"
+    printf ' "$@"\n'
+} >"$WRAP"
+chmod +x "$WRAP"
+
+passed=0 failed=0
+failures=()
+
+# Counts the TAP lines of one run; $1 name, $2 exit code, $3 TAP file.
+tally() {
+    local name=$1 rc=$2 tap=$3 ok notok plan seen
+    ok=$(grep -cE '^ok [0-9]+' "$tap")
+    notok=$(grep -cE '^not ok [0-9]+' "$tap")
+    plan=$(sed -nE 's/^1\.\.([0-9]+).*/\1/p' "$tap" | head -n1)
+    seen=$((ok + notok))
+    passed=$((passed + ok))
+    failed=$((failed + notok))
+    if [ "$notok" -gt 0 ]; then
+        failures+=("$name: $(grep -E '^not ok' "$tap" | head -n3 | tr '\n' ';')")
+    fi
+    if [ "$rc" -ne 0 ] && [ "$notok" -eq 0 ]; then
+        failed=$((failed + 1))
+        failures+=("$name: exited $rc with no failing test line (crash?)")
+    elif [ -n "$plan" ] && [ "$plan" -ne "$seen" ]; then
+        failed=$((failed + 1))
+        failures+=("$name: planned $plan tests, saw $seen")
+    elif [ "$seen" -eq 0 ]; then
+        failed=$((failed + 1))
+        failures+=("$name: ran no test")
+    fi
+    printf '  %-40s %3d passed, %d failed%s\n' "$name" "$ok" "$notok" \
+        "$([ "$rc" -ne 0 ] && echo " (exit $rc)")"
+}
+
+echo "== $ARCH: $(basename "$BUILD")${QEMU:+ under $QEMU}$([ "$VALGRIND" = 1 ] && echo ' under valgrind')"
+for bin in "$@"; do
+    name=$(basename "$bin")
+    tap=$RESULTS/$name.tap
+    (cd "$SRCDIR" && EC_SRCDIR=$SRCDIR CMOCKA_MESSAGE_OUTPUT=TAP \
+        timeout 300 "${RUNNER[@]}" "$bin") >"$tap" 2>"$RESULTS/$name.stderr"
+    tally "$name" $? "$tap"
+done
+
+# System tests: shell scripts that drive the CLI (and later the peers).
+for script in "$SRCDIR"/tests/system/*.sh; do
+    [ -e "$script" ] || continue
+    name=$(basename "$script" .sh)
+    tap=$RESULTS/$name.tap
+    (cd "$SRCDIR" && EC_SRCDIR=$SRCDIR ARCH=$ARCH BUILD=$BUILD EDGECAP=$WRAP \
+        EC_QEMU="$QEMU" EC_SYSROOT="$SYSROOT" EC_VALGRIND=$VALGRIND \
+        timeout 600 bash "$script") >"$tap" 2>"$RESULTS/$name.stderr"
+    tally "$name" $? "$tap"
+done
+
+echo "$passed $failed" >"$RESULTS/summary"
+for f in "${failures[@]}"; do
+    echo "  FAIL $f"
+done
+echo "$ARCH$([ "$VALGRIND" = 1 ] && echo -valgrind)/$(basename "$BUILD"): $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
