@@ -1,0 +1,216 @@
+/*
+ * File key store (see include/edgecap/keystore.h): the KEK is 32 random bytes
+ * in `dir`/kek, mode 0600, created atomically on first use (temporary file,
+ * fsync, link, fsync of the directory) so that two starts cannot race to two
+ * different KEKs. While open the KEK sits in secure memory.
+ */
+#include "edgecap/keystore.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <mbedtls/gcm.h>
+#include <mbedtls/sha256.h>
+
+#include "edgecap/fault.h"
+#include "edgecap/log.h"
+#include "edgecap/rng.h"
+#include "edgecap/secmem.h"
+
+#define KEK_FILE "kek"
+
+typedef struct {
+    uint8_t kek[EC_DATA_KEY_BYTES];
+    uint8_t id[EC_KEK_ID_BYTES];
+} file_ks;
+
+static ec_status gcm_run(const uint8_t *key, int mode, const uint8_t *nonce, const uint8_t *aad,
+                         size_t aad_len, const uint8_t *in, uint8_t *out, uint8_t *tag)
+{
+    mbedtls_gcm_context gcm;
+    mbedtls_gcm_init(&gcm);
+    int rc = mbedtls_gcm_setkey(&gcm, MBEDTLS_CIPHER_ID_AES, key, 256);
+    if (rc == 0 && mode == MBEDTLS_GCM_ENCRYPT)
+        rc = mbedtls_gcm_crypt_and_tag(&gcm, MBEDTLS_GCM_ENCRYPT, EC_DATA_KEY_BYTES, nonce,
+                                       EC_WRAP_NONCE_BYTES, aad, aad_len, in, out,
+                                       EC_WRAP_TAG_BYTES, tag);
+    else if (rc == 0)
+        rc = mbedtls_gcm_auth_decrypt(&gcm, EC_DATA_KEY_BYTES, nonce, EC_WRAP_NONCE_BYTES, aad,
+                                      aad_len, tag, EC_WRAP_TAG_BYTES, in, out);
+    mbedtls_gcm_free(&gcm);
+    return rc == 0 ? EC_OK : EC_ERR_CRYPTO;
+}
+
+static ec_status file_wrap(void *ctx, const uint8_t *key, const uint8_t *aad, size_t aad_len,
+                           uint8_t *out)
+{
+    const file_ks *ks = ctx;
+    ec_status st = ec_rng_bytes(out, EC_WRAP_NONCE_BYTES);
+    if (st != EC_OK)
+        return st;
+    return gcm_run(ks->kek, MBEDTLS_GCM_ENCRYPT, out, aad, aad_len, key,
+                   out + EC_WRAP_NONCE_BYTES, out + EC_WRAP_NONCE_BYTES + EC_DATA_KEY_BYTES);
+}
+
+static ec_status file_unwrap(void *ctx, const uint8_t *in, const uint8_t *aad, size_t aad_len,
+                             uint8_t *key)
+{
+    const file_ks *ks = ctx;
+    /* mbedtls_gcm_auth_decrypt takes the tag as const. */
+    return gcm_run(ks->kek, MBEDTLS_GCM_DECRYPT, in, aad, aad_len, in + EC_WRAP_NONCE_BYTES, key,
+                   (uint8_t *)(in + EC_WRAP_NONCE_BYTES + EC_DATA_KEY_BYTES));
+}
+
+static void file_kek_id(void *ctx, uint8_t *out)
+{
+    const file_ks *ks = ctx;
+    memcpy(out, ks->id, EC_KEK_ID_BYTES);
+}
+
+static void file_close(void *ctx)
+{
+    ec_secmem_free(ctx); /* wipes the KEK */
+}
+
+static const ec_keystore_ops file_ops = {
+    .name = "file",
+    .wrap = file_wrap,
+    .unwrap = file_unwrap,
+    .kek_id = file_kek_id,
+    .close = file_close,
+};
+
+static ec_status read_exact(int fd, uint8_t *buf, size_t len)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = read(fd, buf + got, len - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return EC_ERR_IO;
+        got += (size_t)n;
+    }
+    uint8_t extra;
+    return read(fd, &extra, 1) == 0 ? EC_OK : EC_ERR_IO;
+}
+
+static ec_status load_kek(const char *path, uint8_t *kek)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+    if (fd < 0)
+        return errno == ENOENT ? EC_ERR_NOT_FOUND : EC_ERR_IO;
+    struct stat sb;
+    ec_status st = EC_OK;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        st = EC_ERR_IO;
+    } else if (sb.st_uid != geteuid() || (sb.st_mode & 077) != 0) {
+        ec_log(EC_LOG_ERROR, "kek_unsafe", EC_LOG_STR("path", path),
+               EC_LOG_UINT("uid", sb.st_uid), EC_LOG_UINT("mode", sb.st_mode & 07777),
+               EC_LOG_STR("expected", "owned by the running user, mode 0600"));
+        st = EC_ERR_PERM;
+    } else if (sb.st_size != EC_DATA_KEY_BYTES || read_exact(fd, kek, EC_DATA_KEY_BYTES) != EC_OK) {
+        ec_log(EC_LOG_ERROR, "kek_unreadable", EC_LOG_STR("path", path),
+               EC_LOG_INT("size", (long long)sb.st_size));
+        st = EC_ERR_IO;
+    }
+    close(fd);
+    return st;
+}
+
+static ec_status fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return EC_ERR_IO;
+    int rc = fsync(fd);
+    close(fd);
+    return rc == 0 ? EC_OK : EC_ERR_IO;
+}
+
+/* Writes a new KEK to a temporary file and links it into place; losing the
+ * race to another process is fine: its KEK is loaded instead. */
+static ec_status create_kek(const char *dir, const char *path, uint8_t *kek)
+{
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s/.kek.%ld.tmp", dir, (long)getpid()) >= sizeof tmp)
+        return EC_ERR_INVALID;
+    ec_status st = ec_rng_bytes(kek, EC_DATA_KEY_BYTES);
+    if (st != EC_OK)
+        return st;
+    unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return EC_ERR_IO;
+    bool ok = !EC_FAULT("keystore.write") && write(fd, kek, EC_DATA_KEY_BYTES) == EC_DATA_KEY_BYTES &&
+              fsync(fd) == 0;
+    ok = close(fd) == 0 && ok;
+    if (ok && link(tmp, path) != 0) {
+        ok = false;
+        if (errno == EEXIST) {
+            unlink(tmp);
+            return load_kek(path, kek);
+        }
+    }
+    unlink(tmp);
+    if (!ok)
+        return EC_ERR_IO;
+    ec_log(EC_LOG_INFO, "kek_created", EC_LOG_STR("path", path));
+    return fsync_dir(dir);
+}
+
+ec_status ec_keystore_file_open(ec_keystore *ks, const char *dir)
+{
+    ks->ops = NULL;
+    ks->ctx = NULL;
+    char path[4096];
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, KEK_FILE) >= sizeof path)
+        return EC_ERR_INVALID;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return EC_ERR_IO;
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return EC_ERR_IO;
+    if (sb.st_uid != geteuid() || (sb.st_mode & 022) != 0) {
+        ec_log(EC_LOG_ERROR, "keystore_dir_unsafe", EC_LOG_STR("path", dir),
+               EC_LOG_STR("expected", "owned by the running user, not group/world-writable"));
+        return EC_ERR_PERM;
+    }
+    file_ks *k = ec_secmem_alloc(sizeof *k);
+    if (k == NULL)
+        return EC_ERR_NOMEM;
+    ec_status st = load_kek(path, k->kek);
+    if (st == EC_ERR_NOT_FOUND)
+        st = create_kek(dir, path, k->kek);
+    if (st != EC_OK) {
+        ec_secmem_free(k);
+        return st;
+    }
+    /* The id is a hash of the KEK under a label: public, stable, not the key. */
+    static const char label[] = "edgecap kek id v1";
+    mbedtls_sha256_context sha;
+    uint8_t digest[32];
+    mbedtls_sha256_init(&sha);
+    mbedtls_sha256_starts_ret(&sha, 0);
+    mbedtls_sha256_update_ret(&sha, (const unsigned char *)label, sizeof label - 1);
+    mbedtls_sha256_update_ret(&sha, k->kek, EC_DATA_KEY_BYTES);
+    mbedtls_sha256_finish_ret(&sha, digest);
+    mbedtls_sha256_free(&sha);
+    memcpy(k->id, digest, EC_KEK_ID_BYTES);
+    ks->ops = &file_ops;
+    ks->ctx = k;
+    return EC_OK;
+}
+
+void ec_keystore_close(ec_keystore *ks)
+{
+    if (ks == NULL || ks->ops == NULL)
+        return;
+    ks->ops->close(ks->ctx);
+    ks->ops = NULL;
+    ks->ctx = NULL;
+}

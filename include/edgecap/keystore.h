@@ -1,0 +1,55 @@
+/*
+ * HAL key store: holds the device key-encryption key (KEK) and uses it without
+ * handing it out. Segment data keys are wrapped and unwrapped through it, so a
+ * board with a TPM or PKCS#11 token can keep the KEK inside the token. The
+ * file backend (hal/keystore_file.c) keeps a random 32-byte KEK in a 0600
+ * file created on first use and in secure memory while open.
+ *
+ * Wrapping is AES-256-GCM: out = nonce(12) || ciphertext(32) || tag(16), with
+ * caller-supplied AAD that binds the wrapped key to its context.
+ */
+#ifndef EDGECAP_KEYSTORE_H
+#define EDGECAP_KEYSTORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "edgecap/status.h"
+
+#define EC_KEK_ID_BYTES 16
+#define EC_DATA_KEY_BYTES 32
+#define EC_WRAP_NONCE_BYTES 12
+#define EC_WRAP_TAG_BYTES 16
+#define EC_WRAPPED_KEY_BYTES (EC_WRAP_NONCE_BYTES + EC_DATA_KEY_BYTES + EC_WRAP_TAG_BYTES)
+
+typedef struct {
+    const char *name;
+    /* Wraps `key` under the KEK; `out` is EC_WRAPPED_KEY_BYTES. */
+    ec_status (*wrap)(void *ctx, const uint8_t *key, const uint8_t *aad, size_t aad_len,
+                      uint8_t *out);
+    /* Unwraps into `key` (caller's secure memory); EC_ERR_CRYPTO if it does
+     * not authenticate. */
+    ec_status (*unwrap)(void *ctx, const uint8_t *in, const uint8_t *aad, size_t aad_len,
+                        uint8_t *key);
+    /* A public identifier of the KEK (EC_KEK_ID_BYTES), recorded in headers. */
+    void (*kek_id)(void *ctx, uint8_t *out);
+    void (*close)(void *ctx);
+} ec_keystore_ops;
+
+typedef struct {
+    const ec_keystore_ops *ops;
+    void *ctx;
+} ec_keystore;
+
+/*
+ * Opens the file key store in `dir` (created 0700 if missing): the KEK is
+ * `dir`/kek, 32 random bytes, created 0600 on first use. An existing KEK file
+ * must be owned by the running user with mode 0600 and exactly 32 bytes, else
+ * EC_ERR_PERM / EC_ERR_IO (never replaced: that would orphan every segment).
+ */
+ec_status ec_keystore_file_open(ec_keystore *ks, const char *dir);
+
+/* Closes any backend; safe on a zeroed or closed ec_keystore. */
+void ec_keystore_close(ec_keystore *ks);
+
+#endif
