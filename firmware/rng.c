@@ -2,6 +2,7 @@
 #include "edgecap/rng.h"
 
 #include <pthread.h>
+#include <unistd.h>
 
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
@@ -16,6 +17,9 @@ typedef struct {
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static rng_state *state;
+/* Secure memory is MADV_WIPEONFORK: a forked child finds the state zeroed
+ * (and must never share the parent's stream anyway), so it seeds anew. */
+static pid_t state_pid;
 
 static const unsigned char personalisation[] = "edgecap rng v1";
 
@@ -23,8 +27,9 @@ ec_status ec_rng_init(void)
 {
     ec_status st = EC_OK;
     pthread_mutex_lock(&lock);
-    if (state != NULL)
+    if (state != NULL && state_pid == getpid())
         goto out;
+    state = NULL; /* a parent's wiped state: its mapping is the parent's to free */
     rng_state *s = ec_secmem_alloc(sizeof *s);
     if (s == NULL) {
         st = EC_ERR_NOMEM;
@@ -43,6 +48,7 @@ ec_status ec_rng_init(void)
     }
     mbedtls_ctr_drbg_set_prediction_resistance(&s->drbg, MBEDTLS_CTR_DRBG_PR_OFF);
     state = s;
+    state_pid = getpid();
 out:
     pthread_mutex_unlock(&lock);
     return st;
@@ -50,7 +56,7 @@ out:
 
 ec_status ec_rng_bytes(void *out, size_t len)
 {
-    if (state == NULL && ec_rng_init() != EC_OK)
+    if ((state == NULL || state_pid != getpid()) && ec_rng_init() != EC_OK)
         return EC_ERR_CRYPTO;
     ec_status st = EC_OK;
     unsigned char *p = out;
