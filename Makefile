@@ -57,7 +57,7 @@ CPPFLAGS_ALL = -Iinclude -I$(CURL)/include -DCURL_STATICLIB -D_GNU_SOURCE $(PKG_
 CFLAGS_ALL = -std=c11 -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wvla -g $(HARDEN_CFLAGS) \
 	-MMD -MP $(CFLAGS)
 LDFLAGS_ALL = $(HARDEN_LDFLAGS) $(LDFLAGS)
-LIBS = $(CURL)/lib/libcurl.a -lmbedtls -lmbedx509 -lmbedcrypto $(PKG_LIBS) -lpthread
+LIBS = $(CURL)/lib/libcurl.a -lmbedtls -lmbedx509 -lmbedcrypto $(PKG_LIBS) -lpthread -lm
 
 FW_SRCS := $(wildcard firmware/*.c) $(wildcard hal/*.c)
 LIB_SRCS := $(filter-out firmware/main.c,$(FW_SRCS))
