@@ -26,6 +26,8 @@ const char *ec_strerror(ec_status status)
         return "not supported";
     case EC_ERR_INTERNAL:
         return "internal error";
+    case EC_ERR_FULL:
+        return "spool full";
     }
     return "unknown error";
 }

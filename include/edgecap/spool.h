@@ -1,0 +1,127 @@
+/*
+ * The encrypted spool: one sealed file per segment (format in seal.h) in a
+ * 0700 directory, written as NAME.seg.part (mode 0600, fsync per chunk group)
+ * and renamed to NAME.seg (then the directory fsynced) when the segment
+ * closes. NAME is DEVICE-YYYYMMDDTHHMMSSZ-SEQUENCE (sequence 10 digits), the
+ * stem of the blob name.
+ *
+ * The final chunk of every segment carries a 20-byte trailer instead of audio:
+ * "ECT1" || u64 pcm_frames (at the segment's rate) || u64 payload_bytes (sum of
+ * all earlier chunks' plaintext), so a reader can prove it saw everything.
+ *
+ * On open, .part files left by a crash are recovered up to their last whole
+ * authenticated chunk and closed with a trailer; anything that fails
+ * authentication (or whose name does not match its header) is moved to
+ * quarantine/ with a log line and a counter, never silently dropped. A quota
+ * in bytes applies when a segment starts and as it grows: drop-oldest removes
+ * the oldest closed segments, refuse-new refuses (EC_ERR_FULL).
+ *
+ * Removal is crypto-shredding: the wrapped data key in the header is
+ * overwritten and synced before the file is unlinked and the directory
+ * synced. Single writer (the pipeline thread); readers may run beside it.
+ */
+#ifndef EDGECAP_SPOOL_H
+#define EDGECAP_SPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "edgecap/keystore.h"
+#include "edgecap/seal.h"
+#include "edgecap/status.h"
+
+#define EC_SPOOL_NAME_MAX 128
+#define EC_SPOOL_TRAILER_BYTES 20
+
+typedef struct ec_spool ec_spool;
+typedef struct ec_spool_writer ec_spool_writer;
+
+typedef struct {
+    const char *dir;
+    int64_t quota_bytes;
+    int when_full; /* ec_spool_when_full (config.h) */
+    const ec_keystore *keystore;
+} ec_spool_params;
+
+typedef struct {
+    unsigned long closed;      /* segments committed */
+    unsigned long recovered;   /* .part files closed after a crash */
+    unsigned long quarantined; /* failed authentication or naming */
+    unsigned long dropped;     /* removed by drop-oldest */
+    unsigned long refused;     /* refused by refuse-new */
+    unsigned long removed;     /* removed after acknowledgment */
+} ec_spool_stats;
+
+typedef enum { EC_SEG_CLOSED = 0, EC_SEG_WRITING = 1 } ec_segment_state;
+
+typedef struct {
+    char name[EC_SPOOL_NAME_MAX];
+    ec_segment_meta meta;
+    uint64_t size_bytes;
+    uint64_t pcm_frames; /* from the trailer; 0 while writing */
+    int state;           /* ec_segment_state */
+} ec_spool_entry;
+
+/* Opens (creating 0700 if missing) the spool, recovers and quarantines. */
+ec_status ec_spool_open(ec_spool **out, const ec_spool_params *params);
+void ec_spool_close(ec_spool **spool);
+
+/*
+ * The next segment sequence number: one more than any ever handed out for
+ * this spool (kept in DIR/state, written atomically), so numbers stay
+ * monotonic across restarts and after segments leave.
+ */
+ec_status ec_spool_next_sequence(ec_spool *spool, uint64_t *sequence);
+
+/* Builds a segment's NAME from its metadata. */
+void ec_spool_segment_name(const ec_segment_meta *meta, char *out, size_t out_len);
+
+/* Starts a segment (applies the quota first). */
+ec_status ec_spool_begin(ec_spool *spool, const ec_segment_meta *meta, ec_spool_writer **out);
+
+/* Appends one unit of plaintext (an Ogg page); a unit is never split across
+ * chunks. Sealed in chunks of up to 64 KiB. */
+ec_status ec_spool_append(ec_spool_writer *w, const uint8_t *plain, size_t len);
+
+/* Seals what is buffered and fsyncs the file: the crash-safe point. */
+ec_status ec_spool_flush(ec_spool_writer *w);
+
+/* Flushes, writes the trailer chunk, fsyncs, renames to NAME.seg, fsyncs the
+ * directory. *w is freed (NULL) whatever the result. */
+ec_status ec_spool_commit(ec_spool_writer **w, uint64_t pcm_frames);
+
+/* Abandons a segment: its .part stays for recovery at the next open. */
+void ec_spool_abort(ec_spool_writer **w);
+
+/* Every segment, oldest (lowest sequence) first; *entries is malloc'd. */
+ec_status ec_spool_list(ec_spool *spool, ec_spool_entry **entries, size_t *n);
+
+/* Receives authenticated plaintext, chunk by chunk, in order. */
+typedef ec_status (*ec_spool_chunk_fn)(void *user, const uint8_t *plain, size_t len);
+
+/*
+ * Authenticates and decrypts a closed segment chunk by chunk into `fn` (may be
+ * NULL to verify only). Only authenticated bytes reach `fn`, but a segment is
+ * proven whole only when this returns EC_OK (a truncation shows at the end).
+ * EC_ERR_CRYPTO on any authentication or format failure; the caller decides
+ * whether to quarantine. `entry` (may be NULL) receives meta and trailer.
+ */
+ec_status ec_spool_read(ec_spool *spool, const char *name, ec_spool_chunk_fn fn, void *user,
+                        ec_spool_entry *entry);
+
+/* Reads every closed segment; quarantines each that fails. *failed counts them. */
+ec_status ec_spool_verify_all(ec_spool *spool, size_t *checked, size_t *failed);
+
+/* Moves a segment to quarantine/, logs it with `reason`, counts it. */
+ec_status ec_spool_quarantine(ec_spool *spool, const char *name, const char *reason);
+
+/* Crypto-shreds and removes a closed segment (after acknowledgment). */
+ec_status ec_spool_remove(ec_spool *spool, const char *name);
+
+/* Bytes the spool's segments occupy (closed and being written). */
+uint64_t ec_spool_used_bytes(ec_spool *spool);
+
+void ec_spool_get_stats(ec_spool *spool, ec_spool_stats *stats);
+
+#endif
