@@ -75,6 +75,8 @@ Q := @
 endif
 
 .PHONY: all deps check test demo lint format clean bench
+# Objects are kept between links (they are not intermediate files).
+.SECONDARY:
 all: $(BUILD)/edgecap
 
 $(DEPS_STAMP): toolchain/install-deps.sh

@@ -42,11 +42,11 @@ typedef struct {
     const char *name;
     key_type type;
     size_t offset;
-    size_t size;         /* K_STR/K_LIST: bytes of one string */
-    size_t max_items;    /* K_LIST */
-    size_t count_offset; /* K_LIST */
-    long long min, max;  /* K_INT/K_I64 */
-    const int *allowed;  /* K_INT: allowed values, 0-terminated, or NULL */
+    size_t size;              /* K_STR/K_LIST: bytes of one string */
+    size_t max_items;         /* K_LIST */
+    size_t count_offset;      /* K_LIST */
+    long long min, max;       /* K_INT/K_I64 */
+    const int *allowed;       /* K_INT: allowed values, 0-terminated, or NULL */
     const char *const *names; /* K_ENUM: NULL-terminated */
     str_check check;          /* K_STR/K_LIST items */
     const char *expect;       /* what a valid value looks like, for errors */
@@ -90,30 +90,47 @@ static const char *const punct_names[] = {"None", "Dictated", "Automatic", "Dict
 static const char *const profanity_names[] = {"None", "Removed", "Tags", "Masked", NULL};
 
 #define STR(sec, key, field, chk, exp, dflt, req)                                                  \
-    {.section = sec, .name = key, .type = K_STR, .offset = OFF(field), .size = SZ(field),        \
-     .check = chk, .expect = exp, .def = dflt, .required = req}
+    {                                                                                              \
+        .section = sec, .name = key, .type = K_STR, .offset = OFF(field), .size = SZ(field),       \
+        .check = chk, .expect = exp, .def = dflt, .required = req                                  \
+    }
 #define INT(sec, key, field, lo, hi, dflt)                                                         \
-    {.section = sec, .name = key, .type = K_INT, .offset = OFF(field), .min = lo, .max = hi,      \
-     .def = dflt}
+    {                                                                                              \
+        .section = sec, .name = key, .type = K_INT, .offset = OFF(field), .min = lo, .max = hi,    \
+        .def = dflt                                                                                \
+    }
 #define INTSET(sec, key, field, set, exp, dflt)                                                    \
-    {.section = sec, .name = key, .type = K_INT, .offset = OFF(field), .min = 0,                 \
-     .max = INT_MAX, .allowed = set, .expect = exp, .def = dflt}
+    {                                                                                              \
+        .section = sec, .name = key, .type = K_INT, .offset = OFF(field), .min = 0,                \
+        .max = INT_MAX, .allowed = set, .expect = exp, .def = dflt                                 \
+    }
 #define I64(sec, key, field, lo, hi, dflt)                                                         \
-    {.section = sec, .name = key, .type = K_I64, .offset = OFF(field), .min = lo, .max = hi,      \
-     .def = dflt}
+    {                                                                                              \
+        .section = sec, .name = key, .type = K_I64, .offset = OFF(field), .min = lo, .max = hi,    \
+        .def = dflt                                                                                \
+    }
 #define BOOL(sec, key, field, dflt)                                                                \
-    {.section = sec, .name = key, .type = K_BOOL, .offset = OFF(field), .def = dflt}
+    {                                                                                              \
+        .section = sec, .name = key, .type = K_BOOL, .offset = OFF(field), .def = dflt             \
+    }
 #define ENUM(sec, key, field, nm, dflt)                                                            \
-    {.section = sec, .name = key, .type = K_ENUM, .offset = OFF(field), .names = nm, .def = dflt}
+    {                                                                                              \
+        .section = sec, .name = key, .type = K_ENUM, .offset = OFF(field), .names = nm,            \
+        .def = dflt                                                                                \
+    }
 #define SECRET(sec, key, field)                                                                    \
-    {.section = sec, .name = key, .type = K_SECRET, .offset = OFF(field)},                       \
-    {.section = sec, .name = key "_file", .type = K_SECRET_FILE, .offset = OFF(field),           \
-     .check = check_abs_path, .expect = "an absolute path"}
+    {.section = sec, .name = key, .type = K_SECRET, .offset = OFF(field)},                         \
+    {                                                                                              \
+        .section = sec, .name = key "_file", .type = K_SECRET_FILE, .offset = OFF(field),          \
+        .check = check_abs_path, .expect = "an absolute path"                                      \
+    }
 #define LIST(sec, key, field, count, chk, exp, dflt, req)                                          \
-    {.section = sec, .name = key, .type = K_LIST, .offset = OFF(field),                          \
-     .size = sizeof(((ec_config *)0)->field[0]),                                                  \
-     .max_items = sizeof(((ec_config *)0)->field) / sizeof(((ec_config *)0)->field[0]),          \
-     .count_offset = OFF(count), .check = chk, .expect = exp, .def = dflt, .required = req}
+    {                                                                                              \
+        .section = sec, .name = key, .type = K_LIST, .offset = OFF(field),                         \
+        .size = sizeof(((ec_config *)0)->field[0]),                                                \
+        .max_items = sizeof(((ec_config *)0)->field) / sizeof(((ec_config *)0)->field[0]),         \
+        .count_offset = OFF(count), .check = chk, .expect = exp, .def = dflt, .required = req      \
+    }
 
 static const key_def keys[] = {
     STR("device", "id", device.id, check_device_id,
@@ -128,8 +145,8 @@ static const key_def keys[] = {
          "", false),
 
     ENUM("capture", "source", capture.source, source_names, "alsa"),
-    STR("capture", "device", capture.device, check_alsa_name,
-        "an ALSA PCM name without spaces", "default", false),
+    STR("capture", "device", capture.device, check_alsa_name, "an ALSA PCM name without spaces",
+        "default", false),
     STR("capture", "file", capture.file, check_path_or_empty, "an absolute path", "", false),
     INTSET("capture", "rate_hz", capture.rate_hz, rates_hz, "8000, 16000 or 48000", "16000"),
     INT("capture", "channels", capture.channels, 1, 2, "1"),
@@ -184,8 +201,7 @@ static const key_def keys[] = {
     STR("tls", "client_cert", tls.client_cert, check_abs_path, "an absolute path", NULL, true),
     STR("tls", "client_key", tls.client_key, check_abs_path, "an absolute path", NULL, true),
     STR("tls", "pin_current", tls.pin_current, check_pin,
-        "sha256// followed by the base64 SHA-256 of the server's SubjectPublicKeyInfo", NULL,
-        true),
+        "sha256// followed by the base64 SHA-256 of the server's SubjectPublicKeyInfo", NULL, true),
     STR("tls", "pin_next", tls.pin_next, check_pin,
         "sha256// followed by the base64 SHA-256 of the server's SubjectPublicKeyInfo", "", false),
     LIST("tls", "allowed_hosts", tls.allowed_hosts, tls.n_allowed_hosts, check_host_pattern,
@@ -207,8 +223,7 @@ static const key_def keys[] = {
     BOOL("speech", "batch", speech.batch, "off"),
     STR("speech", "endpoint", speech.endpoint, check_https_url,
         "an https:// URL with a host and no path, query or credentials", "", false),
-    STR("speech", "locale", speech.locale, check_locale, "a locale such as en-US", "en-US",
-        false),
+    STR("speech", "locale", speech.locale, check_locale, "a locale such as en-US", "en-US", false),
     INT("speech", "batch_window_seconds", speech.batch_window_seconds, 60, 86400, "3600"),
     INT("speech", "batch_max_files", speech.batch_max_files, 1, 1000, "100"),
     INT("speech", "time_to_live_hours", speech.time_to_live_hours, 6, 744, "48"),
@@ -221,8 +236,8 @@ static const key_def keys[] = {
          "Masked"),
     SECRET("speech", "content_sas", speech.content_sas),
     BOOL("speech", "keep_transcripts", speech.keep_transcripts, "off"),
-    STR("speech", "transcript_dir", speech.transcript_dir, check_path_or_empty,
-        "an absolute path", "", false),
+    STR("speech", "transcript_dir", speech.transcript_dir, check_path_or_empty, "an absolute path",
+        "", false),
 
     ENUM("logging", "level", logging.level, level_names, "info"),
     BOOL("logging", "syslog", logging.syslog, "off"),
@@ -245,9 +260,8 @@ static const key_def keys[] = {
 
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
-static const char *const sections[] = {"device", "capture", "encoder", "spool",
-                                       "upload", "tls",     "auth",    "speech",
-                                       "logging", "metrics", "consent"};
+static const char *const sections[] = {"device", "capture", "encoder", "spool",   "upload", "tls",
+                                       "auth",   "speech",  "logging", "metrics", "consent"};
 #define N_SECTIONS (sizeof sections / sizeof sections[0])
 
 /* ---- string checks ------------------------------------------------------ */
@@ -284,8 +298,8 @@ static bool check_path_or_empty(const char *v)
 }
 
 /* Parses an absolute URL with curl's own parser; fills scheme and host. */
-static bool parse_url(const char *v, char *scheme, size_t scheme_len, char *host,
-                      size_t host_len, bool want_port)
+static bool parse_url(const char *v, char *scheme, size_t scheme_len, char *host, size_t host_len,
+                      bool want_port)
 {
     bool ok = false;
     CURLU *u = curl_url();
@@ -385,9 +399,17 @@ static bool check_pin(const char *v)
         return false;
     unsigned char digest[48];
     size_t n = 0;
-    return mbedtls_base64_decode(digest, sizeof digest, &n, (const unsigned char *)v + 8,
-                                 strlen(v + 8)) == 0 &&
-           n == 32;
+    if (mbedtls_base64_decode(digest, sizeof digest, &n, (const unsigned char *)v + 8,
+                              strlen(v + 8)) != 0 ||
+        n != 32)
+        return false;
+    /* Only the canonical encoding: pins are compared as text (libcurl's
+     * CURLOPT_PINNEDPUBLICKEY does, and so does pin_next != pin_current), and
+     * the decoder ignores the last character's spare bits. */
+    unsigned char again[48];
+    size_t m = 0;
+    return mbedtls_base64_encode(again, sizeof again, &m, digest, n) == 0 &&
+           strcmp((const char *)again, v + 8) == 0;
 }
 
 static bool check_port(const char *p, size_t n)
@@ -565,21 +587,24 @@ typedef struct {
     size_t len;
     size_t pos;
     unsigned line;
-    const char *current_section; /* section of the header just read, or NULL */
+    int current_section; /* index of the last section header read, or -1 */
     unsigned key_lines[N_KEYS];
     unsigned section_lines[N_SECTIONS];
     bool has_error;
+    ec_status status; /* what the first error returns: EC_ERR_CONFIG unless set */
     bool has_inline_secret;
 } parse_state;
 
-static void set_error(parse_state *st, unsigned line, const char *section, const char *key,
+/* Records the first problem (returning true) and ignores later ones. */
+static bool set_error(parse_state *st, unsigned line, const char *section, const char *key,
                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-static void set_error(parse_state *st, unsigned line, const char *section, const char *key,
+static bool set_error(parse_state *st, unsigned line, const char *section, const char *key,
                       const char *fmt, ...)
 {
     if (st->has_error)
-        return; /* report the first problem */
+        return false; /* report the first problem */
     st->has_error = true;
+    st->status = EC_ERR_CONFIG;
     ec_config_error *e = st->err;
     snprintf(e->file, sizeof e->file, "%s", st->path);
     e->line = line;
@@ -593,6 +618,7 @@ static void set_error(parse_state *st, unsigned line, const char *section, const
     va_start(ap, fmt);
     vsnprintf(e->message, sizeof e->message, fmt, ap);
     va_end(ap);
+    return true;
 }
 
 /* A value quoted back in an error, shortened and with controls made visible.
@@ -611,6 +637,26 @@ static const char *shown(const char *v, char *out, size_t out_len)
     return out;
 }
 
+/* A URL quoted back in an error, without what may be a credential: the
+ * user:password part and the query (a pasted SAS URL) become ***. */
+static const char *shown_url(const char *v, char *out, size_t out_len)
+{
+    char tmp[EC_CFG_URL_MAX + 16];
+    const char *sep = strstr(v, "://");
+    const char *auth = sep != NULL ? sep + 3 : v;
+    size_t auth_len = strcspn(auth, "/?#");
+    const char *at = memrchr(auth, '@', auth_len);
+    const char *host = at != NULL ? at + 1 : auth;
+    const char *rest = auth + auth_len; /* path, then query or fragment */
+    size_t path_len = strcspn(rest, "?#");
+    snprintf(tmp, sizeof tmp, "%.*s%s%.*s%.*s%s", (int)(auth - v), v, at != NULL ? "***@" : "",
+             (int)(auth + auth_len - host), host, (int)path_len, rest,
+             rest[path_len] == '\0'  ? ""
+             : rest[path_len] == '?' ? "?***"
+                                     : "#***");
+    return shown(tmp, out, out_len);
+}
+
 static int section_index(const char *name)
 {
     for (size_t i = 0; i < N_SECTIONS; i++) {
@@ -624,6 +670,16 @@ static int key_index(const char *section, const char *name)
 {
     for (size_t i = 0; i < N_KEYS; i++) {
         if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].name, name) == 0)
+            return (int)i;
+    }
+    return -1;
+}
+
+/* A key whose name differs only in case, so that "Keystore" may be named. */
+static int key_index_nocase(const char *section, const char *name)
+{
+    for (size_t i = 0; i < N_KEYS; i++) {
+        if (strcmp(keys[i].section, section) == 0 && strcasecmp(keys[i].name, name) == 0)
             return (int)i;
     }
     return -1;
@@ -649,10 +705,13 @@ static ec_status read_checked(const char *path, bool secret, size_t max_bytes, l
     ec_status st = EC_OK;
     out->data = NULL;
     out->len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    /* O_NONBLOCK: a FIFO (or a device) in place of the file must be refused
+     * below, not waited on; regular files ignore the flag. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
-        snprintf(why, why_len, "cannot open %s: %s", path, strerror(errno));
-        return errno == ENOENT ? EC_ERR_NOT_FOUND : EC_ERR_IO;
+        int err = errno;
+        snprintf(why, why_len, "cannot open %s: %s", path, strerror(err));
+        return err == ENOENT ? EC_ERR_NOT_FOUND : EC_ERR_IO;
     }
     struct stat sb;
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
@@ -667,15 +726,15 @@ static ec_status read_checked(const char *path, bool secret, size_t max_bytes, l
         goto out;
     }
     if ((sb.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
-        snprintf(why, why_len, "%s is writable by group or others (mode %04o); chmod go-w",
-                 path, (unsigned)(sb.st_mode & 07777));
+        snprintf(why, why_len, "%s is writable by group or others (mode %04o); chmod go-w", path,
+                 (unsigned)(sb.st_mode & 07777));
         st = EC_ERR_PERM;
         goto out;
     }
     if (secret && (sb.st_mode & (S_IRGRP | S_IROTH)) != 0) {
         snprintf(why, why_len,
-                 "%s holds secrets but is readable by group or others (mode %04o); chmod 600",
-                 path, (unsigned)(sb.st_mode & 07777));
+                 "%s holds secrets but is readable by group or others (mode %04o); chmod 600", path,
+                 (unsigned)(sb.st_mode & 07777));
         st = EC_ERR_PERM;
         goto out;
     }
@@ -776,8 +835,7 @@ static ec_status store_secret(ec_config *cfg, const key_def *k, const char *byte
 }
 
 /* Applies one value; on a bad value records an error and returns false. */
-static bool apply(parse_state *st, const key_def *k, const char *value, unsigned line,
-                  bool append)
+static bool apply(parse_state *st, const key_def *k, const char *value, unsigned line, bool append)
 {
     char sv[72];
     ec_config *cfg = st->cfg;
@@ -789,8 +847,9 @@ static bool apply(parse_state *st, const key_def *k, const char *value, unsigned
             return false;
         }
         if (k->check != NULL && !k->check(value)) {
+            bool url = k->check == check_https_url || k->check == check_proxy_url;
             set_error(st, line, k->section, k->name, "expected %s, got \"%s\"", k->expect,
-                      shown(value, sv, sizeof sv));
+                      url ? shown_url(value, sv, sizeof sv) : shown(value, sv, sizeof sv));
             return false;
         }
         strcpy(field(cfg, k), value);
@@ -852,7 +911,8 @@ static bool apply(parse_state *st, const key_def *k, const char *value, unsigned
             return false;
         }
         if (store_secret(cfg, k, value, strlen(value)) != EC_OK) {
-            set_error(st, line, k->section, k->name, "no secure memory for the secret");
+            if (set_error(st, line, k->section, k->name, "no secure memory for the secret"))
+                st->status = EC_ERR_NOMEM;
             return false;
         }
         st->has_inline_secret = true;
@@ -865,18 +925,24 @@ static bool apply(parse_state *st, const key_def *k, const char *value, unsigned
         }
         loaded_file f;
         char why[EC_CFG_PATH_MAX + 120];
-        if (read_checked(value, true, SECRET_FILE_MAX_BYTES, &f, why, sizeof why) != EC_OK) {
-            set_error(st, line, k->section, k->name, "%s", why);
+        ec_status rc = read_checked(value, true, SECRET_FILE_MAX_BYTES, &f, why, sizeof why);
+        if (rc != EC_OK) {
+            /* An unsafe owner or mode is EC_ERR_PERM wherever the file is named;
+             * a missing or unreadable one is a problem of this config. */
+            if (set_error(st, line, k->section, k->name, "%s", why) &&
+                (rc == EC_ERR_PERM || rc == EC_ERR_NOMEM))
+                st->status = rc;
             return false;
         }
         size_t n = f.len;
         while (n > 0 && isspace((unsigned char)f.data[n - 1]))
             n--;
         bool ok = n > 0 && memchr(f.data, '\0', n) == NULL;
-        if (!ok)
+        if (!ok) {
             set_error(st, line, k->section, k->name, "%s is empty or not text", value);
-        else if (store_secret(cfg, k, f.data, n) != EC_OK) {
-            set_error(st, line, k->section, k->name, "no secure memory for the secret");
+        } else if (store_secret(cfg, k, f.data, n) != EC_OK) {
+            if (set_error(st, line, k->section, k->name, "no secure memory for the secret"))
+                st->status = EC_ERR_NOMEM;
             ok = false;
         }
         ec_secmem_free(f.data);
@@ -903,8 +969,8 @@ static bool apply(parse_state *st, const key_def *k, const char *value, unsigned
             }
             char *item = items + *count * k->size;
             if (n == 0 || n >= k->size) {
-                set_error(st, line, k->section, k->name, "expected %s; item %zu is %s",
-                          k->expect, *count + 1, n == 0 ? "empty" : "too long");
+                set_error(st, line, k->section, k->name, "expected %s; item %zu is %s", k->expect,
+                          *count + 1, n == 0 ? "empty" : "too long");
                 return false;
             }
             memcpy(item, p, n);
@@ -928,6 +994,61 @@ static bool apply(parse_state *st, const key_def *k, const char *value, unsigned
 /* ---- libinih glue ------------------------------------------------------- */
 
 /*
+ * Whether a name from the file may be quoted back as a key name. libinih takes
+ * everything before a line's first '=' as the name, so a base64 secret pasted
+ * on a line of its own ("...Zm9v==") arrives as a "key"; real keys (and their
+ * typos) are short lower-case identifiers, secrets are not.
+ */
+static bool plausible_key_name(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > 40 || !islower((unsigned char)name[0]))
+        return false;
+    for (const char *p = name; *p != '\0'; p++) {
+        if (!islower((unsigned char)*p) && !isdigit((unsigned char)*p) && *p != '_')
+            return false;
+    }
+    return true;
+}
+
+/* The section a line belongs to: the last header at or before it, or NULL. */
+static const char *section_at(const parse_state *st, unsigned line)
+{
+    int best = -1;
+    for (size_t i = 0; i < N_SECTIONS; i++) {
+        if (st->section_lines[i] != 0 && st->section_lines[i] <= line &&
+            (best < 0 || st->section_lines[i] > st->section_lines[best]))
+            best = (int)i;
+    }
+    return best >= 0 ? sections[best] : NULL;
+}
+
+/*
+ * Reports a line that libinih must not see (too long, a NUL byte) with the
+ * section it is in and, when the line starts like "name =", the key; the rest
+ * of the line (perhaps a secret) is never quoted.
+ */
+static void line_error(parse_state *st, const char *p, const char *end, const char *msg)
+{
+    char name[64];
+    size_t n = 0;
+    while (p + n < end && n < sizeof name - 1 && p[n] != '=' && p[n] != ':' && p[n] != ' ' &&
+           p[n] != '\t' && p[n] != '\0')
+        n++;
+    const char *q = p + n;
+    while (q < end && (*q == ' ' || *q == '\t'))
+        q++;
+    memcpy(name, p, n);
+    name[n] = '\0';
+    bool has_key = q < end && (*q == '=' || *q == ':') && plausible_key_name(name);
+    /* Without a section there is nothing to pair a key with. */
+    if (st->current_section < 0)
+        set_error(st, st->line, NULL, NULL, "%s", msg);
+    else
+        set_error(st, st->line, sections[st->current_section], has_key ? name : NULL, "%s", msg);
+}
+
+/*
  * fgets-like reader over the file held in secure memory. It counts lines (the
  * distro libinih does not pass line numbers to the handler), refuses lines
  * that libinih would silently truncate, and checks section headers so that an
@@ -945,15 +1066,26 @@ static char *reader(char *str, int num, void *stream)
     size_t content = n - (nl != NULL ? 1 : 0);
     if (content > 0 && start[content - 1] == '\r')
         content--;
+
+    /* Where libinih's view of the line starts: it skips a UTF-8 BOM on the
+     * first line and any leading white space (isspace, as lskip does). */
+    const char *end = start + content;
+    const char *p = start;
+    if (st->line == 1 && content >= 3 && memcmp(p, "\xEF\xBB\xBF", 3) == 0)
+        p += 3;
+    while (p < end && isspace((unsigned char)*p))
+        p++;
+
     if (memchr(start, '\0', n) != NULL) {
-        set_error(st, st->line, NULL, NULL, "NUL byte in line: not a text file");
+        line_error(st, p, end, "NUL byte in line: not a text file");
         return NULL;
     }
     if (n + 1 > (size_t)num) {
-        set_error(st, st->line, NULL, NULL,
-                  "line longer than %d characters; put long secrets in the key's _file "
-                  "variant",
-                  num - 2);
+        char msg[120];
+        snprintf(msg, sizeof msg,
+                 "line longer than %d characters; put long secrets in the key's _file variant",
+                 num - 2);
+        line_error(st, p, end, msg);
         return NULL;
     }
     memcpy(str, start, n);
@@ -961,18 +1093,14 @@ static char *reader(char *str, int num, void *stream)
     st->pos += n;
 
     /* A section header: "[name]" after optional blanks. */
-    const char *p = start;
-    while (p < start + content && (*p == ' ' || *p == '\t'))
-        p++;
-    st->current_section = NULL;
-    if (p < start + content && *p == '[') {
-        const char *close = memchr(p, ']', (size_t)(start + content - p));
+    if (p < end && *p == '[') {
+        const char *close = memchr(p, ']', (size_t)(end - p));
         if (close != NULL) {
             char name[32];
             size_t nl2 = (size_t)(close - p - 1);
             if (nl2 >= sizeof name) {
-                set_error(st, st->line, NULL, NULL, "unknown section (expected one of the "
-                                                    "documented sections)");
+                set_error(st, st->line, NULL, NULL,
+                          "unknown section (expected one of the documented sections)");
                 return NULL;
             }
             memcpy(name, p + 1, nl2);
@@ -990,6 +1118,7 @@ static char *reader(char *str, int num, void *stream)
                 return NULL;
             }
             st->section_lines[si] = st->line;
+            st->current_section = si;
         }
     }
     return str;
@@ -1001,12 +1130,24 @@ static int handler(void *user, const char *section, const char *name, const char
     if (st->has_error)
         return 0;
     if (section[0] == '\0') {
-        set_error(st, st->line, NULL, name, "key outside any section");
+        if (plausible_key_name(name))
+            set_error(st, st->line, NULL, NULL,
+                      "key outside any section (\"%s\" must come after its [section] header)",
+                      name);
+        else
+            set_error(st, st->line, NULL, NULL, "key outside any section");
         return 0;
     }
     int ki = key_index(section, name);
     if (ki < 0) {
-        set_error(st, st->line, section, name, "unknown key");
+        if (plausible_key_name(name))
+            set_error(st, st->line, section, name, "unknown key");
+        else if (key_index_nocase(section, name) >= 0)
+            set_error(st, st->line, section, name, "unknown key (key names are lower-case)");
+        else
+            set_error(st, st->line, section, NULL,
+                      "unknown key (its name is not shown: it does not look like one; a secret "
+                      "pasted on a line of its own?)");
         return 0;
     }
     bool append = st->key_lines[ki] != 0 && keys[ki].type == K_LIST;
@@ -1047,15 +1188,36 @@ static bool is_set(const parse_state *st, const char *section, const char *name)
     return ki >= 0 && st->key_lines[ki] != 0;
 }
 
+/* Whether a key that is in the file left its value empty ("key ="). */
+static bool is_empty(const parse_state *st, const char *section, const char *name)
+{
+    int ki = key_index(section, name);
+    if (ki < 0)
+        return false;
+    const key_def *k = &keys[ki];
+    const char *f = (const char *)st->cfg + k->offset;
+    if (k->type == K_STR)
+        return f[0] == '\0';
+    if (k->type == K_LIST)
+        return *(const size_t *)((const char *)st->cfg + k->count_offset) == 0;
+    return false;
+}
+
+/* A required key must be in the file and, for strings and lists, not empty:
+ * the string checks accept "" for optional keys, so "pin_current =" would
+ * otherwise count as given. */
 static void require(parse_state *st, const char *section, const char *name, const char *why)
 {
     if (!is_set(st, section, name))
         set_error(st, line_of(st, section, name), section, name, "required key missing%s%s",
                   why != NULL ? " " : "", why != NULL ? why : "");
+    else if (is_empty(st, section, name))
+        set_error(st, line_of(st, section, name), section, name,
+                  "required key has an empty value%s%s", why != NULL ? " " : "",
+                  why != NULL ? why : "");
 }
 
-static void require_secret(parse_state *st, const char *section, const char *name,
-                           const char *why)
+static void require_secret(parse_state *st, const char *section, const char *name, const char *why)
 {
     char file_key[64];
     snprintf(file_key, sizeof file_key, "%s_file", name);
@@ -1075,8 +1237,7 @@ static void require_allowed_host(parse_state *st, const char *section, const cha
                   "host \"%s\" is not on [tls] allowed_hosts", host);
 }
 
-static void check_url_host(parse_state *st, const char *section, const char *name,
-                           const char *url)
+static void check_url_host(parse_state *st, const char *section, const char *name, const char *url)
 {
     char host[EC_CFG_HOST_MAX];
     if (url[0] == '\0')
@@ -1106,9 +1267,16 @@ static void validate(parse_state *st)
 
     if (c->capture.source == EC_SOURCE_FILE)
         require(st, "capture", "file", "with [capture] source = file");
-    if (c->capture.buffer_frames < 2 * c->capture.period_frames)
-        set_error(st, line_of(st, "capture", "buffer_frames"), "capture", "buffer_frames",
-                  "must be at least twice period_frames (%d)", c->capture.period_frames);
+    /* Blame the key the file gave: with buffer_frames left at its default, the
+     * period is what is too large. */
+    if (c->capture.buffer_frames < 2 * c->capture.period_frames) {
+        if (is_set(st, "capture", "buffer_frames"))
+            set_error(st, line_of(st, "capture", "buffer_frames"), "capture", "buffer_frames",
+                      "must be at least twice period_frames (%d)", c->capture.period_frames);
+        else
+            set_error(st, line_of(st, "capture", "period_frames"), "capture", "period_frames",
+                      "must be at most half of buffer_frames (%d)", c->capture.buffer_frames);
+    }
     if (c->upload.retry_max_ms < c->upload.retry_base_ms)
         set_error(st, line_of(st, "upload", "retry_max_ms"), "upload", "retry_max_ms",
                   "must not be below retry_base_ms (%d)", c->upload.retry_base_ms);
@@ -1191,7 +1359,7 @@ ec_status ec_config_load(ec_config *cfg, const char *path, ec_config_error *err)
 {
     memset(err, 0, sizeof *err);
     ec_config_init(cfg);
-    parse_state st = {.cfg = cfg, .err = err, .path = path};
+    parse_state st = {.cfg = cfg, .err = err, .path = path, .current_section = -1};
     char why[EC_CFG_PATH_MAX + 120];
     loaded_file f = {0};
 
@@ -1208,21 +1376,24 @@ ec_status ec_config_load(ec_config *cfg, const char *path, ec_config_error *err)
     st.len = f.len;
     int ini_rc = ini_parse_stream(reader, &st, handler, &st);
     burn_stack();
-    if (ini_rc > 0 && !st.has_error)
-        set_error(&st, (unsigned)ini_rc, NULL, NULL,
+    /* libinih reads on after a line it cannot parse (it returns the first
+     * such line), so an error found later must not hide it. */
+    if (ini_rc > 0 && (!st.has_error || (unsigned)ini_rc < err->line)) {
+        st.has_error = false;
+        set_error(&st, (unsigned)ini_rc, section_at(&st, (unsigned)ini_rc), NULL,
                   "syntax error: expected [section], key = value, or a ; or # comment");
-    else if (ini_rc < 0 && !st.has_error)
+    } else if (ini_rc < 0 && !st.has_error) {
         set_error(&st, 0, NULL, NULL, "libinih could not parse the file");
+    }
     if (!st.has_error)
         validate(&st);
-    if (!st.has_error && st.has_inline_secret && (f.mode & (S_IRGRP | S_IROTH)) != 0)
+    if (!st.has_error && st.has_inline_secret && (f.mode & (S_IRGRP | S_IROTH)) != 0 &&
         set_error(&st, 0, NULL, NULL,
                   "%s holds secrets but is readable by group or others (mode %04o); chmod 600 "
                   "or move them to *_file keys",
-                  path, (unsigned)(f.mode & 07777));
-    rc = st.has_error ? EC_ERR_CONFIG : EC_OK;
-    if (st.has_error && strstr(err->message, "owned by uid") != NULL)
-        rc = EC_ERR_PERM;
+                  path, (unsigned)(f.mode & 07777)))
+        st.status = EC_ERR_PERM;
+    rc = st.has_error ? st.status : EC_OK;
 out:
     ec_secmem_free(f.data);
     if (rc != EC_OK)

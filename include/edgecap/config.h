@@ -177,8 +177,11 @@ void ec_config_init(ec_config *cfg);
 
 /*
  * Reads and validates `path` into `cfg` (which is initialised here). On
- * failure returns EC_ERR_CONFIG, EC_ERR_PERM, EC_ERR_NOT_FOUND or EC_ERR_IO,
- * leaves `cfg` empty (secrets wiped) and describes the first problem in `err`.
+ * failure returns EC_ERR_CONFIG (an invalid file, or a *_file that is missing
+ * or unreadable), EC_ERR_PERM (an unsafe owner or mode of the file or of a
+ * *_file, or inline secrets in a file others may read), EC_ERR_NOT_FOUND (no
+ * file at `path`), EC_ERR_IO or EC_ERR_NOMEM (no secure memory); it leaves
+ * `cfg` empty (secrets wiped) and describes the first problem in `err`.
  */
 ec_status ec_config_load(ec_config *cfg, const char *path, ec_config_error *err);
 
@@ -188,7 +191,8 @@ void ec_config_free(ec_config *cfg);
 /* "FILE:LINE: [section] key: message" (or without the parts that are empty). */
 void ec_config_error_format(const ec_config_error *err, char *out, size_t out_len);
 
-/* Prints every key and its value, secrets as ***, as `[section] key = value`. */
+/* Prints every key and its value, secrets as ***: `[section]` headers, then
+ * `key = value` lines. */
 void ec_config_print(const ec_config *cfg, FILE *out);
 
 /* Whether `host` matches [tls] allowed_hosts ("*.example.com" = one label). */
