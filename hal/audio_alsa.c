@@ -122,9 +122,18 @@ ec_status ec_audio_alsa_open(ec_audio_source *src, const ec_audio_params *p)
     step = "prepare";
     if ((err = snd_pcm_prepare(as->pcm)) < 0)
         goto fail;
+    snd_pcm_info_t *info = NULL;
+    bool realtime = true;
+    if (snd_pcm_info_malloc(&info) == 0) {
+        /* a PCM with no card behind it (file, null) is not paced by hardware */
+        if (snd_pcm_info(as->pcm, info) == 0 && snd_pcm_info_get_card(info) < 0)
+            realtime = false;
+        snd_pcm_info_free(info);
+    }
+    src->realtime = realtime;
     ec_log(EC_LOG_INFO, "alsa_open", EC_LOG_STR("device", dev), EC_LOG_UINT("rate_hz", rate),
            EC_LOG_UINT("channels", p->channels), EC_LOG_UINT("period_frames", period),
-           EC_LOG_UINT("buffer_frames", buffer));
+           EC_LOG_UINT("buffer_frames", buffer), EC_LOG_BOOL("realtime", realtime));
     src->ops = &alsa_ops;
     src->ctx = as;
     src->rate_hz = p->rate_hz;

@@ -11,6 +11,7 @@
 #ifndef EDGECAP_AUDIO_H
 #define EDGECAP_AUDIO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,6 +40,11 @@ typedef struct {
     void *ctx;
     uint32_t rate_hz;
     uint8_t channels;
+    /* Audio arrives in real time and is lost if not read in time (a sound
+     * card). Files and virtual PCMs without a card are not: nothing is lost by
+     * waiting for them, so the pipeline applies backpressure instead of
+     * dropping. */
+    bool realtime;
 } ec_audio_source;
 
 typedef struct {

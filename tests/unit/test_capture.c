@@ -1,0 +1,267 @@
+/*
+ * Capture pipeline with its two threads: every frame of a source that is not
+ * real time reaches the spool (backpressure, no drops); a real-time source
+ * whose worker stalls overruns the queue, which is counted and logged and
+ * never crashes; stopping mid-segment closes the segment cleanly; a full
+ * spool refuses frames and counts them.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "edgecap/capture.h"
+#include "edgecap/config.h"
+#include "edgecap/fault.h"
+#include "edgecap/keystore.h"
+#include "edgecap/rng.h"
+#include "edgecap/secmem.h"
+#include "edgecap/spool.h"
+#include "support.h"
+
+#define RATE 16000
+
+/* A generated source: a tone, `total` frames (0 = endless), real time or not. */
+typedef struct {
+    uint64_t total;
+    uint64_t pos;
+    ec_audio_stats stats;
+} gen_source;
+
+static ec_status gen_read(void *ctx, int16_t *pcm, size_t frames, size_t *got)
+{
+    gen_source *g = ctx;
+    if (g->total != 0 && g->total - g->pos < frames)
+        frames = (size_t)(g->total - g->pos);
+    for (size_t i = 0; i < frames; i++)
+        pcm[i] = (int16_t)(9000 * sin(2 * M_PI * 220.0 * (double)(g->pos + i) / RATE));
+    g->pos += frames;
+    g->stats.frames_read += frames;
+    *got = frames;
+    return EC_OK;
+}
+
+static void gen_stats(void *ctx, ec_audio_stats *s)
+{
+    *s = ((gen_source *)ctx)->stats;
+}
+
+static void gen_close(void *ctx)
+{
+    (void)ctx;
+}
+
+static const ec_audio_ops gen_ops = {"generator", gen_read, gen_stats, gen_close};
+
+typedef struct {
+    char *dir;
+    ec_keystore ks;
+    ec_spool *spool;
+    gen_source gen;
+    ec_audio_source src;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    f->dir = ts_mkdtemp();
+    char *ksdir = ts_strf("%s/keys", f->dir);
+    char *spdir = ts_strf("%s/spool", f->dir);
+    assert_int_equal(ec_keystore_file_open(&f->ks, ksdir), EC_OK);
+    ec_spool_params sp = {.dir = spdir, .quota_bytes = 1 << 30,
+                          .when_full = EC_WHEN_FULL_DROP_OLDEST, .keystore = &f->ks};
+    assert_int_equal(ec_spool_open(&f->spool, &sp), EC_OK);
+    free(ksdir);
+    free(spdir);
+    f->src = (ec_audio_source){.ops = &gen_ops, .ctx = &f->gen, .rate_hz = RATE, .channels = 1};
+    ec_fault_reset();
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    ec_spool_close(&f->spool);
+    ec_keystore_close(&f->ks);
+    ts_rmtree(f->dir);
+    free(f->dir);
+    free(f);
+    ec_fault_reset();
+    return 0;
+}
+
+static ec_capture_params params(fixture *f, uint64_t max_frames, uint32_t queue_blocks)
+{
+    ec_capture_params p = {
+        .source = &f->src,
+        .spool = f->spool,
+        .device_id = "cap-1",
+        .segment = {.segment_seconds = 1},
+        .encode = {.bitrate_bps = 24000, .complexity = 3, .vbr = EC_VBR_ON,
+                   .application = EC_APP_VOIP, .frame_ms = 20, .max_page_ms = 500},
+        .block_frames = 320,
+        .queue_blocks = queue_blocks,
+        .max_frames = max_frames,
+        .start_utc_ms = 1795000000000LL,
+    };
+    return p;
+}
+
+static uint64_t spooled_frames(fixture *f, size_t *segments)
+{
+    ec_spool_entry *e = NULL;
+    size_t n = 0;
+    assert_int_equal(ec_spool_list(f->spool, &e, &n), EC_OK);
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(e[i].state, EC_SEG_CLOSED);
+        assert_int_equal(ec_spool_read(f->spool, e[i].name, NULL, NULL, NULL), EC_OK);
+        total += e[i].pcm_frames;
+        if (i > 0)
+            assert_true(e[i].meta.sequence > e[i - 1].meta.sequence);
+    }
+    free(e);
+    *segments = n;
+    return total;
+}
+
+static void wait_finished(ec_capture *c)
+{
+    for (int i = 0; i < 3000 && !ec_capture_finished(c); i++)
+        usleep(10 * 1000);
+    assert_true(ec_capture_finished(c));
+}
+
+static void test_unpaced_source_loses_nothing(void **state)
+{
+    fixture *f = *state;
+    f->gen.total = RATE * 5 / 2; /* ends by itself */
+    ec_capture_params p = params(f, 0, 2);
+    ec_capture *c = NULL;
+    ts_log_begin();
+    assert_int_equal(ec_capture_start(&c, &p), EC_OK);
+    wait_finished(c);
+    ec_capture_stats st;
+    ec_capture_join(&c, &st);
+    free(ts_log_end());
+    assert_null(c);
+    assert_true(st.frames_captured == f->gen.total);
+    assert_true(st.frames_dropped == 0 && st.overruns == 0);
+    assert_true(st.segments_sealed == 3 && st.segments_failed == 0);
+    assert_true(st.source_ended);
+    size_t n;
+    assert_true(spooled_frames(f, &n) == f->gen.total);
+    assert_int_equal(n, 3);
+}
+
+static void test_max_frames_is_exact(void **state)
+{
+    fixture *f = *state;
+    ec_capture_params p = params(f, RATE + 123, 8); /* not a block multiple */
+    ec_capture *c = NULL;
+    ts_log_begin();
+    assert_int_equal(ec_capture_start(&c, &p), EC_OK);
+    wait_finished(c);
+    ec_capture_stats st;
+    ec_capture_join(&c, &st);
+    free(ts_log_end());
+    assert_true(st.frames_captured == RATE + 123);
+    size_t n;
+    assert_true(spooled_frames(f, &n) == RATE + 123);
+    assert_int_equal(n, 2);
+}
+
+static void test_realtime_overrun_counted_not_fatal(void **state)
+{
+    fixture *f = *state;
+    f->src.realtime = true;
+    f->gen.total = RATE * 2;
+    ec_fault_arm("capture.stall", 2, 6); /* the worker stalls 6 x 50 ms */
+    ec_capture_params p = params(f, 0, 2);
+    ec_capture *c = NULL;
+    ts_log_begin();
+    assert_int_equal(ec_capture_start(&c, &p), EC_OK);
+    wait_finished(c);
+    ec_capture_stats st;
+    ec_capture_join(&c, &st);
+    char *log = ts_log_end();
+    assert_true(st.overruns > 0);
+    assert_true(st.frames_dropped > 0);
+    assert_true(st.frames_captured == RATE * 2);
+    assert_non_null(strstr(log, "event=capture_overrun"));
+    free(log);
+    /* what was not dropped was sealed */
+    size_t n;
+    uint64_t sealed = spooled_frames(f, &n);
+    assert_true(sealed == st.frames_captured - st.frames_dropped);
+}
+
+static void test_stop_closes_open_segment(void **state)
+{
+    fixture *f = *state;
+    f->gen.total = 0; /* endless */
+    ec_capture_params p = params(f, 0, 4);
+    p.segment.segment_seconds = 3600;
+    ec_capture *c = NULL;
+    ts_log_begin();
+    assert_int_equal(ec_capture_start(&c, &p), EC_OK);
+    usleep(200 * 1000);
+    ec_capture_stop(c);
+    ec_capture_stats st;
+    ec_capture_join(&c, &st);
+    free(ts_log_end());
+    assert_true(st.frames_captured > 0);
+    assert_true(st.segments_sealed == 1);
+    size_t n;
+    assert_true(spooled_frames(f, &n) == st.frames_captured);
+    assert_int_equal(n, 1);
+}
+
+static void test_full_spool_refuses_and_counts(void **state)
+{
+    fixture *f = *state;
+    ec_spool_close(&f->spool);
+    char *spdir = ts_strf("%s/spool2", f->dir);
+    ec_spool_params sp = {.dir = spdir, .quota_bytes = 6000,
+                          .when_full = EC_WHEN_FULL_REFUSE_NEW, .keystore = &f->ks};
+    assert_int_equal(ec_spool_open(&f->spool, &sp), EC_OK);
+    free(spdir);
+    f->gen.total = RATE * 4;
+    ec_capture_params p = params(f, 0, 4);
+    ec_capture *c = NULL;
+    ts_log_begin();
+    assert_int_equal(ec_capture_start(&c, &p), EC_OK);
+    wait_finished(c);
+    ec_capture_stats st;
+    ec_capture_join(&c, &st);
+    char *log = ts_log_end();
+    assert_true(st.frames_refused > 0);
+    assert_non_null(strstr(log, "event=spool_full"));
+    free(log);
+    assert_true(ec_spool_used_bytes(f->spool) <= 6000);
+    size_t n;
+    uint64_t sealed = spooled_frames(f, &n);
+    assert_true(sealed < st.frames_captured);
+}
+
+int main(void)
+{
+    ec_secmem_init(false);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_unpaced_source_loses_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_max_frames_is_exact, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_realtime_overrun_counted_not_fatal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_closes_open_segment, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_full_spool_refuses_and_counts, setup, teardown),
+    };
+    int rc = cmocka_run_group_tests_name("capture", tests, NULL, NULL);
+    ec_rng_free();
+    return rc;
+}
