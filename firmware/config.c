@@ -156,7 +156,7 @@ static const key_def keys[] = {
     BOOL("capture", "vad", capture.vad, "off"),
     INT("capture", "vad_threshold_dbfs", capture.vad_threshold_dbfs, -90, 0, "-50"),
     INT("capture", "vad_hangover_ms", capture.vad_hangover_ms, 0, 10000, "800"),
-    INT("capture", "queue_segments", capture.queue_segments, 1, 64, "4"),
+    INT("capture", "queue_ms", capture.queue_ms, 100, 60000, "4000"),
 
     INT("encoder", "bitrate_bps", encoder.bitrate_bps, 6000, 256000, "24000"),
     INT("encoder", "complexity", encoder.complexity, 0, 10, "5"),

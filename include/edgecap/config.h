@@ -72,7 +72,7 @@ typedef struct {
         bool vad;
         int vad_threshold_dbfs;
         int vad_hangover_ms;
-        int queue_segments;
+        int queue_ms;
     } capture;
     struct {
         int bitrate_bps;

@@ -964,7 +964,7 @@ static void test_defaults(void **state)
     assert_false(cfg.capture.vad);
     assert_int_equal(cfg.capture.vad_threshold_dbfs, -50);
     assert_int_equal(cfg.capture.vad_hangover_ms, 800);
-    assert_int_equal(cfg.capture.queue_segments, 4);
+    assert_int_equal(cfg.capture.queue_ms, 4000);
 
     assert_int_equal(cfg.encoder.bitrate_bps, 24000);
     assert_int_equal(cfg.encoder.complexity, 5);
