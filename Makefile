@@ -67,6 +67,9 @@ TEST_LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/tobj/%.o)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 TEST_SUPPORT_OBJS := $(BUILD)/tobj/tests/unit/support.o
+# Test tools (never shipped): e.g. spool_cat decrypts a segment for opusdec.
+TOOL_SRCS := $(wildcard tests/tools/*.c)
+TOOL_BINS := $(TOOL_SRCS:tests/tools/%.c=$(BUILD)/tools/%)
 
 ifeq ($(V),1)
 Q :=
@@ -109,9 +112,14 @@ $(BUILD)/tests/%: $(BUILD)/tobj/tests/unit/%.o $(TEST_LIB_OBJS) $(TEST_SUPPORT_O
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS) $(CMOCKA_LIBS)
 
+$(BUILD)/tools/%: $(BUILD)/tobj/tests/tools/%.o $(TEST_LIB_OBJS)
+	@mkdir -p $(@D)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
+
 # Build and run this ARCH's unit and system tests; TAP goes to
 # $(BUILD)/results.tap and a summary line to the terminal.
-check: $(BUILD)/edgecap $(UNIT_BINS)
+check: $(BUILD)/edgecap $(UNIT_BINS) $(TOOL_BINS)
 	$(Q)tests/run.sh --arch $(ARCH) --build $(BUILD) --qemu "$(EC_QEMU)" \
 		--sysroot "$(EC_SYSROOT)" $(CHECK_FLAGS) $(UNIT_BINS)
 

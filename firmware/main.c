@@ -215,9 +215,15 @@ static int cmd_run(int argc, char **argv)
 
 static int cmd_version(int argc, char **argv)
 {
-    int rc = parse_common(find_command("version"), argc, argv, NULL);
+    const command *c = find_command("version");
+    int rc = parse_common(c, argc, argv, NULL);
     if (rc >= 0)
         return rc;
+    if (optind != argc) {
+        fprintf(stderr, "edgecap version: unexpected argument '%s'\n", argv[optind]);
+        print_command_help(c, stderr);
+        return EX_USAGE;
+    }
     char mbed[32];
     mbedtls_version_get_string(mbed);
     printf("edgecap %s\n", EC_VERSION);
@@ -231,10 +237,13 @@ static int cmd_version(int argc, char **argv)
 
 static int cmd_help(int argc, char **argv)
 {
-    if (argc >= 2) {
-        const command *c = find_command(argv[1]);
+    int rc = parse_common(find_command("help"), argc, argv, NULL);
+    if (rc >= 0)
+        return rc;
+    if (optind < argc) {
+        const command *c = find_command(argv[optind]);
         if (c == NULL) {
-            fprintf(stderr, "edgecap: unknown command '%s'\n", argv[1]);
+            fprintf(stderr, "edgecap: unknown command '%s'\n", argv[optind]);
             print_usage(stderr);
             return EX_USAGE;
         }
@@ -253,8 +262,13 @@ int main(int argc, char **argv)
         return EX_OSERR;
     }
     /* Until the config says otherwise, secrets go to secure memory whether or
-     * not it can be locked; `run` applies [device] require_mlock. */
+     * not it can be locked; `run` applies [device] require_mlock. The probe is
+     * silent: only `run` says (once, in the configured log format) whether an
+     * unlocked start is acceptable, and a refusal must not be preceded by a
+     * warning that says it goes on. */
+    ec_log_configure(&(ec_log_options){.level = (ec_log_level)(EC_LOG_ERROR + 1)});
     (void)ec_secmem_init(false);
+    ec_log_configure(&(ec_log_options){.level = EC_LOG_INFO, .output = EC_LOG_TO_STDERR});
 
     if (argc < 2) {
         print_usage(stderr);

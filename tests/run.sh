@@ -49,6 +49,17 @@ WRAP=$BUILD/edgecap-run
     printf ' "$@"\n'
 } >"$WRAP"
 chmod +x "$WRAP"
+# The same for test tools: $TOOL NAME ARGS... runs $BUILD/tools/NAME.
+TOOL=$BUILD/tool-run
+{
+    echo '#!/bin/sh'
+    echo "# Starts a test tool of $BUILD/tools the way this configuration runs it."
+    echo 'name=$1; shift'
+    printf 'exec'
+    printf ' %q' "${RUNNER[@]}"
+    printf ' "%s/tools/$name" "$@"\n' "$BUILD"
+} >"$TOOL"
+chmod +x "$TOOL"
 
 passed=0 failed=0
 failures=()
@@ -93,7 +104,7 @@ for script in "$SRCDIR"/tests/system/*.sh; do
     [ -e "$script" ] || continue
     name=$(basename "$script" .sh)
     tap=$RESULTS/$name.tap
-    (cd "$SRCDIR" && EC_SRCDIR=$SRCDIR ARCH=$ARCH BUILD=$BUILD EDGECAP=$WRAP \
+    (cd "$SRCDIR" && EC_SRCDIR=$SRCDIR ARCH=$ARCH BUILD=$BUILD EDGECAP=$WRAP TOOL=$TOOL \
         EC_QEMU="$QEMU" EC_SYSROOT="$SYSROOT" EC_VALGRIND=$VALGRIND \
         timeout 600 bash "$script") >"$tap" 2>"$RESULTS/$name.stderr"
     tally "$name" $? "$tap"

@@ -18,8 +18,9 @@ cross_pkgs() { # $1 = debian arch, $2 = gnu triplet
 
 PEER_PKGS="nginx-light openssl"
 
-# Lint and test tools: formatting check, static analysis, memory checking.
-TOOL_PKGS="clang-format cppcheck valgrind"
+# Lint and test tools: formatting check, static analysis, memory checking,
+# and speech synthesis plus sox for test and demo audio.
+TOOL_PKGS="clang-format cppcheck valgrind espeak-ng sox"
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

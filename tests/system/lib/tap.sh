@@ -1,0 +1,305 @@
+# shellcheck shell=bash
+# Shared helpers for tests/system/*.sh (sourced, never run: it lives below
+# lib/ so that tests/run.sh, which runs tests/system/*.sh, does not pick it up).
+#
+# A script sources this file, calls `plan N`, runs its checks and ends with
+# `finish`. Output is TAP: "1..N", then "ok K - what" / "not ok K - what" with
+# "# ..." diagnostics; the exit status is non-zero when a check failed.
+#
+# Environment (set by tests/run.sh; defaults for a native run by hand):
+#   EDGECAP      the wrapper that starts the binary of the configuration under
+#                test (native, valgrind or qemu-user); always start it through
+#                this, since the binary may not be native
+#   BUILD ARCH EC_SRCDIR EC_QEMU EC_VALGRIND
+
+set -u
+
+EC_SRCDIR=${EC_SRCDIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)}
+ARCH=${ARCH:-x86_64}
+BUILD=${BUILD:-$EC_SRCDIR/build/$ARCH}
+EDGECAP=${EDGECAP:-$BUILD/edgecap}
+EC_QEMU=${EC_QEMU:-}
+EC_VALGRIND=${EC_VALGRIND:-0}
+cd "$EC_SRCDIR" || exit 1
+
+# Slow configurations (qemu-user, valgrind) get longer bounds; a bound is the
+# most a poll waits, never a fixed sleep.
+if [ -n "$EC_QEMU" ] || [ "$EC_VALGRIND" = 1 ]; then
+    EC_SLOW=1
+    EC_WAIT_S=20
+else
+    EC_SLOW=0
+    EC_WAIT_S=10
+fi
+# Longest time one foreground command may take before it counts as hung.
+EC_CMD_TIMEOUT_S=120
+
+TAP_PLANNED=0 TAP_N=0 TAP_FAILED=0
+EC_PIDS=()
+
+# A private scratch directory, removed at exit with every process still running.
+T=$(mktemp -d "${TMPDIR:-/tmp}/edgecap-system.XXXXXX") || exit 1
+
+ec_cleanup() {
+    local pid
+    for pid in "${EC_PIDS[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -KILL "$pid" 2>/dev/null
+            wait "$pid" 2>/dev/null
+        fi
+    done
+    rm -rf "$T"
+}
+trap ec_cleanup EXIT
+trap 'exit 130' INT TERM
+
+plan() {
+    TAP_PLANNED=$1
+    echo "1..$1"
+}
+
+diag() {
+    local line
+    for line in "$@"; do
+        printf '%s\n' "$line" | sed 's/^/# /'
+    done
+}
+
+# Shows a file's first lines as diagnostics.
+diag_file() { # FILE [LABEL]
+    [ -s "$1" ] || return 0
+    echo "# ${2:-$(basename "$1")}:"
+    head -n 15 "$1" | cut -c1-200 | sed 's/^/#   /'
+}
+
+ok() {
+    TAP_N=$((TAP_N + 1))
+    echo "ok $TAP_N - $1"
+}
+
+not_ok() {
+    TAP_N=$((TAP_N + 1))
+    TAP_FAILED=$((TAP_FAILED + 1))
+    echo "not ok $TAP_N - $1"
+}
+
+skip() { # DESCRIPTION REASON
+    TAP_N=$((TAP_N + 1))
+    echo "ok $TAP_N - $1 # SKIP $2"
+}
+
+finish() {
+    if [ "$TAP_N" -ne "$TAP_PLANNED" ]; then
+        diag "planned $TAP_PLANNED tests, ran $TAP_N"
+        exit 1
+    fi
+    [ "$TAP_FAILED" -eq 0 ]
+    exit
+}
+
+# ---- one check = several conditions, one TAP line ---------------------------
+#
+#   ec edgecap check-config "$f"        # runs, records RC, OUT, ERR
+#   want_rc 78
+#   want_err_fixed "$f:3: [capture] rate_hz: "
+#   want_none "$SECRET" "$OUT" "$ERR"
+#   verdict "check-config rejects rate_hz = 44100"
+
+REASONS=()
+RC=0
+OUT=$T/last.out
+ERR=$T/last.err
+
+# Runs the binary under test with ARGS; stdout to $OUT, stderr to $ERR.
+ec() {
+    REASONS=()
+    timeout "$EC_CMD_TIMEOUT_S" "$EDGECAP" "$@" >"$OUT" 2>"$ERR" </dev/null
+    RC=$?
+    [ "$RC" -eq 124 ] && REASONS+=("timed out after ${EC_CMD_TIMEOUT_S} s: edgecap $*")
+    return 0
+}
+
+fail_because() { REASONS+=("$*"); }
+
+want_rc() {
+    [ "$RC" -eq "$1" ] || REASONS+=("exit status $RC, expected $1")
+}
+
+# Regex (grep -E) / fixed string in a file.
+want_re() { # FILE REGEX
+    grep -qE -- "$2" "$1" || REASONS+=("$(basename "$1") has no line matching /$2/")
+}
+want_fixed() { # FILE STRING
+    grep -qF -- "$2" "$1" || REASONS+=("$(basename "$1") does not contain \"$2\"")
+}
+want_no_re() { # FILE REGEX
+    ! grep -qE -- "$2" "$1" || REASONS+=("$(basename "$1") unexpectedly matches /$2/")
+}
+want_out_re() { want_re "$OUT" "$1"; }
+want_err_re() { want_re "$ERR" "$1"; }
+want_err_fixed() { want_fixed "$ERR" "$1"; }
+want_empty() { # FILE
+    [ ! -s "$1" ] || REASONS+=("$(basename "$1") is not empty")
+}
+
+# A secret must not appear in any of FILES, not even in part: the whole value
+# and each of its 12-character windows are looked for.
+want_no_secret() { # SECRET FILE...
+    local secret=$1 f i window
+    shift
+    for f in "$@"; do
+        if grep -qF -- "$secret" "$f"; then
+            REASONS+=("the secret appears in $(basename "$f")")
+            continue
+        fi
+        for ((i = 0; i + 12 <= ${#secret}; i += 4)); do
+            window=${secret:i:12}
+            if grep -qF -- "$window" "$f"; then
+                REASONS+=("part of the secret (\"${window:0:3}...\") appears in $(basename "$f")")
+                break
+            fi
+        done
+    done
+}
+
+verdict() { # DESCRIPTION [FILES TO SHOW ON FAILURE...]
+    local desc=$1 f
+    shift
+    if [ "${#REASONS[@]}" -eq 0 ]; then
+        ok "$desc"
+    else
+        not_ok "$desc"
+        diag "${REASONS[@]}"
+        if [ $# -eq 0 ]; then
+            set -- "$ERR" "$OUT"
+        fi
+        for f in "$@"; do
+            diag_file "$f"
+        done
+    fi
+    REASONS=()
+}
+
+# ---- daemons ----------------------------------------------------------------
+
+# Starts the binary under test in the background, stderr to LOG and stdout to
+# LOG.out, with SIGINT and SIGQUIT at their defaults (a non-interactive shell
+# would start it with them ignored). env, every element of EC_PREFIX (setpriv,
+# prlimit) and the wrapper exec, so DAEMON_PID is the daemon's own PID (or
+# qemu's / valgrind's, which carry the signals to it).
+#   EC_PREFIX=(prlimit --core=unlimited) start_bg LOG run --config FILE
+EC_PREFIX=()
+start_bg() { # LOG ARGS...
+    local log=$1
+    shift
+    env --default-signal=INT,QUIT "${EC_PREFIX[@]}" "$EDGECAP" "$@" \
+        >"$log.out" 2>"$log" </dev/null &
+    DAEMON_PID=$!
+    EC_PIDS+=("$DAEMON_PID")
+}
+
+# True while PID runs (a zombie, exited but not yet reaped, does not count).
+running() { # PID
+    local state
+    state=$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
+    [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
+# Polls LOG for an extended regex while PID runs; at most SECONDS.
+wait_for_log() { # LOG REGEX PID [SECONDS]
+    local log=$1 re=$2 pid=$3 limit=${4:-$EC_WAIT_S} i
+    for ((i = 0; i < limit * 20; i++)); do
+        grep -qE -- "$re" "$log" 2>/dev/null && return 0
+        running "$pid" || { grep -qE -- "$re" "$log" 2>/dev/null; return; }
+        sleep 0.05
+    done
+    return 1
+}
+
+# Waits (bounded) for PID to exit and sets EXIT_RC; kills it after SECONDS and
+# returns 1 when it does not go.
+wait_exit() { # PID [SECONDS]
+    local pid=$1 limit=${2:-$EC_WAIT_S} i
+    for ((i = 0; i < limit * 20; i++)); do
+        running "$pid" || break
+        sleep 0.05
+    done
+    if running "$pid"; then
+        kill -KILL "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+        EXIT_RC=137
+        return 1
+    fi
+    wait "$pid"
+    EXIT_RC=$?
+    return 0
+}
+
+# Stays true when PID is still running MILLISECONDS later (a short settle
+# time, used only to show that something did *not* happen).
+still_running_after() { # PID MILLISECONDS
+    local pid=$1 limit=$2 i
+    for ((i = 0; i < limit / 50; i++)); do
+        running "$pid" || return 1
+        sleep 0.05
+    done
+    running "$pid"
+}
+
+# ---- provisioning files -----------------------------------------------------
+
+# A SAS token unique to this run, short enough that a value quoted back in an
+# error message would show it whole.
+new_secret() { # PREFIX
+    printf '%s%s' "$1" "$(head -c 18 /dev/urandom | base64 | tr '+/' 'xy')"
+}
+
+# A valid provisioning file for target blob with auth mode sas and the SAS
+# token inline; mode 600. Tests derive broken variants from it with sed.
+write_sas_config() { # FILE TOKEN
+    local f=$1 token=$2
+    (
+        umask 077
+        cat >"$f" <<EOF
+; edgecap system test: blob target, SAS token inline
+[device]
+id = test-0001
+require_mlock = off
+keystore_dir = $T/keys
+
+[capture]
+rate_hz = 16000
+channels = 1
+segment_seconds = 60
+
+[spool]
+dir = $T/spool
+
+[upload]
+target = blob
+endpoint = https://edgecaptest.blob.core.windows.net
+container = audio
+
+[tls]
+ca_file = $T/ca.pem
+client_cert = $T/client.pem
+client_key = $T/client.key
+pin_current = sha256//47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=
+allowed_hosts = edgecaptest.blob.core.windows.net
+
+[auth]
+mode = sas
+sas_token = $token
+
+[logging]
+level = info
+EOF
+    )
+}
+
+# Line number of the first line of FILE matching the extended regex.
+line_of() { # FILE REGEX
+    grep -nE -- "$2" "$1" | head -n 1 | cut -d: -f1
+}
+
+is_native() { [ -z "$EC_QEMU" ] && [ "$EC_VALGRIND" != 1 ]; }
