@@ -10,16 +10,23 @@
 #include <mbedtls/version.h>
 #include <opus.h>
 #include <opusenc.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "edgecap/audio.h"
+#include "edgecap/capture.h"
 #include "edgecap/config.h"
+#include "edgecap/keystore.h"
 #include "edgecap/log.h"
+#include "edgecap/rng.h"
 #include "edgecap/secmem.h"
+#include "edgecap/spool.h"
 #include "edgecap/version.h"
 
 typedef struct {
@@ -30,13 +37,23 @@ typedef struct {
 } command;
 
 static int cmd_run(int argc, char **argv);
+static int cmd_capture(int argc, char **argv);
+static int cmd_spool(int argc, char **argv);
 static int cmd_check_config(int argc, char **argv);
 static int cmd_version(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
 
 static const command commands[] = {
     {"run", cmd_run, "run --config FILE",
-     "Run the daemon with the provisioning file FILE until SIGTERM or SIGINT."},
+     "Run the daemon with the provisioning file FILE: capture continuously into the\n"
+     "encrypted spool until SIGTERM or SIGINT, then close the open segment cleanly."},
+    {"capture", cmd_capture, "capture --config FILE --seconds N",
+     "Capture N seconds of audio (or until the source ends) into the encrypted spool,\n"
+     "print what was sealed, and exit. SIGTERM/SIGINT stop early, cleanly."},
+    {"spool", cmd_spool, "spool ls|verify --config FILE",
+     "ls: list the spooled segments oldest first (name, sequence, UTC start, duration,\n"
+     "size, state). verify: authenticate every segment; a segment that fails moves to\n"
+     "quarantine/ and the exit status is 65 (EX_DATAERR)."},
     {"check-config", cmd_check_config, "check-config FILE",
      "Validate the provisioning file FILE and print its values, secrets as ***.\n"
      "Exits 0 when valid, 78 (EX_CONFIG) with FILE:LINE, the key and what was\n"
@@ -62,37 +79,58 @@ static void print_command_help(const command *c, FILE *out)
     fprintf(out, "usage: edgecap %s\n\n%s\n", c->usage, c->summary);
 }
 
-/* Parses only --help (and, when `config` is non-NULL, --config FILE). Returns
- * -1 to go on, or an exit code. */
-static int parse_common(const command *c, int argc, char **argv, const char **config)
+/* Parses --help, and --config FILE / --seconds N where the command takes
+ * them (non-NULL). Returns -1 to go on, or an exit code. */
+static int parse_opts(const command *c, int argc, char **argv, const char **config,
+                      long *seconds)
 {
     static const struct option opts[] = {
         {"help", no_argument, NULL, 'h'},
         {"config", required_argument, NULL, 'c'},
+        {"seconds", required_argument, NULL, 's'},
         {NULL, 0, NULL, 0},
     };
     optind = 1;
     opterr = 0;
     int ch;
-    while ((ch = getopt_long(argc, argv, "+hc:", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "+hc:s:", opts, NULL)) != -1) {
+        char *end = NULL;
         switch (ch) {
         case 'h':
             print_command_help(c, stdout);
             return EX_OK;
         case 'c':
-            if (config != NULL) {
-                *config = optarg;
-                break;
+            if (config == NULL)
+                goto bad;
+            *config = optarg;
+            break;
+        case 's':
+            if (seconds == NULL)
+                goto bad;
+            errno = 0;
+            *seconds = strtol(optarg, &end, 10);
+            if (errno != 0 || end == optarg || *end != '\0' || *seconds < 1 ||
+                *seconds > 86400) {
+                fprintf(stderr, "edgecap %s: --seconds expects 1..86400, got '%s'\n", c->name,
+                        optarg);
+                return EX_USAGE;
             }
-            /* fall through */
+            break;
         default:
-            fprintf(stderr, "edgecap %s: unknown or incomplete option '%s'\n", c->name,
-                    argv[optind - 1]);
-            print_command_help(c, stderr);
-            return EX_USAGE;
+            goto bad;
         }
     }
     return -1;
+bad:
+    fprintf(stderr, "edgecap %s: unknown or incomplete option '%s'\n", c->name,
+            argv[optind - 1]);
+    print_command_help(c, stderr);
+    return EX_USAGE;
+}
+
+static int parse_common(const command *c, int argc, char **argv, const char **config)
+{
+    return parse_opts(c, argc, argv, config, NULL);
 }
 
 static const command *find_command(const char *name)
@@ -150,6 +188,125 @@ static int cmd_check_config(int argc, char **argv)
     return EX_OK;
 }
 
+/* Applies the config's logging and mlock policy; EX_OK or the exit code. */
+static int start_secure(const ec_config *cfg)
+{
+    ec_log_options lo = {.level = (ec_log_level)cfg->logging.level,
+                         .output = cfg->logging.syslog ? EC_LOG_TO_SYSLOG : EC_LOG_TO_STDERR,
+                         .json = cfg->logging.json};
+    ec_log_configure(&lo);
+    if (ec_secmem_init(cfg->device.require_mlock) != EC_OK) {
+        fprintf(stderr, "edgecap: refusing to start: secure memory cannot be locked and "
+                        "[device] require_mlock is on\n");
+        return EX_OSERR;
+    }
+    if (ec_rng_init() != EC_OK) {
+        fprintf(stderr, "edgecap: cannot seed the random generator\n");
+        return EX_OSERR;
+    }
+    return EX_OK;
+}
+
+/* The key store and spool a config names; EX_OK or the exit code. */
+static int open_spool(const ec_config *cfg, ec_keystore *ks, ec_spool **spool)
+{
+    if (cfg->device.keystore != EC_KEYSTORE_FILE) {
+        fprintf(stderr, "edgecap: [device] keystore = pkcs11 is not available in this build\n");
+        return EX_UNAVAILABLE;
+    }
+    ec_status st = ec_keystore_file_open(ks, cfg->device.keystore_dir);
+    if (st != EC_OK) {
+        fprintf(stderr, "edgecap: cannot open the key store %s: %s\n", cfg->device.keystore_dir,
+                ec_strerror(st));
+        return st == EC_ERR_PERM ? EX_NOPERM : EX_IOERR;
+    }
+    ec_spool_params sp = {.dir = cfg->spool.dir,
+                          .quota_bytes = cfg->spool.quota_bytes,
+                          .when_full = cfg->spool.when_full,
+                          .keystore = ks};
+    st = ec_spool_open(spool, &sp);
+    if (st != EC_OK) {
+        ec_keystore_close(ks);
+        fprintf(stderr, "edgecap: cannot open the spool %s: %s\n", cfg->spool.dir,
+                ec_strerror(st));
+        return st == EC_ERR_PERM ? EX_NOPERM : EX_IOERR;
+    }
+    return EX_OK;
+}
+
+static int open_source(const ec_config *cfg, ec_audio_source *src)
+{
+    ec_audio_params ap = {.rate_hz = (uint32_t)cfg->capture.rate_hz,
+                          .channels = (uint8_t)cfg->capture.channels,
+                          .period_frames = (uint32_t)cfg->capture.period_frames,
+                          .buffer_frames = (uint32_t)cfg->capture.buffer_frames};
+    ec_status st;
+    if (cfg->capture.source == EC_SOURCE_FILE) {
+        ap.device_or_path = cfg->capture.file;
+        st = ec_audio_file_open(src, &ap);
+    } else {
+        ap.device_or_path = cfg->capture.device;
+        st = ec_audio_alsa_open(src, &ap);
+    }
+    if (st != EC_OK) {
+        fprintf(stderr, "edgecap: cannot open the audio source %s: %s\n", ap.device_or_path,
+                ec_strerror(st));
+        return st == EC_ERR_NOT_FOUND ? EX_NOINPUT : EX_UNAVAILABLE;
+    }
+    return EX_OK;
+}
+
+static int64_t now_utc_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static ec_capture_params capture_params(const ec_config *cfg, ec_audio_source *src,
+                                        ec_spool *spool, uint64_t max_frames)
+{
+    uint32_t block = (uint32_t)cfg->capture.period_frames;
+    uint64_t queue = (uint64_t)cfg->capture.queue_ms * (uint64_t)cfg->capture.rate_hz / 1000 /
+                     block;
+    ec_capture_params p = {
+        .source = src,
+        .spool = spool,
+        .device_id = cfg->device.id,
+        .segment = {.segment_seconds = (uint32_t)cfg->capture.segment_seconds,
+                    .vad = cfg->capture.vad,
+                    .vad_threshold_dbfs = cfg->capture.vad_threshold_dbfs,
+                    .vad_hangover_ms = (uint32_t)cfg->capture.vad_hangover_ms},
+        .encode = {.bitrate_bps = cfg->encoder.bitrate_bps,
+                   .complexity = cfg->encoder.complexity,
+                   .vbr = cfg->encoder.vbr,
+                   .application = cfg->encoder.application,
+                   .frame_ms = cfg->encoder.frame_ms,
+                   .max_page_ms = cfg->encoder.max_page_ms},
+        .block_frames = block,
+        .queue_blocks = queue < 2 ? 2 : (uint32_t)queue,
+        .max_frames = max_frames,
+        .start_utc_ms = now_utc_ms(),
+    };
+    return p;
+}
+
+static void block_signals(sigset_t *set)
+{
+    /* Taken synchronously (sigwait), so blocked before any thread exists:
+     * the pipeline's threads inherit the mask. */
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, set, NULL);
+}
+
+static const char *signal_name(int sig)
+{
+    return sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "SIGTERM";
+}
+
 static int cmd_run(int argc, char **argv)
 {
     const command *c = find_command("run");
@@ -162,30 +319,20 @@ static int cmd_run(int argc, char **argv)
         print_command_help(c, stderr);
         return EX_USAGE;
     }
-
-    /* Signals are taken synchronously with sigwait, so block them before any
-     * thread exists. */
     sigset_t wanted;
-    sigemptyset(&wanted);
-    sigaddset(&wanted, SIGTERM);
-    sigaddset(&wanted, SIGINT);
-    sigaddset(&wanted, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &wanted, NULL);
+    block_signals(&wanted);
 
     ec_config cfg;
+    ec_keystore ks = {0};
+    ec_spool *spool = NULL;
+    ec_audio_source src = {0};
+    ec_capture *cap = NULL;
     rc = load_config(path, &cfg);
     if (rc != EX_OK)
         return rc;
-    ec_log_options lo = {.level = (ec_log_level)cfg.logging.level,
-                         .output = cfg.logging.syslog ? EC_LOG_TO_SYSLOG : EC_LOG_TO_STDERR,
-                         .json = cfg.logging.json};
-    ec_log_configure(&lo);
-    if (ec_secmem_init(cfg.device.require_mlock) != EC_OK) {
-        ec_config_free(&cfg);
-        fprintf(stderr, "edgecap: refusing to start: secure memory cannot be locked and "
-                        "[device] require_mlock is on\n");
-        return EX_OSERR;
-    }
+    if ((rc = start_secure(&cfg)) != EX_OK || (rc = open_spool(&cfg, &ks, &spool)) != EX_OK ||
+        (rc = open_source(&cfg, &src)) != EX_OK)
+        goto out;
 
     char digest[65];
     hex(cfg.sha256, sizeof cfg.sha256, digest);
@@ -196,6 +343,13 @@ static int cmd_run(int argc, char **argv)
            EC_LOG_STR("config_sha256", digest), EC_LOG_INT("pid", (long long)getpid()),
            EC_LOG_BOOL("mlock", ms.mlock_refusals == 0));
 
+    ec_capture_params cp = capture_params(&cfg, &src, spool, 0);
+    ec_status st = ec_capture_start(&cap, &cp);
+    if (st != EC_OK) {
+        ec_log(EC_LOG_ERROR, "capture_start_failed", EC_LOG_STATUS(st));
+        rc = EX_SOFTWARE;
+        goto out;
+    }
     int sig = 0;
     for (;;) {
         if (sigwait(&wanted, &sig) != 0)
@@ -207,10 +361,166 @@ static int cmd_run(int argc, char **argv)
         }
         break;
     }
-    ec_log(EC_LOG_INFO, "stopping", EC_LOG_STR("signal", sig == SIGINT ? "SIGINT" : "SIGTERM"));
+    ec_log(EC_LOG_INFO, "stopping", EC_LOG_STR("signal", signal_name(sig)));
+    rc = EX_OK;
+out:
+    ec_capture_join(&cap, NULL);
+    ec_audio_close(&src);
+    ec_spool_close(&spool);
+    ec_keystore_close(&ks);
     ec_config_free(&cfg);
-    ec_log(EC_LOG_INFO, "stopped");
-    return EX_OK;
+    ec_rng_free();
+    if (rc == EX_OK)
+        ec_log(EC_LOG_INFO, "stopped");
+    return rc;
+}
+
+static int cmd_capture(int argc, char **argv)
+{
+    const command *c = find_command("capture");
+    const char *path = NULL;
+    long seconds = 0;
+    int rc = parse_opts(c, argc, argv, &path, &seconds);
+    if (rc >= 0)
+        return rc;
+    if (path == NULL || seconds == 0 || optind != argc) {
+        fprintf(stderr, "edgecap capture: --config FILE and --seconds N are required\n");
+        print_command_help(c, stderr);
+        return EX_USAGE;
+    }
+    sigset_t wanted;
+    block_signals(&wanted);
+    ec_config cfg;
+    ec_keystore ks = {0};
+    ec_spool *spool = NULL;
+    ec_audio_source src = {0};
+    ec_capture *cap = NULL;
+    ec_capture_stats stats = {0};
+    if ((rc = load_config(path, &cfg)) != EX_OK)
+        return rc;
+    if ((rc = start_secure(&cfg)) != EX_OK || (rc = open_spool(&cfg, &ks, &spool)) != EX_OK ||
+        (rc = open_source(&cfg, &src)) != EX_OK)
+        goto out;
+    ec_capture_params cp = capture_params(&cfg, &src, spool,
+                                          (uint64_t)seconds * (uint64_t)cfg.capture.rate_hz);
+    ec_status st = ec_capture_start(&cap, &cp);
+    if (st != EC_OK) {
+        ec_log(EC_LOG_ERROR, "capture_start_failed", EC_LOG_STATUS(st));
+        rc = EX_SOFTWARE;
+        goto out;
+    }
+    /* Until the capture ends by itself or a signal asks it to. */
+    const struct timespec tick = {0, 100 * 1000 * 1000};
+    while (!ec_capture_finished(cap)) {
+        int sig = sigtimedwait(&wanted, NULL, &tick);
+        if (sig == SIGTERM || sig == SIGINT) {
+            ec_log(EC_LOG_INFO, "stopping", EC_LOG_STR("signal", signal_name(sig)));
+            break;
+        }
+    }
+    ec_capture_join(&cap, &stats);
+    printf("captured %" PRIu64 " frames (%.3f s), sealed %" PRIu64 " segments, failed %" PRIu64
+           ", overruns %" PRIu64 ", dropped %" PRIu64 " frames, refused %" PRIu64
+           " frames, gated %" PRIu64 " frames\n",
+           stats.frames_captured, (double)stats.frames_captured / cfg.capture.rate_hz,
+           stats.segments_sealed, stats.segments_failed, stats.overruns, stats.frames_dropped,
+           stats.frames_refused, stats.segmenter.frames_gated);
+    rc = stats.segments_failed > 0 || stats.source_error != EC_OK ? EX_IOERR : EX_OK;
+out:
+    ec_capture_join(&cap, NULL);
+    ec_audio_close(&src);
+    ec_spool_close(&spool);
+    ec_keystore_close(&ks);
+    ec_config_free(&cfg);
+    ec_rng_free();
+    return rc;
+}
+
+static void format_utc(int64_t ms, char *out, size_t out_len)
+{
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    size_t n = strftime(out, out_len, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, out_len - n, ".%03dZ", (int)(ms % 1000));
+}
+
+static int cmd_spool(int argc, char **argv)
+{
+    const command *c = find_command("spool");
+    if (argc < 2 || (strcmp(argv[1], "ls") != 0 && strcmp(argv[1], "verify") != 0)) {
+        if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+            print_command_help(c, stdout);
+            return EX_OK;
+        }
+        fprintf(stderr, "edgecap spool: expected ls or verify\n");
+        print_command_help(c, stderr);
+        return EX_USAGE;
+    }
+    bool verify = strcmp(argv[1], "verify") == 0;
+    const char *path = NULL;
+    int rc = parse_common(c, argc - 1, argv + 1, &path);
+    if (rc >= 0)
+        return rc;
+    if (path == NULL || optind != argc - 1) {
+        fprintf(stderr, "edgecap spool %s: --config FILE is required\n", argv[1]);
+        print_command_help(c, stderr);
+        return EX_USAGE;
+    }
+    ec_config cfg;
+    ec_keystore ks = {0};
+    ec_spool *spool = NULL;
+    if ((rc = load_config(path, &cfg)) != EX_OK)
+        return rc;
+    if ((rc = start_secure(&cfg)) != EX_OK || (rc = open_spool(&cfg, &ks, &spool)) != EX_OK)
+        goto out;
+    if (verify) {
+        size_t checked = 0, failed = 0;
+        ec_status st = ec_spool_verify_all(spool, &checked, &failed);
+        if (st != EC_OK) {
+            fprintf(stderr, "edgecap: cannot verify the spool: %s\n", ec_strerror(st));
+            rc = EX_IOERR;
+            goto out;
+        }
+        printf("verified %zu segments: %zu authentic, %zu failed%s\n", checked,
+               checked - failed, failed, failed > 0 ? " (moved to quarantine/)" : "");
+        rc = failed > 0 ? EX_DATAERR : EX_OK;
+        goto out;
+    }
+    ec_spool_entry *entries = NULL;
+    size_t n = 0;
+    ec_status st = ec_spool_list(spool, &entries, &n);
+    if (st != EC_OK) {
+        fprintf(stderr, "edgecap: cannot list the spool: %s\n", ec_strerror(st));
+        rc = EX_IOERR;
+        goto out;
+    }
+    printf("%-44s %10s %-24s %10s %10s %s\n", "NAME", "SEQ", "START (UTC)", "DURATION_S",
+           "SIZE_B", "STATE");
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        char when[40];
+        format_utc(entries[i].meta.start_utc_ms, when, sizeof when);
+        const ec_spool_entry *e = &entries[i];
+        char duration[32];
+        if (e->state == EC_SEG_CLOSED && e->meta.sample_rate_hz > 0)
+            snprintf(duration, sizeof duration, "%.3f",
+                     (double)e->pcm_frames / e->meta.sample_rate_hz);
+        else
+            snprintf(duration, sizeof duration, "-");
+        printf("%-44s %10" PRIu64 " %-24s %10s %10" PRIu64 " %s\n", e->name, e->meta.sequence,
+               when, duration, e->size_bytes, e->state == EC_SEG_CLOSED ? "closed" : "writing");
+        total += e->size_bytes;
+    }
+    printf("%zu segments, %" PRIu64 " bytes\n", n, total);
+    free(entries);
+    rc = EX_OK;
+out:
+    ec_spool_close(&spool);
+    ec_keystore_close(&ks);
+    ec_config_free(&cfg);
+    ec_rng_free();
+    return rc;
 }
 
 static int cmd_version(int argc, char **argv)
