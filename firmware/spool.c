@@ -438,8 +438,8 @@ static void recover_part(ec_spool *s, const char *part)
         }
         goto out;
     }
-    if (res.payload_bytes == 0) {
-        /* nothing but a header: no audio to keep */
+    if (res.payload_bytes == 0 || frames == 0) {
+        /* a header, or Ogg headers without one audio page: no audio to keep */
         close(fd);
         fd = -1;
         if (shred_and_unlink(s, part) == EC_OK)

@@ -67,7 +67,13 @@ SAS=$(new_secret "sv=2025-11-05&sr=c&sp=cw&sig=")
 # A provisioning file of uid 65534 with require_mlock set to $2.
 nobody_config() { # FILE on|off [SED-SCRIPT]
     write_sas_config "$1" "$SAS"
-    sed -i -e "s/^require_mlock = .*/require_mlock = $2/" -e "${3:-}" "$1"
+    # the daemon of uid 65534 keeps its key store and spool, and reads its
+    # audio, where that uid may write and read
+    cp "$T/input.wav" "$H/input.wav"
+    chown 65534:65534 "$H/input.wav"
+    sed -i -e "s/^require_mlock = .*/require_mlock = $2/" -e "${3:-}" \
+        -e "s|^keystore_dir = .*|keystore_dir = $H/keys|" -e "s|^dir = .*|dir = $H/spool|" \
+        -e "s|^file = .*|file = $H/input.wav|" "$1"
     chown 65534:65534 "$1"
 }
 

@@ -87,6 +87,15 @@ static size_t ogg_page(uint8_t *out, uint64_t granule, const char *body_tag, siz
     return 27 + nseg + body_len;
 }
 
+/* The OpusHead page (pre-skip 312) that starts every Opus stream. */
+static size_t head_page(uint8_t *out)
+{
+    static const uint8_t head[19] = "OpusHead\1\1\x38\x01\x80\x3e\0\0\0\0\0";
+    size_t n = ogg_page(out, 0, "", sizeof head);
+    memcpy(out + n - sizeof head, head, sizeof head);
+    return n;
+}
+
 static ec_segment_meta meta_for(ec_spool *s, int64_t start_ms)
 {
     ec_segment_meta m = {.device_id = "edge-7", .start_utc_ms = start_ms,
@@ -104,9 +113,7 @@ static char *write_segment(ec_spool *s, int64_t start_ms, int pages, bool commit
     ec_spool_writer *w = NULL;
     assert_int_equal(ec_spool_begin(s, &m, &w), EC_OK);
     uint8_t page[4096];
-    uint8_t head[19] = "OpusHead\1\1\x38\x01\x80\x3e\0\0\0\0\0";
-    size_t n = ogg_page(page, 0, "", 19);
-    memcpy(page + n - 19, head, 19);
+    size_t n = head_page(page);
     assert_int_equal(ec_spool_append(w, page, n), EC_OK);
     assert_int_equal(ec_spool_flush(w), EC_OK);
     for (int i = 1; i < pages; i++) {
@@ -299,7 +306,9 @@ static void test_failed_fsync_loses_only_unflushed(void **state)
     ec_spool_writer *w = NULL;
     assert_int_equal(ec_spool_begin(s, &m, &w), EC_OK);
     uint8_t page[2048];
-    size_t n = ogg_page(page, 5000, "a", 800);
+    size_t n = head_page(page);
+    assert_int_equal(ec_spool_append(w, page, n), EC_OK);
+    n = ogg_page(page, 5000, "a", 800);
     assert_int_equal(ec_spool_append(w, page, n), EC_OK);
     assert_int_equal(ec_spool_flush(w), EC_OK);
     ec_fault_arm("spool.fsync", 0, 0);
@@ -321,6 +330,26 @@ static void test_failed_fsync_loses_only_unflushed(void **state)
     assert_int_equal(ec_spool_read(s, name, count_chunk, &c, NULL), EC_OK);
     assert_true(c.chunks >= 1); /* the flushed page is there */
     ec_spool_close(&s);
+}
+
+static void test_part_without_audio_removed(void **state)
+{
+    fixture *f = *state;
+    ec_spool *s = open_spool(f, 1 << 30, EC_WHEN_FULL_DROP_OLDEST);
+    char *a = write_segment(s, 1795000000000LL, 1, false); /* Ogg headers only */
+    ec_spool_close(&s);
+    ts_log_begin();
+    s = open_spool(f, 1 << 30, EC_WHEN_FULL_DROP_OLDEST);
+    char *log = ts_log_end();
+    assert_non_null(strstr(log, "event=segment_empty_removed"));
+    free(log);
+    char *part = ts_strf("%s.seg.part", a), *closed = ts_strf("%s.seg", a);
+    assert_false(exists(f->spool_dir, part));
+    assert_false(exists(f->spool_dir, closed));
+    ec_spool_close(&s);
+    free(part);
+    free(closed);
+    free(a);
 }
 
 static void flip_byte(const char *path, long off)
@@ -500,6 +529,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_crash_mid_chunk_recovered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_after_trailer_renames_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_fsync_loses_only_unflushed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_part_without_audio_removed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tampered_quarantined_daemon_goes_on, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quota_drop_oldest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quota_refuse_new, setup, teardown),

@@ -258,6 +258,8 @@ new_secret() { # PREFIX
 # token inline; mode 600. Tests derive broken variants from it with sed.
 write_sas_config() { # FILE TOKEN
     local f=$1 token=$2
+    # One second of a tone to capture: the daemon now starts its pipeline.
+    [ -f "$T/input.wav" ] || sox -q -n -r 16000 -c 1 -b 16 "$T/input.wav" synth 1 sine 440
     (
         umask 077
         cat >"$f" <<EOF
@@ -268,6 +270,8 @@ require_mlock = off
 keystore_dir = $T/keys
 
 [capture]
+source = file
+file = $T/input.wav
 rate_hz = 16000
 channels = 1
 segment_seconds = 60
