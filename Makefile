@@ -128,6 +128,7 @@ test:
 	$(Q)tests/run-all.sh $(if $(filter 1,$(SAN)),--san-only)
 
 demo: $(BUILD)/edgecap
+	$(Q)toolchain/install-deps.sh tools
 	$(Q)toolchain/demo.sh $(BUILD)
 
 lint: $(DEPS_STAMP)
