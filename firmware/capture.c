@@ -28,12 +28,12 @@ struct ec_capture {
 
     pthread_mutex_t lock;
     pthread_cond_t not_empty, not_full;
-    int16_t *ring;        /* queue_blocks * block_frames * channels samples */
-    int16_t *scratch;     /* where a dropped block is read (and wiped) */
+    int16_t *ring;    /* queue_blocks * block_frames * channels samples */
+    int16_t *scratch; /* where a dropped block is read (and wiped) */
     slot_info *slots;
-    size_t head, count;   /* head = oldest filled slot */
-    bool stop;            /* asked to stop */
-    bool capture_done;    /* the capture thread has ended */
+    size_t head, count; /* head = oldest filled slot */
+    bool stop;          /* asked to stop */
+    bool capture_done;  /* the capture thread has ended */
     bool worker_done;
     ec_capture_stats stats;
 
@@ -306,8 +306,7 @@ ec_status ec_capture_start(ec_capture **out, const ec_capture_params *p)
     }
     c->capture_started = true;
     ec_log(EC_LOG_INFO, "capture_started", EC_LOG_STR("source", p->source->ops->name),
-           EC_LOG_UINT("rate_hz", p->source->rate_hz),
-           EC_LOG_UINT("channels", p->source->channels),
+           EC_LOG_UINT("rate_hz", p->source->rate_hz), EC_LOG_UINT("channels", p->source->channels),
            EC_LOG_BOOL("realtime", p->source->realtime),
            EC_LOG_UINT("queue_blocks", p->queue_blocks),
            EC_LOG_UINT("segment_seconds", p->segment.segment_seconds),

@@ -100,9 +100,8 @@ ec_status ec_encode_open(ec_encode **out, const ec_encode_params *p, ec_encode_s
     if (rc == OPE_OK)
         rc = ope_encoder_ctl(e->enc, OPE_SET_MUXING_DELAY(page_samples_48k));
     if (rc == OPE_OK)
-        rc = ope_encoder_ctl(e->enc, OPE_SET_DECISION_DELAY(page_samples_48k < 96000
-                                                                ? page_samples_48k
-                                                                : 96000));
+        rc = ope_encoder_ctl(
+            e->enc, OPE_SET_DECISION_DELAY(page_samples_48k < 96000 ? page_samples_48k : 96000));
     if (rc == OPE_OK)
         rc = ope_encoder_ctl(e->enc, OPUS_SET_APPLICATION(p->application == EC_APP_AUDIO
                                                               ? OPUS_APPLICATION_AUDIO

@@ -69,8 +69,8 @@ static void print_usage(FILE *out)
 {
     fprintf(out, "usage: edgecap <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
-        fprintf(out, "  %-28s %.*s\n", commands[i].usage,
-                (int)strcspn(commands[i].summary, "\n"), commands[i].summary);
+        fprintf(out, "  %-28s %.*s\n", commands[i].usage, (int)strcspn(commands[i].summary, "\n"),
+                commands[i].summary);
     fprintf(out, "\n'edgecap <command> --help' shows a command's options.\n");
 }
 
@@ -81,8 +81,7 @@ static void print_command_help(const command *c, FILE *out)
 
 /* Parses --help, and --config FILE / --seconds N where the command takes
  * them (non-NULL). Returns -1 to go on, or an exit code. */
-static int parse_opts(const command *c, int argc, char **argv, const char **config,
-                      long *seconds)
+static int parse_opts(const command *c, int argc, char **argv, const char **config, long *seconds)
 {
     static const struct option opts[] = {
         {"help", no_argument, NULL, 'h'},
@@ -109,8 +108,7 @@ static int parse_opts(const command *c, int argc, char **argv, const char **conf
                 goto bad;
             errno = 0;
             *seconds = strtol(optarg, &end, 10);
-            if (errno != 0 || end == optarg || *end != '\0' || *seconds < 1 ||
-                *seconds > 86400) {
+            if (errno != 0 || end == optarg || *end != '\0' || *seconds < 1 || *seconds > 86400) {
                 fprintf(stderr, "edgecap %s: --seconds expects 1..86400, got '%s'\n", c->name,
                         optarg);
                 return EX_USAGE;
@@ -122,8 +120,7 @@ static int parse_opts(const command *c, int argc, char **argv, const char **conf
     }
     return -1;
 bad:
-    fprintf(stderr, "edgecap %s: unknown or incomplete option '%s'\n", c->name,
-            argv[optind - 1]);
+    fprintf(stderr, "edgecap %s: unknown or incomplete option '%s'\n", c->name, argv[optind - 1]);
     print_command_help(c, stderr);
     return EX_USAGE;
 }
@@ -227,8 +224,7 @@ static int open_spool(const ec_config *cfg, ec_keystore *ks, ec_spool **spool)
     st = ec_spool_open(spool, &sp);
     if (st != EC_OK) {
         ec_keystore_close(ks);
-        fprintf(stderr, "edgecap: cannot open the spool %s: %s\n", cfg->spool.dir,
-                ec_strerror(st));
+        fprintf(stderr, "edgecap: cannot open the spool %s: %s\n", cfg->spool.dir, ec_strerror(st));
         return st == EC_ERR_PERM ? EX_NOPERM : EX_IOERR;
     }
     return EX_OK;
@@ -263,12 +259,12 @@ static int64_t now_utc_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static ec_capture_params capture_params(const ec_config *cfg, ec_audio_source *src,
-                                        ec_spool *spool, uint64_t max_frames)
+static ec_capture_params capture_params(const ec_config *cfg, ec_audio_source *src, ec_spool *spool,
+                                        uint64_t max_frames)
 {
     uint32_t block = (uint32_t)cfg->capture.period_frames;
-    uint64_t queue = (uint64_t)cfg->capture.queue_ms * (uint64_t)cfg->capture.rate_hz / 1000 /
-                     block;
+    uint64_t queue =
+        (uint64_t)cfg->capture.queue_ms * (uint64_t)cfg->capture.rate_hz / 1000 / block;
     ec_capture_params p = {
         .source = src,
         .spool = spool,
@@ -401,8 +397,8 @@ static int cmd_capture(int argc, char **argv)
     if ((rc = start_secure(&cfg)) != EX_OK || (rc = open_spool(&cfg, &ks, &spool)) != EX_OK ||
         (rc = open_source(&cfg, &src)) != EX_OK)
         goto out;
-    ec_capture_params cp = capture_params(&cfg, &src, spool,
-                                          (uint64_t)seconds * (uint64_t)cfg.capture.rate_hz);
+    ec_capture_params cp =
+        capture_params(&cfg, &src, spool, (uint64_t)seconds * (uint64_t)cfg.capture.rate_hz);
     ec_status st = ec_capture_start(&cap, &cp);
     if (st != EC_OK) {
         ec_log(EC_LOG_ERROR, "capture_start_failed", EC_LOG_STATUS(st));
@@ -482,8 +478,8 @@ static int cmd_spool(int argc, char **argv)
             rc = EX_IOERR;
             goto out;
         }
-        printf("verified %zu segments: %zu authentic, %zu failed%s\n", checked,
-               checked - failed, failed, failed > 0 ? " (moved to quarantine/)" : "");
+        printf("verified %zu segments: %zu authentic, %zu failed%s\n", checked, checked - failed,
+               failed, failed > 0 ? " (moved to quarantine/)" : "");
         rc = failed > 0 ? EX_DATAERR : EX_OK;
         goto out;
     }
@@ -495,8 +491,8 @@ static int cmd_spool(int argc, char **argv)
         rc = EX_IOERR;
         goto out;
     }
-    printf("%-44s %10s %-24s %10s %10s %s\n", "NAME", "SEQ", "START (UTC)", "DURATION_S",
-           "SIZE_B", "STATE");
+    printf("%-44s %10s %-24s %10s %10s %s\n", "NAME", "SEQ", "START (UTC)", "DURATION_S", "SIZE_B",
+           "STATE");
     uint64_t total = 0;
     for (size_t i = 0; i < n; i++) {
         char when[40];
@@ -508,8 +504,8 @@ static int cmd_spool(int argc, char **argv)
                      (double)e->pcm_frames / e->meta.sample_rate_hz);
         else
             snprintf(duration, sizeof duration, "-");
-        printf("%-44s %10" PRIu64 " %-24s %10s %10" PRIu64 " %s\n", e->name, e->meta.sequence,
-               when, duration, e->size_bytes, e->state == EC_SEG_CLOSED ? "closed" : "writing");
+        printf("%-44s %10" PRIu64 " %-24s %10s %10" PRIu64 " %s\n", e->name, e->meta.sequence, when,
+               duration, e->size_bytes, e->state == EC_SEG_CLOSED ? "closed" : "writing");
         total += e->size_bytes;
     }
     printf("%zu segments, %" PRIu64 " bytes\n", n, total);
@@ -541,7 +537,7 @@ static int cmd_version(int argc, char **argv)
     printf("mbedTLS %s\n", mbed);
     printf("alsa-lib %s\n", snd_asoundlib_version());
     printf("%s\n", opus_get_version_string()); /* "libopus 1.3.1" */
-    printf("%s\n", ope_get_version_string()); /* "libopusenc 0.2.1" */
+    printf("%s\n", ope_get_version_string());  /* "libopusenc 0.2.1" */
     return EX_OK;
 }
 

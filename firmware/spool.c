@@ -167,8 +167,8 @@ static void note_sequence(ec_spool *s, const char *name)
 /* ---- Ogg page scan (for the trailer of a recovered segment) ------------- */
 
 typedef struct {
-    int preskip;          /* from OpusHead, -1 until seen */
-    uint64_t granule;     /* highest page granule position seen */
+    int preskip;      /* from OpusHead, -1 until seen */
+    uint64_t granule; /* highest page granule position seen */
     bool have_granule;
 } ogg_scan;
 
@@ -313,8 +313,8 @@ out:
 static ec_status move_to_quarantine(ec_spool *s, const char *file, const char *reason)
 {
     struct stat sb;
-    uint64_t size = fstatat(s->dirfd, file, &sb, AT_SYMLINK_NOFOLLOW) == 0 ? (uint64_t)sb.st_size
-                                                                          : 0;
+    uint64_t size =
+        fstatat(s->dirfd, file, &sb, AT_SYMLINK_NOFOLLOW) == 0 ? (uint64_t)sb.st_size : 0;
     if (renameat(s->dirfd, file, s->qdirfd, file) != 0) {
         ec_log(EC_LOG_ERROR, "quarantine_failed", EC_LOG_STR("segment", file),
                EC_LOG_STR("reason", strerror(errno)));
@@ -447,8 +447,7 @@ static void recover_part(ec_spool *s, const char *part)
         goto out;
     }
     if (ftruncate(fd, (off_t)res.good_end) != 0 ||
-        write_trailer(fd, seal, res.good_end, frames, res.payload_bytes, &trailer_bytes) !=
-            EC_OK ||
+        write_trailer(fd, seal, res.good_end, frames, res.payload_bytes, &trailer_bytes) != EC_OK ||
         finish_rename(s, part, closed) != EC_OK) {
         ec_log(EC_LOG_ERROR, "segment_recovery_failed", EC_LOG_STR("segment", part),
                EC_LOG_STR("reason", strerror(errno)));
@@ -553,9 +552,8 @@ static ec_status write_state(ec_spool *s, uint64_t next)
 {
     char buf[64];
     int len = snprintf(buf, sizeof buf, "next_sequence=%" PRIu64 "\n", next);
-    int fd = openat(s->dirfd, STATE_FILE ".tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC |
-                                                     O_NOFOLLOW,
-                    0600);
+    int fd = openat(s->dirfd, STATE_FILE ".tmp",
+                    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         return EC_ERR_IO;
     ec_status st = write_all(fd, (const uint8_t *)buf, (size_t)len);
@@ -719,7 +717,7 @@ static ec_status apply_quota(ec_spool *s, uint64_t incoming, const char *writing
             pthread_mutex_unlock(&s->lock);
             ec_log(EC_LOG_WARN, "spool_full", EC_LOG_UINT("quota_bytes", s->quota_bytes),
                    EC_LOG_STR("policy", s->when_full == EC_WHEN_FULL_REFUSE_NEW ? "refuse-new"
-                                                                               : "drop-oldest"),
+                                                                                : "drop-oldest"),
                    EC_LOG_UINT("refused_total", refused));
             return EC_ERR_FULL;
         }
@@ -972,8 +970,7 @@ ec_status ec_spool_list(ec_spool *s, ec_spool_entry **entries, size_t *n)
         size_t hl;
         uint64_t size;
         const char *why;
-        if (open_segment(s, parts[i], false, &fd, &seal, &out[k].meta, &hl, &size, &why) ==
-            EC_OK) {
+        if (open_segment(s, parts[i], false, &fd, &seal, &out[k].meta, &hl, &size, &why) == EC_OK) {
             snprintf(out[k].name, sizeof out[k].name, "%.*s",
                      (int)(strlen(parts[i]) - strlen(PART_SUFFIX)), parts[i]);
             out[k].size_bytes = size;
@@ -1056,8 +1053,7 @@ static ec_status shred_and_unlink(ec_spool *s, const char *file)
         return EC_ERR_IO;
     st = sync_fd(s->dirfd);
     pthread_mutex_lock(&s->lock);
-    s->used_bytes = s->used_bytes > (uint64_t)sb.st_size ? s->used_bytes - (uint64_t)sb.st_size
-                                                         : 0;
+    s->used_bytes = s->used_bytes > (uint64_t)sb.st_size ? s->used_bytes - (uint64_t)sb.st_size : 0;
     pthread_mutex_unlock(&s->lock);
     return st;
 }

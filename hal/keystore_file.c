@@ -52,8 +52,8 @@ static ec_status file_wrap(void *ctx, const uint8_t *key, const uint8_t *aad, si
     ec_status st = ec_rng_bytes(out, EC_WRAP_NONCE_BYTES);
     if (st != EC_OK)
         return st;
-    return gcm_run(ks->kek, MBEDTLS_GCM_ENCRYPT, out, aad, aad_len, key,
-                   out + EC_WRAP_NONCE_BYTES, out + EC_WRAP_NONCE_BYTES + EC_DATA_KEY_BYTES);
+    return gcm_run(ks->kek, MBEDTLS_GCM_ENCRYPT, out, aad, aad_len, key, out + EC_WRAP_NONCE_BYTES,
+                   out + EC_WRAP_NONCE_BYTES + EC_DATA_KEY_BYTES);
 }
 
 static ec_status file_unwrap(void *ctx, const uint8_t *in, const uint8_t *aad, size_t aad_len,
@@ -109,8 +109,8 @@ static ec_status load_kek(const char *path, uint8_t *kek)
     if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         st = EC_ERR_IO;
     } else if (sb.st_uid != geteuid() || (sb.st_mode & 077) != 0) {
-        ec_log(EC_LOG_ERROR, "kek_unsafe", EC_LOG_STR("path", path),
-               EC_LOG_UINT("uid", sb.st_uid), EC_LOG_UINT("mode", sb.st_mode & 07777),
+        ec_log(EC_LOG_ERROR, "kek_unsafe", EC_LOG_STR("path", path), EC_LOG_UINT("uid", sb.st_uid),
+               EC_LOG_UINT("mode", sb.st_mode & 07777),
                EC_LOG_STR("expected", "owned by the running user, mode 0600"));
         st = EC_ERR_PERM;
     } else if (sb.st_size != EC_DATA_KEY_BYTES || read_exact(fd, kek, EC_DATA_KEY_BYTES) != EC_OK) {
@@ -146,8 +146,8 @@ static ec_status create_kek(const char *dir, const char *path, uint8_t *kek)
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         return EC_ERR_IO;
-    bool ok = !EC_FAULT("keystore.write") && write(fd, kek, EC_DATA_KEY_BYTES) == EC_DATA_KEY_BYTES &&
-              fsync(fd) == 0;
+    bool ok = !EC_FAULT("keystore.write") &&
+              write(fd, kek, EC_DATA_KEY_BYTES) == EC_DATA_KEY_BYTES && fsync(fd) == 0;
     ok = close(fd) == 0 && ok;
     if (ok && link(tmp, path) != 0) {
         ok = false;

@@ -18,8 +18,8 @@
 #include "edgecap/status.h"
 
 typedef struct {
-    unsigned long overruns;  /* ALSA -EPIPE recovered */
-    unsigned long suspends;  /* ALSA -ESTRPIPE recovered */
+    unsigned long overruns; /* ALSA -EPIPE recovered */
+    unsigned long suspends; /* ALSA -ESTRPIPE recovered */
     unsigned long long frames_read;
 } ec_audio_stats;
 
@@ -49,8 +49,8 @@ typedef struct {
 
 typedef struct {
     const char *device_or_path;
-    uint32_t rate_hz;   /* 8000, 16000 or 48000 */
-    uint8_t channels;   /* 1 or 2 */
+    uint32_t rate_hz; /* 8000, 16000 or 48000 */
+    uint8_t channels; /* 1 or 2 */
     uint32_t period_frames;
     uint32_t buffer_frames;
 } ec_audio_params;

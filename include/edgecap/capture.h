@@ -27,17 +27,17 @@ typedef struct {
     const char *device_id;
     ec_segment_params segment;
     ec_encode_params encode;
-    uint32_t block_frames;  /* frames per read (the ALSA period) */
-    uint32_t queue_blocks;  /* queue capacity */
-    uint64_t max_frames;    /* stop after this many frames; 0 = until stopped or end */
-    int64_t start_utc_ms;   /* UTC time of the first frame */
+    uint32_t block_frames; /* frames per read (the ALSA period) */
+    uint32_t queue_blocks; /* queue capacity */
+    uint64_t max_frames;   /* stop after this many frames; 0 = until stopped or end */
+    int64_t start_utc_ms;  /* UTC time of the first frame */
 } ec_capture_params;
 
 typedef struct {
     uint64_t frames_captured;
-    uint64_t frames_dropped;  /* lost to a full queue (real-time source) */
-    uint64_t overruns;        /* times the queue was full */
-    uint64_t frames_refused;  /* the spool refused them (quota, refuse-new) */
+    uint64_t frames_dropped; /* lost to a full queue (real-time source) */
+    uint64_t overruns;       /* times the queue was full */
+    uint64_t frames_refused; /* the spool refused them (quota, refuse-new) */
     uint64_t segments_sealed;
     uint64_t segments_failed; /* encode or spool errors; .part left for recovery */
     ec_segment_stats segmenter;

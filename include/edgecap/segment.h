@@ -49,13 +49,13 @@ typedef struct {
     ec_segment_sink sink;
     void *user;
     int64_t t0_utc_ms;
-    uint64_t frames_total;  /* frames seen since start */
+    uint64_t frames_total; /* frames seen since start */
     bool open;
     uint64_t open_frames;   /* frames in the open segment */
     uint64_t max_frames;    /* segment_seconds * rate */
     uint64_t silent_frames; /* trailing silence in the open segment */
     uint64_t hangover_frames;
-    double threshold_ms;    /* mean-square threshold for VAD */
+    double threshold_ms; /* mean-square threshold for VAD */
     ec_segment_stats stats;
 } ec_segmenter;
 

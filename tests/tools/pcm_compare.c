@@ -57,8 +57,8 @@ int main(int argc, char **argv)
             best_snr = err > 0 ? 10 * log10(sxx / err) : 99;
         }
     }
-    printf("source_samples=%zu decoded_samples=%zu lag=%ld correlation=%.4f snr_db=%.1f\n", ns,
-           nd, best_lag, best, best_snr);
+    printf("source_samples=%zu decoded_samples=%zu lag=%ld correlation=%.4f snr_db=%.1f\n", ns, nd,
+           best_lag, best, best_snr);
     free(s);
     free(d);
     return best >= min_corr ? 0 : 1;

@@ -105,8 +105,11 @@ static void test_alsa_captures_byte_for_byte(void **state)
 {
     fixture *f = *state;
     ec_audio_source src;
-    ec_audio_params p = {.device_or_path = "ectest", .rate_hz = RATE, .channels = 1,
-                         .period_frames = 320, .buffer_frames = 3200};
+    ec_audio_params p = {.device_or_path = "ectest",
+                         .rate_hz = RATE,
+                         .channels = 1,
+                         .period_frames = 320,
+                         .buffer_frames = 3200};
     assert_int_equal(ec_audio_alsa_open(&src, &p), EC_OK);
     assert_string_equal(src.ops->name, "alsa");
     int16_t *buf = ec_secmem_alloc(f->n * sizeof(int16_t));
@@ -126,8 +129,11 @@ static void test_alsa_plug_converts_channels(void **state)
     (void)state;
     ec_audio_source src;
     /* The file PCM is mono; plug duplicates it into two channels. */
-    ec_audio_params p = {.device_or_path = "ecplug", .rate_hz = RATE, .channels = 2,
-                         .period_frames = 320, .buffer_frames = 3200};
+    ec_audio_params p = {.device_or_path = "ecplug",
+                         .rate_hz = RATE,
+                         .channels = 2,
+                         .period_frames = 320,
+                         .buffer_frames = 3200};
     assert_int_equal(ec_audio_alsa_open(&src, &p), EC_OK);
     size_t frames = RATE / 2;
     int16_t *buf = ec_secmem_alloc(frames * 2 * sizeof(int16_t));
@@ -144,8 +150,11 @@ static void test_alsa_errors(void **state)
 {
     (void)state;
     ec_audio_source src;
-    ec_audio_params p = {.device_or_path = "no_such_pcm", .rate_hz = RATE, .channels = 1,
-                         .period_frames = 320, .buffer_frames = 3200};
+    ec_audio_params p = {.device_or_path = "no_such_pcm",
+                         .rate_hz = RATE,
+                         .channels = 1,
+                         .period_frames = 320,
+                         .buffer_frames = 3200};
     ts_log_begin();
     assert_int_not_equal(ec_audio_alsa_open(&src, &p), EC_OK);
     char *log = ts_log_end();

@@ -74,8 +74,10 @@ static int setup(void **state)
     char *ksdir = ts_strf("%s/keys", f->dir);
     char *spdir = ts_strf("%s/spool", f->dir);
     assert_int_equal(ec_keystore_file_open(&f->ks, ksdir), EC_OK);
-    ec_spool_params sp = {.dir = spdir, .quota_bytes = 1 << 30,
-                          .when_full = EC_WHEN_FULL_DROP_OLDEST, .keystore = &f->ks};
+    ec_spool_params sp = {.dir = spdir,
+                          .quota_bytes = 1 << 30,
+                          .when_full = EC_WHEN_FULL_DROP_OLDEST,
+                          .keystore = &f->ks};
     assert_int_equal(ec_spool_open(&f->spool, &sp), EC_OK);
     free(ksdir);
     free(spdir);
@@ -104,8 +106,12 @@ static ec_capture_params params(fixture *f, uint64_t max_frames, uint32_t queue_
         .spool = f->spool,
         .device_id = "cap-1",
         .segment = {.segment_seconds = 1},
-        .encode = {.bitrate_bps = 24000, .complexity = 3, .vbr = EC_VBR_ON,
-                   .application = EC_APP_VOIP, .frame_ms = 20, .max_page_ms = 500},
+        .encode = {.bitrate_bps = 24000,
+                   .complexity = 3,
+                   .vbr = EC_VBR_ON,
+                   .application = EC_APP_VOIP,
+                   .frame_ms = 20,
+                   .max_page_ms = 500},
         .block_frames = 320,
         .queue_blocks = queue_blocks,
         .max_frames = max_frames,
@@ -229,8 +235,10 @@ static void test_full_spool_refuses_and_counts(void **state)
     fixture *f = *state;
     ec_spool_close(&f->spool);
     char *spdir = ts_strf("%s/spool2", f->dir);
-    ec_spool_params sp = {.dir = spdir, .quota_bytes = 6000,
-                          .when_full = EC_WHEN_FULL_REFUSE_NEW, .keystore = &f->ks};
+    ec_spool_params sp = {.dir = spdir,
+                          .quota_bytes = 6000,
+                          .when_full = EC_WHEN_FULL_REFUSE_NEW,
+                          .keystore = &f->ks};
     assert_int_equal(ec_spool_open(&f->spool, &sp), EC_OK);
     free(spdir);
     f->gen.total = RATE * 4;

@@ -125,8 +125,12 @@ static void test_vad_gates_silence(void **state)
 
     recorder r = {.out = malloc(total * sizeof(int16_t))};
     ec_segmenter s;
-    ec_segment_params p = {.rate_hz = RATE, .channels = 1, .segment_seconds = 60, .vad = true,
-                           .vad_threshold_dbfs = -40, .vad_hangover_ms = 300};
+    ec_segment_params p = {.rate_hz = RATE,
+                           .channels = 1,
+                           .segment_seconds = 60,
+                           .vad = true,
+                           .vad_threshold_dbfs = -40,
+                           .vad_hangover_ms = 300};
     ec_segmenter_init(&s, &p, 0, &sink, &r);
     push_in_blocks(&s, pcm, total, 320);
     assert_int_equal(ec_segmenter_finish(&s), EC_OK);
@@ -149,8 +153,12 @@ static void test_vad_long_speech_still_cut(void **state)
     tone(pcm, frames, 10000);
     recorder r = {.out = malloc(frames * sizeof(int16_t))};
     ec_segmenter s;
-    ec_segment_params p = {.rate_hz = RATE, .channels = 1, .segment_seconds = 1, .vad = true,
-                           .vad_threshold_dbfs = -40, .vad_hangover_ms = 500};
+    ec_segment_params p = {.rate_hz = RATE,
+                           .channels = 1,
+                           .segment_seconds = 1,
+                           .vad = true,
+                           .vad_threshold_dbfs = -40,
+                           .vad_hangover_ms = 500};
     ec_segmenter_init(&s, &p, 0, &sink, &r);
     push_in_blocks(&s, pcm, frames, 320);
     assert_int_equal(ec_segmenter_finish(&s), EC_OK);

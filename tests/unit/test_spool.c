@@ -59,8 +59,8 @@ static int teardown(void **state)
 
 static ec_spool *open_spool(fixture *f, int64_t quota, int when_full)
 {
-    ec_spool_params p = {.dir = f->spool_dir, .quota_bytes = quota, .when_full = when_full,
-                         .keystore = &f->ks};
+    ec_spool_params p = {
+        .dir = f->spool_dir, .quota_bytes = quota, .when_full = when_full, .keystore = &f->ks};
     ec_spool *s = NULL;
     assert_int_equal(ec_spool_open(&s, &p), EC_OK);
     return s;
@@ -98,8 +98,10 @@ static size_t head_page(uint8_t *out)
 
 static ec_segment_meta meta_for(ec_spool *s, int64_t start_ms)
 {
-    ec_segment_meta m = {.device_id = "edge-7", .start_utc_ms = start_ms,
-                         .sample_rate_hz = 16000, .channels = 1,
+    ec_segment_meta m = {.device_id = "edge-7",
+                         .start_utc_ms = start_ms,
+                         .sample_rate_hz = 16000,
+                         .channels = 1,
                          .codec = EC_SEAL_CODEC_OGG_OPUS};
     assert_int_equal(ec_spool_next_sequence(s, &m.sequence), EC_OK);
     return m;
