@@ -141,4 +141,5 @@ format:
 clean:
 	rm -rf build/x86_64 build/x86_64-san build/aarch64 build/armhf build/.deps-*
 
--include $(OBJS:.o=.d) $(TEST_LIB_OBJS:.o=.d)
+-include $(OBJS:.o=.d) $(TEST_LIB_OBJS:.o=.d) $(UNIT_BINS:$(BUILD)/tests/%=$(BUILD)/tobj/tests/unit/%.d) \
+	$(TEST_SUPPORT_OBJS:.o=.d) $(TOOL_BINS:$(BUILD)/tools/%=$(BUILD)/tobj/tests/tools/%.d)

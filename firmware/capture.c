@@ -176,11 +176,13 @@ static void seg_close(ec_capture *c, ec_status st)
             count(c, &c->stats.segments_sealed, 1);
             return;
         }
+        /* the commit logged why; the .part is recovered at the next start */
+    } else {
+        ec_spool_abort(&c->writer);
+        ec_log(EC_LOG_ERROR, "segment_failed", EC_LOG_STATUS(st),
+               EC_LOG_STR("effect", "left as .part; recovered at the next start"));
     }
-    ec_spool_abort(&c->writer);
     count(c, &c->stats.segments_failed, 1);
-    ec_log(EC_LOG_ERROR, "segment_failed", EC_LOG_STATUS(st),
-           EC_LOG_STR("effect", "left as .part; recovered at the next start"));
 }
 
 static ec_status seg_pcm(void *user, const int16_t *pcm, size_t frames)
@@ -318,9 +320,13 @@ ec_status ec_capture_start(ec_capture **out, const ec_capture_params *p)
 void ec_capture_stop(ec_capture *c)
 {
     pthread_mutex_lock(&c->lock);
+    bool first = !c->stop;
     c->stop = true;
     pthread_cond_broadcast(&c->not_full);
     pthread_mutex_unlock(&c->lock);
+    /* a device that delivers nothing must not hold the stop up */
+    if (first && c->p.source->ops->interrupt != NULL)
+        c->p.source->ops->interrupt(c->p.source->ctx);
 }
 
 bool ec_capture_finished(ec_capture *c)

@@ -11,6 +11,7 @@
 #include <opus.h>
 #include <opusenc.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -204,8 +205,9 @@ static int start_secure(const ec_config *cfg)
     return EX_OK;
 }
 
-/* The key store and spool a config names; EX_OK or the exit code. */
-static int open_spool(const ec_config *cfg, ec_keystore *ks, ec_spool **spool)
+/* The key store and spool a config names; EX_OK or the exit code. An
+ * observer (read_only) opens beside a running daemon. */
+static int open_spool(const ec_config *cfg, ec_keystore *ks, ec_spool **spool, bool read_only)
 {
     if (cfg->device.keystore != EC_KEYSTORE_FILE) {
         fprintf(stderr, "edgecap: [device] keystore = pkcs11 is not available in this build\n");
@@ -220,12 +222,13 @@ static int open_spool(const ec_config *cfg, ec_keystore *ks, ec_spool **spool)
     ec_spool_params sp = {.dir = cfg->spool.dir,
                           .quota_bytes = cfg->spool.quota_bytes,
                           .when_full = cfg->spool.when_full,
-                          .keystore = ks};
+                          .keystore = ks,
+                          .read_only = read_only};
     st = ec_spool_open(spool, &sp);
     if (st != EC_OK) {
         ec_keystore_close(ks);
         fprintf(stderr, "edgecap: cannot open the spool %s: %s\n", cfg->spool.dir, ec_strerror(st));
-        return st == EC_ERR_PERM ? EX_NOPERM : EX_IOERR;
+        return st == EC_ERR_PERM ? EX_NOPERM : st == EC_ERR_BUSY ? EX_TEMPFAIL : EX_IOERR;
     }
     return EX_OK;
 }
@@ -326,7 +329,8 @@ static int cmd_run(int argc, char **argv)
     rc = load_config(path, &cfg);
     if (rc != EX_OK)
         return rc;
-    if ((rc = start_secure(&cfg)) != EX_OK || (rc = open_spool(&cfg, &ks, &spool)) != EX_OK ||
+    if ((rc = start_secure(&cfg)) != EX_OK ||
+        (rc = open_spool(&cfg, &ks, &spool, false)) != EX_OK ||
         (rc = open_source(&cfg, &src)) != EX_OK)
         goto out;
 
@@ -347,15 +351,26 @@ static int cmd_run(int argc, char **argv)
         goto out;
     }
     int sig = 0;
+    const struct timespec tick = {0, 200 * 1000 * 1000};
     for (;;) {
-        if (sigwait(&wanted, &sig) != 0)
-            continue;
+        sig = sigtimedwait(&wanted, NULL, &tick);
         if (sig == SIGHUP) {
             ec_log(EC_LOG_WARN, "reload_ignored",
                    EC_LOG_STR("reason", "live reload is not available in this build"));
             continue;
         }
-        break;
+        if (sig == SIGTERM || sig == SIGINT)
+            break;
+        /* A source that failed (a device gone) ends the daemon with an error,
+         * so that its supervisor restarts it; a file that simply ended does not. */
+        ec_capture_stats cs;
+        ec_capture_get_stats(cap, &cs);
+        if (ec_capture_finished(cap) && cs.source_error != EC_OK) {
+            ec_log(EC_LOG_ERROR, "stopping", EC_LOG_STR("reason", "audio source failed"),
+                   EC_LOG_STATUS(cs.source_error));
+            rc = EX_IOERR;
+            goto out;
+        }
     }
     ec_log(EC_LOG_INFO, "stopping", EC_LOG_STR("signal", signal_name(sig)));
     rc = EX_OK;
@@ -394,7 +409,8 @@ static int cmd_capture(int argc, char **argv)
     ec_capture_stats stats = {0};
     if ((rc = load_config(path, &cfg)) != EX_OK)
         return rc;
-    if ((rc = start_secure(&cfg)) != EX_OK || (rc = open_spool(&cfg, &ks, &spool)) != EX_OK ||
+    if ((rc = start_secure(&cfg)) != EX_OK ||
+        (rc = open_spool(&cfg, &ks, &spool, false)) != EX_OK ||
         (rc = open_source(&cfg, &src)) != EX_OK)
         goto out;
     ec_capture_params cp =
@@ -468,7 +484,17 @@ static int cmd_spool(int argc, char **argv)
     ec_spool *spool = NULL;
     if ((rc = load_config(path, &cfg)) != EX_OK)
         return rc;
-    if ((rc = start_secure(&cfg)) != EX_OK || (rc = open_spool(&cfg, &ks, &spool)) != EX_OK)
+    if ((rc = start_secure(&cfg)) != EX_OK)
+        goto out;
+    /* ls observes; verify owns the spool (to quarantine) unless a daemon
+     * does, then it only reports */
+    rc = open_spool(&cfg, &ks, &spool, !verify);
+    if (rc == EX_TEMPFAIL && verify) {
+        fprintf(stderr, "edgecap: a running edgecap owns the spool: verifying without "
+                        "moving failures to quarantine/\n");
+        rc = open_spool(&cfg, &ks, &spool, true);
+    }
+    if (rc != EX_OK)
         goto out;
     if (verify) {
         size_t checked = 0, failed = 0;
@@ -562,6 +588,10 @@ static int cmd_help(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    /* Freed heap is overwritten: libopus/libopusenc and mbedTLS's cipher
+     * contexts (key schedules) live on the ordinary heap, since neither has
+     * allocator hooks in the distro builds; this scrubs them when freed. */
+    mallopt(M_PERTURB, 0xa5);
     /* Before anything can hold a secret: no core dumps, no ptrace by others. */
     if (ec_secmem_harden_process() != EC_OK) {
         fprintf(stderr, "edgecap: cannot harden the process: %s\n", strerror(errno));

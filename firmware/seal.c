@@ -177,21 +177,28 @@ ec_status ec_seal_open(ec_seal **out, const ec_keystore *ks, const uint8_t *head
     return EC_OK;
 }
 
-static void chunk_nonce(const ec_seal *s, bool last, uint8_t nonce[12])
+static void chunk_nonce(const ec_seal *s, ec_seal_flag flag, uint8_t nonce[12])
 {
     memcpy(nonce, s->nonce_prefix, EC_SEAL_NONCE_PREFIX_BYTES);
     put_u32(nonce + 7, s->counter);
-    nonce[11] = last ? 1 : 0;
+    nonce[11] = (uint8_t)flag;
 }
 
-ec_status ec_seal_chunk(ec_seal *s, const uint8_t *plain, size_t len, bool last, uint8_t *out)
+static bool flag_valid(ec_seal_flag flag)
 {
-    if (s == NULL || s->finished || len > EC_SEAL_CHUNK_MAX || (plain == NULL && len > 0))
+    return flag == EC_SEAL_MORE || flag == EC_SEAL_FINAL || flag == EC_SEAL_FINAL_RECOVERED;
+}
+
+ec_status ec_seal_chunk(ec_seal *s, const uint8_t *plain, size_t len, ec_seal_flag flag,
+                        uint8_t *out)
+{
+    if (s == NULL || s->finished || len > EC_SEAL_CHUNK_MAX || (plain == NULL && len > 0) ||
+        !flag_valid(flag))
         return EC_ERR_INVALID;
     if (s->counter == UINT32_MAX)
         return EC_ERR_INVALID; /* the nonce counter would wrap */
     uint8_t nonce[12];
-    chunk_nonce(s, last, nonce);
+    chunk_nonce(s, flag, nonce);
     put_u32(out, (uint32_t)len);
     if (EC_FAULT("seal.chunk") ||
         mbedtls_gcm_crypt_and_tag(&s->gcm, MBEDTLS_GCM_ENCRYPT, len, nonce, sizeof nonce,
@@ -200,7 +207,7 @@ ec_status ec_seal_chunk(ec_seal *s, const uint8_t *plain, size_t len, bool last,
                                   out + EC_SEAL_LENGTH_BYTES + len) != 0)
         return EC_ERR_CRYPTO;
     s->counter++;
-    s->finished = last;
+    s->finished = flag != EC_SEAL_MORE;
     return EC_OK;
 }
 
@@ -213,17 +220,17 @@ ec_status ec_seal_chunk_plain_length(const uint8_t *length_field, size_t *plain_
     return EC_OK;
 }
 
-ec_status ec_seal_unseal_chunk(ec_seal *s, const uint8_t *in, size_t in_len, bool last,
+ec_status ec_seal_unseal_chunk(ec_seal *s, const uint8_t *in, size_t in_len, ec_seal_flag flag,
                                uint8_t *plain)
 {
     size_t len;
-    if (s == NULL || s->finished || s->counter == UINT32_MAX)
+    if (s == NULL || s->finished || s->counter == UINT32_MAX || !flag_valid(flag))
         return EC_ERR_INVALID;
     if (in_len < EC_SEAL_CHUNK_OVERHEAD || ec_seal_chunk_plain_length(in, &len) != EC_OK ||
         in_len != EC_SEAL_CHUNK_OVERHEAD + len)
         return EC_ERR_CRYPTO;
     uint8_t nonce[12];
-    chunk_nonce(s, last, nonce);
+    chunk_nonce(s, flag, nonce);
     if (mbedtls_gcm_auth_decrypt(&s->gcm, len, nonce, sizeof nonce, s->header_hash,
                                  sizeof s->header_hash, in + EC_SEAL_LENGTH_BYTES + len,
                                  EC_SEAL_TAG_BYTES, in + EC_SEAL_LENGTH_BYTES, plain) != 0) {
@@ -231,7 +238,7 @@ ec_status ec_seal_unseal_chunk(ec_seal *s, const uint8_t *in, size_t in_len, boo
         return EC_ERR_CRYPTO;
     }
     s->counter++;
-    s->finished = last;
+    s->finished = flag != EC_SEAL_MORE;
     return EC_OK;
 }
 

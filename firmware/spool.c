@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -43,6 +44,7 @@ struct ec_spool {
     uint64_t used_bytes;
     uint64_t max_sequence_seen; /* + 1 = lowest sequence still free */
     bool any_sequence_seen;
+    bool owner; /* holds the directory lock: may write, recover, quarantine */
     ec_spool_stats stats;
 };
 
@@ -140,6 +142,17 @@ void ec_spool_segment_name(const ec_segment_meta *meta, char *out, size_t out_le
     snprintf(out, out_len, "%s-%s-%010" PRIu64, meta->device_id, when, meta->sequence);
 }
 
+/* NAME (with or without .seg) to the closed segment's file name; refuses
+ * anything that is not a plain name in the spool directory. */
+static ec_status segment_file(const char *name, char *out, size_t out_len)
+{
+    size_t n = strlen(name);
+    if (n == 0 || name[0] == '.' || strchr(name, '/') != NULL || n >= EC_SPOOL_NAME_MAX + 4)
+        return EC_ERR_INVALID;
+    int w = snprintf(out, out_len, "%s%s", name, has_suffix(name, SEG_SUFFIX) ? "" : SEG_SUFFIX);
+    return w > 0 && (size_t)w < out_len ? EC_OK : EC_ERR_INVALID;
+}
+
 /* The sequence number at the end of NAME[.seg[.part]]. */
 static bool name_sequence(const char *name, uint64_t *seq)
 {
@@ -234,36 +247,78 @@ typedef struct {
     uint64_t good_end;   /* offset after the last authenticated chunk */
     uint64_t pcm_frames; /* from the trailer */
     bool complete;       /* a valid trailer chunk ended the file */
+    bool torn_tail;      /* recovering: the walk ended in what a crash leaves */
     ogg_scan ogg;
 } walk_result;
 
+/* Whether every byte from `off` to `size` is zero (a crash can extend a file
+ * with blocks that were never written). */
+static bool tail_is_zero(int fd, uint64_t off, uint64_t size, uint8_t *buf, size_t buf_len)
+{
+    while (off < size) {
+        size_t n = size - off < buf_len ? (size_t)(size - off) : buf_len;
+        if (pread_all(fd, buf, n, (off_t)off) != EC_OK)
+            return false;
+        for (size_t i = 0; i < n; i++) {
+            if (buf[i] != 0)
+                return false;
+        }
+        off += n;
+    }
+    return true;
+}
+
+static bool trailer_ok(const uint8_t *plain, size_t len, const walk_result *res)
+{
+    return len == EC_SPOOL_TRAILER_BYTES && memcmp(plain, TRAILER_MAGIC, 4) == 0 &&
+           get_u64(plain + 12) == res->payload_bytes;
+}
+
 /*
- * Walks a segment's chunks from the header on. `closed`: the chunk that ends
- * the file must be the last-flagged trailer (a closed segment); otherwise all
- * chunks are data (recovering a .part) and the walk stops at the first one
- * that does not authenticate. `fn` receives each data chunk's plaintext.
+ * Walks a segment's chunks from the header on; `fn` receives each data
+ * chunk's plaintext, and only after it authenticated.
+ *
+ * closed: the chunk that ends the file must be a final (trailer) chunk;
+ * anything else is EC_ERR_CRYPTO.
+ *
+ * recovering (a .part): a final chunk at the end means the segment was
+ * complete (a crash between trailer and rename); a chunk cut short by the end
+ * of the file, or an all-zero rest of the file, is what a crash leaves
+ * (torn_tail, EC_OK); a whole chunk that does not authenticate is
+ * EC_ERR_CRYPTO: that is damage or tampering, for quarantine, not for cutting.
  */
 static ec_status walk_chunks(int fd, uint64_t file_size, size_t header_len, ec_seal *seal,
                              bool closed, ec_spool_chunk_fn fn, void *user, walk_result *res)
 {
+    static const ec_seal_flag finals[] = {EC_SEAL_FINAL, EC_SEAL_FINAL_RECOVERED};
     ec_status st = EC_OK;
     uint8_t *buf = ec_secmem_alloc(EC_SEAL_CHUNK_MAX + EC_SEAL_CHUNK_OVERHEAD);
     uint8_t *plain = ec_secmem_alloc(EC_SEAL_CHUNK_MAX);
+    memset(res, 0, sizeof *res);
+    res->ogg.preskip = -1;
     if (buf == NULL || plain == NULL) {
         st = EC_ERR_NOMEM;
         goto out;
     }
-    memset(res, 0, sizeof *res);
-    res->ogg.preskip = -1;
     uint64_t off = header_len;
     res->good_end = off;
     while (off < file_size) {
-        size_t len;
-        if (file_size - off < EC_SEAL_CHUNK_OVERHEAD ||
-            pread_all(fd, buf, EC_SEAL_LENGTH_BYTES, (off_t)off) != EC_OK ||
-            ec_seal_chunk_plain_length(buf, &len) != EC_OK ||
-            file_size - off < EC_SEAL_CHUNK_OVERHEAD + len) {
-            st = EC_ERR_CRYPTO;
+        size_t len = 0;
+        bool whole_present = file_size - off >= EC_SEAL_CHUNK_OVERHEAD;
+        if (whole_present) {
+            if (pread_all(fd, buf, EC_SEAL_LENGTH_BYTES, (off_t)off) != EC_OK) {
+                st = EC_ERR_IO;
+                break;
+            }
+            whole_present = ec_seal_chunk_plain_length(buf, &len) == EC_OK &&
+                            file_size - off >= EC_SEAL_CHUNK_OVERHEAD + len;
+        }
+        if (!whole_present) {
+            /* the file ends inside this chunk */
+            if (closed)
+                st = EC_ERR_CRYPTO;
+            else
+                res->torn_tail = true;
             break;
         }
         size_t whole = EC_SEAL_CHUNK_OVERHEAD + len;
@@ -272,21 +327,25 @@ static ec_status walk_chunks(int fd, uint64_t file_size, size_t header_len, ec_s
             st = EC_ERR_IO;
             break;
         }
-        bool last = closed && off + whole == file_size;
-        if (ec_seal_unseal_chunk(seal, buf, whole, last, plain) != EC_OK) {
-            /* Recovering: a crash between the trailer and the rename leaves a
-             * complete segment; sealing a second trailer would reuse its nonce. */
-            if (closed || off + whole != file_size ||
-                ec_seal_unseal_chunk(seal, buf, whole, true, plain) != EC_OK) {
+        bool at_end = off + whole == file_size;
+        bool final = false;
+        bool ok = false;
+        if (!closed || !at_end)
+            ok = ec_seal_unseal_chunk(seal, buf, whole, EC_SEAL_MORE, plain) == EC_OK;
+        for (size_t f = 0; !ok && at_end && f < 2; f++) {
+            ok = ec_seal_unseal_chunk(seal, buf, whole, finals[f], plain) == EC_OK;
+            final = ok;
+        }
+        if (!ok) {
+            if (!closed && tail_is_zero(fd, off, file_size, buf, EC_SEAL_CHUNK_MAX))
+                res->torn_tail = true;
+            else
                 st = EC_ERR_CRYPTO;
-                break;
-            }
-            last = true;
+            break;
         }
         off += whole;
-        if (last) {
-            if (len != EC_SPOOL_TRAILER_BYTES || memcmp(plain, TRAILER_MAGIC, 4) != 0 ||
-                get_u64(plain + 12) != res->payload_bytes) {
+        if (final) {
+            if (!trailer_ok(plain, len, res)) {
                 st = EC_ERR_CRYPTO;
                 break;
             }
@@ -315,7 +374,15 @@ static ec_status move_to_quarantine(ec_spool *s, const char *file, const char *r
     struct stat sb;
     uint64_t size =
         fstatat(s->dirfd, file, &sb, AT_SYMLINK_NOFOLLOW) == 0 ? (uint64_t)sb.st_size : 0;
-    if (renameat(s->dirfd, file, s->qdirfd, file) != 0) {
+    /* Never replace earlier evidence of the same name. */
+    char target[EC_SPOOL_NAME_MAX + 16];
+    snprintf(target, sizeof target, "%s", file);
+    int rc = renameat2(s->dirfd, file, s->qdirfd, target, RENAME_NOREPLACE);
+    for (int i = 1; rc != 0 && errno == EEXIST && i < 100; i++) {
+        snprintf(target, sizeof target, "%s.%d", file, i);
+        rc = renameat2(s->dirfd, file, s->qdirfd, target, RENAME_NOREPLACE);
+    }
+    if (rc != 0) {
         ec_log(EC_LOG_ERROR, "quarantine_failed", EC_LOG_STR("segment", file),
                EC_LOG_STR("reason", strerror(errno)));
         return EC_ERR_IO;
@@ -338,14 +405,21 @@ static ec_status open_segment(ec_spool *s, const char *file, bool writable, int 
                               uint64_t *size, const char **why)
 {
     *why = "cannot open";
-    int fd = openat(s->dirfd, file, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOFOLLOW);
+    /* O_NONBLOCK: a FIFO planted under a segment's name must not hang us. */
+    int fd = openat(s->dirfd, file,
+                    (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0)
         return errno == ENOENT ? EC_ERR_NOT_FOUND : EC_ERR_IO;
     struct stat sb;
     uint8_t header[EC_SEAL_HEADER_MAX];
     ec_status st = EC_ERR_IO;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))
+    if (fstat(fd, &sb) != 0)
         goto fail;
+    if (!S_ISREG(sb.st_mode)) {
+        *why = "not a regular file";
+        st = EC_ERR_CRYPTO;
+        goto fail;
+    }
     *size = (uint64_t)sb.st_size;
     *why = "header does not authenticate";
     st = read_header(fd, header, header_len);
@@ -373,15 +447,15 @@ fail:
 static ec_status shred_and_unlink(ec_spool *s, const char *file);
 
 /* Seals the trailer as the last chunk at `off` and syncs. */
-static ec_status write_trailer(int fd, ec_seal *seal, uint64_t off, uint64_t pcm_frames,
-                               uint64_t payload_bytes, uint64_t *written)
+static ec_status write_trailer(int fd, ec_seal *seal, ec_seal_flag flag, uint64_t off,
+                               uint64_t pcm_frames, uint64_t payload_bytes, uint64_t *written)
 {
     uint8_t trailer[EC_SPOOL_TRAILER_BYTES];
     uint8_t out[EC_SPOOL_TRAILER_BYTES + EC_SEAL_CHUNK_OVERHEAD];
     memcpy(trailer, TRAILER_MAGIC, 4);
     put_u64(trailer + 4, pcm_frames);
     put_u64(trailer + 12, payload_bytes);
-    ec_status st = ec_seal_chunk(seal, trailer, sizeof trailer, true, out);
+    ec_status st = ec_seal_chunk(seal, trailer, sizeof trailer, flag, out);
     if (st != EC_OK)
         return st;
     if (lseek(fd, (off_t)off, SEEK_SET) < 0)
@@ -400,8 +474,13 @@ static ec_status finish_rename(ec_spool *s, const char *part, const char *closed
     return sync_fd(s->dirfd);
 }
 
-/* Closes a .part left by a crash: keeps every whole chunk that authenticates,
- * cuts the rest, appends a trailer, renames. */
+/*
+ * Closes a .part left by a crash: keeps every chunk that authenticates up to
+ * where the crash cut the file, seals a recovery trailer (its own nonce flag,
+ * so a torn final chunk's nonce is never reused), renames. A .part that is
+ * damaged rather than cut goes to quarantine whole; one without audio is
+ * removed; on an I/O error it is left for the next start.
+ */
 static void recover_part(ec_spool *s, const char *part)
 {
     int fd = -1;
@@ -410,34 +489,46 @@ static void recover_part(ec_spool *s, const char *part)
     size_t header_len = 0;
     uint64_t size = 0;
     const char *why = NULL;
+    char closed[EC_SPOOL_NAME_MAX + 8];
+    snprintf(closed, sizeof closed, "%.*s", (int)(strlen(part) - strlen(".part")), part);
     ec_status st = open_segment(s, part, true, &fd, &seal, &meta, &header_len, &size, &why);
+    if (st == EC_ERR_CRYPTO) {
+        (void)move_to_quarantine(s, part, why);
+        return;
+    }
     if (st != EC_OK) {
-        if (st == EC_ERR_CRYPTO || st == EC_ERR_IO)
-            (void)move_to_quarantine(s, part, why);
+        ec_log(EC_LOG_ERROR, "segment_recovery_failed", EC_LOG_STR("segment", part),
+               EC_LOG_STATUS(st), EC_LOG_STR("effect", "left for the next start"));
         return;
     }
     walk_result res;
     st = walk_chunks(fd, size, header_len, seal, false, NULL, NULL, &res);
-    /* a failing chunk only ends the walk: what came before it is kept */
+    if (st == EC_ERR_CRYPTO) {
+        close(fd);
+        fd = -1;
+        (void)move_to_quarantine(s, part, "a whole chunk does not authenticate");
+        goto out;
+    }
+    if (st != EC_OK) {
+        ec_log(EC_LOG_ERROR, "segment_recovery_failed", EC_LOG_STR("segment", part),
+               EC_LOG_STATUS(st), EC_LOG_STR("effect", "left for the next start"));
+        goto out;
+    }
+    if (res.complete) {
+        /* closed before the crash, not yet renamed: make it durable, rename */
+        if (sync_fd(fd) != EC_OK || finish_rename(s, part, closed) != EC_OK)
+            goto failed;
+        pthread_mutex_lock(&s->lock);
+        s->stats.recovered++;
+        pthread_mutex_unlock(&s->lock);
+        ec_log(EC_LOG_WARN, "segment_recovered", EC_LOG_STR("segment", closed),
+               EC_LOG_UINT("kept_bytes", res.payload_bytes), EC_LOG_UINT("cut_bytes", 0),
+               EC_LOG_UINT("pcm_frames", res.pcm_frames));
+        goto out;
+    }
     uint64_t frames = 0;
     if (res.ogg.have_granule && res.ogg.preskip >= 0 && res.ogg.granule > (uint64_t)res.ogg.preskip)
         frames = (res.ogg.granule - (uint64_t)res.ogg.preskip) * meta.sample_rate_hz / 48000;
-    uint64_t trailer_bytes = 0;
-    char closed[EC_SPOOL_NAME_MAX + 8];
-    snprintf(closed, sizeof closed, "%.*s", (int)(strlen(part) - strlen(".part")), part);
-    if (st == EC_ERR_NOMEM)
-        goto out;
-    if (res.complete) {
-        if (finish_rename(s, part, closed) == EC_OK) {
-            pthread_mutex_lock(&s->lock);
-            s->stats.recovered++;
-            pthread_mutex_unlock(&s->lock);
-            ec_log(EC_LOG_WARN, "segment_recovered", EC_LOG_STR("segment", closed),
-                   EC_LOG_UINT("kept_bytes", res.payload_bytes), EC_LOG_UINT("cut_bytes", 0),
-                   EC_LOG_UINT("pcm_frames", res.pcm_frames));
-        }
-        goto out;
-    }
     if (res.payload_bytes == 0 || frames == 0) {
         /* a header, or Ogg headers without one audio page: no audio to keep */
         close(fd);
@@ -446,21 +537,24 @@ static void recover_part(ec_spool *s, const char *part)
             ec_log(EC_LOG_INFO, "segment_empty_removed", EC_LOG_STR("segment", part));
         goto out;
     }
+    uint64_t trailer_bytes = 0;
     if (ftruncate(fd, (off_t)res.good_end) != 0 ||
-        write_trailer(fd, seal, res.good_end, frames, res.payload_bytes, &trailer_bytes) != EC_OK ||
-        finish_rename(s, part, closed) != EC_OK) {
-        ec_log(EC_LOG_ERROR, "segment_recovery_failed", EC_LOG_STR("segment", part),
-               EC_LOG_STR("reason", strerror(errno)));
-        goto out;
-    }
+        write_trailer(fd, seal, EC_SEAL_FINAL_RECOVERED, res.good_end, frames, res.payload_bytes,
+                      &trailer_bytes) != EC_OK ||
+        finish_rename(s, part, closed) != EC_OK)
+        goto failed;
     pthread_mutex_lock(&s->lock);
     s->stats.recovered++;
-    s->used_bytes -= size;
+    s->used_bytes = s->used_bytes > size ? s->used_bytes - size : 0;
     s->used_bytes += res.good_end + trailer_bytes;
     pthread_mutex_unlock(&s->lock);
     ec_log(EC_LOG_WARN, "segment_recovered", EC_LOG_STR("segment", closed),
            EC_LOG_UINT("kept_bytes", res.payload_bytes),
            EC_LOG_UINT("cut_bytes", size - res.good_end), EC_LOG_UINT("pcm_frames", frames));
+    goto out;
+failed:
+    ec_log(EC_LOG_ERROR, "segment_recovery_failed", EC_LOG_STR("segment", part),
+           EC_LOG_STR("reason", strerror(errno)), EC_LOG_STR("effect", "left for the next start"));
 out:
     ec_seal_free(&seal);
     if (fd >= 0)
@@ -582,30 +676,43 @@ ec_status ec_spool_open(ec_spool **out, const ec_spool_params *p)
     s->quota_bytes = p->quota_bytes;
     s->when_full = p->when_full;
     s->ks = p->keystore;
+    char **names = NULL, **parts = NULL;
+    size_t n = 0, n_parts = 0;
     ec_status st = open_dir(p->dir, AT_FDCWD, &s->dirfd);
     if (st == EC_OK)
         st = open_dir(QUARANTINE_DIR, s->dirfd, &s->qdirfd);
     if (st != EC_OK)
         goto fail;
 
-    /* Sizes and sequence numbers of everything present, quarantine included. */
-    char **names = NULL;
-    size_t n = 0;
-    if ((st = list_names(s, SEG_SUFFIX, &names, &n)) != EC_OK)
+    /* One owner at a time: only the process holding the lock writes,
+     * recovers or quarantines (a second one would "recover" the owner's open
+     * segment under its feet). The kernel drops the lock if the owner dies. */
+    if (flock(s->dirfd, LOCK_EX | LOCK_NB) == 0) {
+        s->owner = true;
+    } else if (errno != EWOULDBLOCK) {
+        st = EC_ERR_IO;
         goto fail;
-    for (size_t i = 0; i < n; i++) {
-        struct stat sb;
-        note_sequence(s, names[i]);
-        if (fstatat(s->dirfd, names[i], &sb, AT_SYMLINK_NOFOLLOW) == 0)
-            s->used_bytes += (uint64_t)sb.st_size;
+    } else if (!p->read_only) {
+        ec_log(EC_LOG_ERROR, "spool_busy", EC_LOG_STR("dir", p->dir),
+               EC_LOG_STR("reason", "another edgecap process owns this spool"));
+        st = EC_ERR_BUSY;
+        goto fail;
     }
-    char **parts = NULL;
-    size_t n_parts = 0;
-    st = list_names(s, PART_SUFFIX, &parts, &n_parts);
-    for (size_t i = 0; st == EC_OK && i < n_parts; i++) {
+    if (p->read_only && s->owner) {
+        /* an observer never modifies: give the lock back */
+        flock(s->dirfd, LOCK_UN);
+        s->owner = false;
+    }
+
+    /* Sizes and sequence numbers of everything present, quarantine included. */
+    if ((st = list_names(s, SEG_SUFFIX, &names, &n)) != EC_OK ||
+        (st = list_names(s, PART_SUFFIX, &parts, &n_parts)) != EC_OK)
+        goto fail;
+    for (size_t i = 0; i < n + n_parts; i++) {
+        const char *name = i < n ? names[i] : parts[i - n];
         struct stat sb;
-        note_sequence(s, parts[i]);
-        if (fstatat(s->dirfd, parts[i], &sb, AT_SYMLINK_NOFOLLOW) == 0)
+        note_sequence(s, name);
+        if (fstatat(s->dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0)
             s->used_bytes += (uint64_t)sb.st_size;
     }
     DIR *qd = NULL;
@@ -618,34 +725,36 @@ ec_status ec_spool_open(ec_spool **out, const ec_spool_params *p)
     } else if (qfd >= 0) {
         close(qfd);
     }
-    if (st == EC_OK)
-        st = read_state(s);
+    if ((st = read_state(s)) != EC_OK)
+        goto fail;
 
-    /* Closed segments: the header must authenticate under our KEK. */
-    for (size_t i = 0; st == EC_OK && i < n; i++) {
-        int fd = -1;
-        ec_seal *seal = NULL;
-        ec_segment_meta meta;
-        size_t hl;
-        uint64_t size;
-        const char *why;
-        ec_status rc = open_segment(s, names[i], false, &fd, &seal, &meta, &hl, &size, &why);
-        if (rc == EC_OK) {
-            ec_seal_free(&seal);
-            close(fd);
-        } else if (rc == EC_ERR_CRYPTO || rc == EC_ERR_IO) {
-            (void)move_to_quarantine(s, names[i], why);
+    if (s->owner) {
+        /* Closed segments: the header must authenticate under our KEK. */
+        for (size_t i = 0; i < n; i++) {
+            int fd = -1;
+            ec_seal *seal = NULL;
+            ec_segment_meta meta;
+            size_t hl;
+            uint64_t size;
+            const char *why;
+            ec_status rc = open_segment(s, names[i], false, &fd, &seal, &meta, &hl, &size, &why);
+            if (rc == EC_OK) {
+                ec_seal_free(&seal);
+                close(fd);
+            } else if (rc == EC_ERR_CRYPTO) {
+                (void)move_to_quarantine(s, names[i], why);
+            }
         }
+        for (size_t i = 0; i < n_parts; i++)
+            recover_part(s, parts[i]);
     }
-    for (size_t i = 0; st == EC_OK && i < n_parts; i++)
-        recover_part(s, parts[i]);
     free_names(names, n);
     free_names(parts, n_parts);
-    if (st != EC_OK)
-        goto fail;
     *out = s;
     return EC_OK;
 fail:
+    free_names(names, n);
+    free_names(parts, n_parts);
     ec_spool_close(&s);
     return st;
 }
@@ -666,6 +775,8 @@ void ec_spool_close(ec_spool **spool)
 
 ec_status ec_spool_next_sequence(ec_spool *s, uint64_t *sequence)
 {
+    if (!s->owner)
+        return EC_ERR_BUSY;
     pthread_mutex_lock(&s->lock);
     uint64_t next = s->any_sequence_seen ? s->max_sequence_seen + 1 : 0;
     ec_status st = write_state(s, next + 1);
@@ -737,6 +848,8 @@ static ec_status apply_quota(ec_spool *s, uint64_t incoming, const char *writing
 ec_status ec_spool_begin(ec_spool *s, const ec_segment_meta *meta, ec_spool_writer **out)
 {
     *out = NULL;
+    if (!s->owner)
+        return EC_ERR_BUSY;
     ec_spool_writer *w = calloc(1, sizeof *w);
     if (w == NULL)
         return EC_ERR_NOMEM;
@@ -851,7 +964,9 @@ ec_status ec_spool_flush(ec_spool_writer *w)
     ec_status st = seal_buffered(w);
     if (st == EC_OK)
         st = sync_fd(w->fd);
-    if (st != EC_OK)
+    /* A full spool refused the buffered unit before anything was written:
+     * the file is intact and can still be closed. */
+    if (st != EC_OK && st != EC_ERR_FULL)
         w->broken = true;
     return st;
 }
@@ -874,6 +989,13 @@ ec_status ec_spool_commit(ec_spool_writer **wp, uint64_t pcm_frames)
     *wp = NULL;
     ec_spool *s = w->spool;
     ec_status st = w->broken ? EC_ERR_IO : ec_spool_flush(w);
+    if (st == EC_ERR_FULL) {
+        /* Keep what is sealed; the unit the quota refused is dropped (the
+         * refusal was counted and logged). */
+        mbedtls_platform_zeroize(w->plain, w->plain_len);
+        w->plain_len = 0;
+        st = sync_fd(w->fd);
+    }
     char part[EC_SPOOL_NAME_MAX + 16], closed[EC_SPOOL_NAME_MAX + 8];
     snprintf(part, sizeof part, "%s" PART_SUFFIX, w->name);
     snprintf(closed, sizeof closed, "%s" SEG_SUFFIX, w->name);
@@ -882,8 +1004,8 @@ ec_status ec_spool_commit(ec_spool_writer **wp, uint64_t pcm_frames)
     if (st == EC_OK && end < 0)
         st = EC_ERR_IO;
     if (st == EC_OK)
-        st = write_trailer(w->fd, w->seal, (uint64_t)end, pcm_frames, w->payload_bytes,
-                           &trailer_bytes);
+        st = write_trailer(w->fd, w->seal, EC_SEAL_FINAL, (uint64_t)end, pcm_frames,
+                           w->payload_bytes, &trailer_bytes);
     if (st == EC_OK)
         st = finish_rename(s, part, closed);
     if (st == EC_OK) {
@@ -917,9 +1039,8 @@ ec_status ec_spool_read(ec_spool *s, const char *name, ec_spool_chunk_fn fn, voi
                         ec_spool_entry *entry)
 {
     char file[EC_SPOOL_NAME_MAX + 8];
-    if (strchr(name, '/') != NULL || strlen(name) >= EC_SPOOL_NAME_MAX)
+    if (segment_file(name, file, sizeof file) != EC_OK)
         return EC_ERR_INVALID;
-    snprintf(file, sizeof file, "%s%s", name, has_suffix(name, SEG_SUFFIX) ? "" : SEG_SUFFIX);
     int fd = -1;
     ec_seal *seal = NULL;
     ec_segment_meta meta;
@@ -1004,7 +1125,10 @@ ec_status ec_spool_list(ec_spool *s, ec_spool_entry **entries, size_t *n)
 ec_status ec_spool_quarantine(ec_spool *s, const char *name, const char *reason)
 {
     char file[EC_SPOOL_NAME_MAX + 8];
-    snprintf(file, sizeof file, "%s%s", name, has_suffix(name, SEG_SUFFIX) ? "" : SEG_SUFFIX);
+    if (segment_file(name, file, sizeof file) != EC_OK)
+        return EC_ERR_INVALID;
+    if (!s->owner)
+        return EC_ERR_BUSY;
     return move_to_quarantine(s, file, reason);
 }
 
@@ -1023,7 +1147,11 @@ ec_status ec_spool_verify_all(ec_spool *s, size_t *checked, size_t *failed)
         (*checked)++;
         if (rc == EC_ERR_CRYPTO) {
             (*failed)++;
-            (void)move_to_quarantine(s, names[i], "does not authenticate");
+            if (s->owner)
+                (void)move_to_quarantine(s, names[i], "does not authenticate");
+            else
+                ec_log(EC_LOG_WARN, "segment_unauthentic", EC_LOG_STR("segment", names[i]),
+                       EC_LOG_STR("effect", "left in place: another process owns the spool"));
         } else if (rc != EC_OK) {
             (*failed)++;
         }
@@ -1061,9 +1189,10 @@ static ec_status shred_and_unlink(ec_spool *s, const char *file)
 ec_status ec_spool_remove(ec_spool *s, const char *name)
 {
     char file[EC_SPOOL_NAME_MAX + 8];
-    if (strchr(name, '/') != NULL)
+    if (segment_file(name, file, sizeof file) != EC_OK)
         return EC_ERR_INVALID;
-    snprintf(file, sizeof file, "%s%s", name, has_suffix(name, SEG_SUFFIX) ? "" : SEG_SUFFIX);
+    if (!s->owner)
+        return EC_ERR_BUSY;
     ec_status st = shred_and_unlink(s, file);
     if (st == EC_OK) {
         pthread_mutex_lock(&s->lock);

@@ -28,6 +28,8 @@ const char *ec_strerror(ec_status status)
         return "internal error";
     case EC_ERR_FULL:
         return "spool full";
+    case EC_ERR_BUSY:
+        return "in use by another process";
     }
     return "unknown error";
 }

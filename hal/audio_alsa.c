@@ -7,6 +7,7 @@
 
 #include <alsa/asoundlib.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,7 @@
 typedef struct {
     snd_pcm_t *pcm;
     ec_audio_stats stats;
+    atomic_bool interrupted;
 } alsa_source;
 
 static void log_alsa(const char *event, const char *device, const char *step, int err)
@@ -28,6 +30,8 @@ static ec_status alsa_read(void *ctx, int16_t *pcm, size_t frames, size_t *got)
     alsa_source *as = ctx;
     *got = 0;
     for (int attempts = 0; attempts < 8; attempts++) {
+        if (atomic_load(&as->interrupted))
+            return EC_OK; /* *got = 0: stop */
         snd_pcm_sframes_t n = snd_pcm_readi(as->pcm, pcm, (snd_pcm_uframes_t)frames);
         if (n == 0)
             continue; /* a blocking PCM should not; never report it as end of stream */
@@ -58,6 +62,14 @@ static void alsa_stats(void *ctx, ec_audio_stats *stats)
     *stats = ((alsa_source *)ctx)->stats;
 }
 
+static void alsa_interrupt(void *ctx)
+{
+    alsa_source *as = ctx;
+    atomic_store(&as->interrupted, true);
+    /* switches the PCM to abort mode: a blocked snd_pcm_readi returns */
+    snd_pcm_abort(as->pcm);
+}
+
 static void alsa_close(void *ctx)
 {
     alsa_source *as = ctx;
@@ -70,6 +82,7 @@ static const ec_audio_ops alsa_ops = {
     .name = "alsa",
     .read = alsa_read,
     .get_stats = alsa_stats,
+    .interrupt = alsa_interrupt,
     .close = alsa_close,
 };
 

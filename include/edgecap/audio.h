@@ -32,6 +32,10 @@ typedef struct {
      */
     ec_status (*read)(void *ctx, int16_t *pcm, size_t frames, size_t *got);
     void (*get_stats)(void *ctx, ec_audio_stats *stats);
+    /* Makes a read that is blocked (or the next one) return at once with
+     * *got = 0; called from another thread to stop capture. NULL when reads
+     * never block for long (files). */
+    void (*interrupt)(void *ctx);
     void (*close)(void *ctx);
 } ec_audio_ops;
 

@@ -27,10 +27,14 @@
  *   u32 L || ciphertext (L bytes, L <= EC_SEAL_CHUNK_MAX) || tag (16)
  *
  *   key   = the segment's data key (random, CTR_DRBG)
- *   nonce = nonce_prefix(7) || u32 i || u8 last   (last = 1 on the final chunk)
+ *   nonce = nonce_prefix(7) || u32 i || u8 flag
+ *           flag = 0 on every chunk but the final one, 1 on the final chunk
+ *           written when the segment closes, 2 on a final chunk written by
+ *           crash recovery (so a recovery never reuses the nonce of a final
+ *           chunk that a crash tore)
  *   AAD   = SHA-256 of the header's H bytes
  *
- * A segment is complete when a chunk sealed with last = 1 authenticates and
+ * A segment is complete when a chunk sealed with flag 1 or 2 authenticates and
  * nothing follows it. Reordering (the counter), truncation (no last chunk),
  * appending (data after the last chunk), splicing from another segment (a
  * different key and header) and header edits (the AAD) all fail
@@ -58,6 +62,13 @@
 #define EC_SEAL_CHUNK_OVERHEAD (EC_SEAL_LENGTH_BYTES + EC_SEAL_TAG_BYTES)
 #define EC_SEAL_CHUNK_MAX (1u << 20)
 #define EC_SEAL_CODEC_OGG_OPUS 1
+
+/* The nonce's last byte: which kind of chunk this is. */
+typedef enum {
+    EC_SEAL_MORE = 0,            /* more chunks follow */
+    EC_SEAL_FINAL = 1,           /* the final chunk, written at close */
+    EC_SEAL_FINAL_RECOVERED = 2, /* the final chunk, written by crash recovery */
+} ec_seal_flag;
 
 typedef struct {
     char device_id[EC_SEAL_DEVICE_ID_MAX + 1];
@@ -95,18 +106,20 @@ ec_status ec_seal_open(ec_seal **out, const ec_keystore *ks, const uint8_t *head
 
 /*
  * Seals the next chunk: writes EC_SEAL_CHUNK_OVERHEAD + len bytes to `out`.
- * After a chunk with `last` no further chunk can be sealed.
+ * After a final chunk no further chunk can be sealed.
  */
-ec_status ec_seal_chunk(ec_seal *s, const uint8_t *plain, size_t len, bool last, uint8_t *out);
+ec_status ec_seal_chunk(ec_seal *s, const uint8_t *plain, size_t len, ec_seal_flag flag,
+                        uint8_t *out);
 
 /*
  * Authenticates and decrypts the next chunk. `in` holds the whole chunk
  * (length field, ciphertext, tag); `plain` receives L bytes (L is
- * ec_seal_chunk_plain_length of the chunk). `last` says whether the caller
- * expects it to be the final chunk (it ends the file). EC_ERR_CRYPTO when it
- * does not authenticate; the counter advances only on success.
+ * ec_seal_chunk_plain_length of the chunk). `flag` is the kind of chunk the
+ * caller expects (a chunk that ends the file must be final). EC_ERR_CRYPTO
+ * when it does not authenticate; the counter advances only on success, so a
+ * caller may try another flag.
  */
-ec_status ec_seal_unseal_chunk(ec_seal *s, const uint8_t *in, size_t in_len, bool last,
+ec_status ec_seal_unseal_chunk(ec_seal *s, const uint8_t *in, size_t in_len, ec_seal_flag flag,
                                uint8_t *plain);
 
 /* L of a chunk from its 4-byte length field; EC_ERR_CRYPTO above the maximum. */

@@ -18,7 +18,8 @@
  *
  * Removal is crypto-shredding: the wrapped data key in the header is
  * overwritten and synced before the file is unlinked and the directory
- * synced. Single writer (the pipeline thread); readers may run beside it.
+ * synced. Within the owner process one writer (the pipeline thread); readers
+ * may run beside it.
  */
 #ifndef EDGECAP_SPOOL_H
 #define EDGECAP_SPOOL_H
@@ -42,6 +43,9 @@ typedef struct {
     int64_t quota_bytes;
     int when_full; /* ec_spool_when_full (config.h) */
     const ec_keystore *keystore;
+    /* An observer (spool ls, test tools): never takes the owner lock, never
+     * recovers, quarantines, writes or removes. */
+    bool read_only;
 } ec_spool_params;
 
 typedef struct {
@@ -63,7 +67,14 @@ typedef struct {
     int state;           /* ec_segment_state */
 } ec_spool_entry;
 
-/* Opens (creating 0700 if missing) the spool, recovers and quarantines. */
+/*
+ * Opens (creating 0700 if missing) the spool. One process owns a spool at a
+ * time (an exclusive flock on the directory, dropped by the kernel if the
+ * owner dies): the owner recovers and quarantines at open. A second writer
+ * gets EC_ERR_BUSY; a read_only observer opens beside the owner and sees a
+ * segment being written as EC_SEG_WRITING. Owner-only calls return
+ * EC_ERR_BUSY on an observer.
+ */
 ec_status ec_spool_open(ec_spool **out, const ec_spool_params *params);
 void ec_spool_close(ec_spool **spool);
 

@@ -20,6 +20,7 @@ typedef enum {
     EC_ERR_UNSUPPORTED = -9, /* valid, but not available in this build/board */
     EC_ERR_INTERNAL = -10,   /* a bug: an invariant did not hold */
     EC_ERR_FULL = -11,       /* the spool quota is reached and policy refuses new audio */
+    EC_ERR_BUSY = -12,       /* another process owns the resource (the spool) */
 } ec_status;
 
 const char *ec_strerror(ec_status status);

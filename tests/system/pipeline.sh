@@ -9,7 +9,7 @@
 # segment on SIGTERM.
 . "$(dirname "$0")/lib/tap.sh"
 
-plan 17
+plan 19
 
 TOOL=${TOOL:-$BUILD/tool-run}
 DEC=$T/decoded
@@ -83,10 +83,11 @@ want_rc 0
 want_out_re "authentic, 0 failed"
 verdict "spool verify authenticates every segment"
 
-# Nothing but ciphertext on disk: the spool, the key store, the daemon's
-# TMPDIR and /dev/shm (before anything is decoded for the checks below).
+# Nothing but ciphertext on disk: the spool (quarantine included), the key
+# store and the daemon's TMPDIR (before anything is decoded for the checks
+# below). The daemon creates no other file.
 REASONS=()
-"$TOOL" plaintext_scan "$T/source.raw" "$T/spool1" "$T/keys" "$T/tmp" /dev/shm >"$T/scan.out" 2>&1 ||
+"$TOOL" plaintext_scan "$T/source.raw" "$T/spool1" "$T/keys" "$T/tmp" >"$T/scan.out" 2>&1 ||
     fail_because "plaintext found"
 grep -qE "^scanned [1-9][0-9]* files, 0 hits" "$T/scan.out" || fail_because "scan did not run"
 verdict "no OggS/OpusHead/RIFF or source PCM in the spool, key store or temporary dirs" "$T/scan.out"
@@ -257,5 +258,37 @@ ec capture --config "$C1" --seconds 0
 want_rc 64
 want_err_re "--seconds expects 1..86400"
 verdict "capture without or with a bad --seconds: exit 64 with the reason"
+
+# ---- 18: a failing source ends `run` with an error (its supervisor restarts it)
+C8=$T/p8.conf
+mkdir -p "$T/not-audio.raw" # opens, then every read fails (EISDIR)
+file_config "$C8" "$T/spool8" "$T/not-audio.raw"
+start_bg "$T/run8.log" run --config "$C8"
+REASONS=()
+wait_exit "$DAEMON_PID" "$EC_WAIT_S" || fail_because "still running after its source failed"
+[ "${EXIT_RC:-0}" -eq 74 ] || fail_because "exit status ${EXIT_RC:-?}, expected 74"
+want_re "$T/run8.log" "event=capture_failed"
+want_re "$T/run8.log" "event=stopping reason=\"audio source failed\""
+verdict "run exits 74 (EX_IOERR) when its audio source fails" "$T/run8.log"
+
+# ---- 19: one owner per spool; ls observes beside a running daemon
+C9=$T/p9.conf
+pipeline_config "$C9" "$T/spool9"
+sed -i -e "s|^segment_seconds = .*|segment_seconds = 3600|" "$C9"
+start_bg "$T/run9.log" run --config "$C9"
+REASONS=()
+wait_for_log "$T/run9.log" "event=capture_started" "$DAEMON_PID" || fail_because "no capture"
+ec capture --config "$C9" --seconds 1
+[ "$RC" -eq 75 ] || fail_because "second writer: exit $RC, expected 75 (EX_TEMPFAIL)"
+grep -q "in use by another process" "$ERR" || fail_because "second writer: no reason given"
+ec spool ls --config "$C9"
+[ "$RC" -eq 0 ] || fail_because "spool ls beside the daemon: exit $RC"
+grep -qE " writing$" "$OUT" || fail_because "spool ls does not show the open segment as writing"
+ls "$T/spool9"/*.seg.part >/dev/null 2>&1 || fail_because "the daemon's open segment was touched"
+kill -TERM "$DAEMON_PID"
+wait_exit "$DAEMON_PID" || fail_because "did not stop"
+"$EDGECAP" spool verify --config "$C9" >"$T/v9.out" 2>&1 || fail_because "verify after stop failed"
+grep -q "authentic, 0 failed" "$T/v9.out" || fail_because "$(cat "$T/v9.out")"
+verdict "one owner per spool: a second writer exits 75, ls observes the open segment untouched"
 
 finish

@@ -31,7 +31,8 @@ int main(int argc, char **argv)
     ec_keystore ks;
     if (ec_keystore_file_open(&ks, argv[2]) != EC_OK)
         return EX_NOINPUT;
-    ec_spool_params p = {.dir = argv[1], .quota_bytes = INT64_MAX, .keystore = &ks};
+    ec_spool_params p = {
+        .dir = argv[1], .quota_bytes = INT64_MAX, .keystore = &ks, .read_only = true};
     ec_spool *s = NULL;
     if (ec_spool_open(&s, &p) != EC_OK)
         return EX_NOINPUT;

@@ -146,6 +146,30 @@ static void test_alsa_plug_converts_channels(void **state)
     ec_secmem_free(buf);
 }
 
+static void test_alsa_interrupt_ends_reads(void **state)
+{
+    (void)state;
+    ec_audio_source src;
+    ec_audio_params p = {.device_or_path = "ectest",
+                         .rate_hz = RATE,
+                         .channels = 1,
+                         .period_frames = 320,
+                         .buffer_frames = 3200};
+    assert_int_equal(ec_audio_alsa_open(&src, &p), EC_OK);
+    assert_false(src.realtime); /* a PCM without a card is not paced */
+    assert_non_null(src.ops->interrupt);
+    int16_t *buf = ec_secmem_alloc(320 * sizeof(int16_t));
+    size_t got = 0;
+    assert_int_equal(src.ops->read(src.ctx, buf, 320, &got), EC_OK);
+    assert_int_equal(got, 320);
+    src.ops->interrupt(src.ctx);
+    got = 99;
+    assert_int_equal(src.ops->read(src.ctx, buf, 320, &got), EC_OK);
+    assert_int_equal(got, 0);
+    ec_audio_close(&src);
+    ec_secmem_free(buf);
+}
+
 static void test_alsa_errors(void **state)
 {
     (void)state;
@@ -247,6 +271,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_alsa_captures_byte_for_byte, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alsa_plug_converts_channels, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_alsa_interrupt_ends_reads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alsa_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_wav_and_raw, setup, teardown),
     };

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -57,7 +58,54 @@ static void gen_close(void *ctx)
     (void)ctx;
 }
 
-static const ec_audio_ops gen_ops = {"generator", gen_read, gen_stats, gen_close};
+static const ec_audio_ops gen_ops = {
+    .name = "generator", .read = gen_read, .get_stats = gen_stats, .close = gen_close};
+
+/* A device that delivers one block and then nothing, ever: a read blocks
+ * until interrupted. */
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool interrupted;
+    int reads;
+    ec_audio_stats stats;
+} stuck_source;
+
+static ec_status stuck_read(void *ctx, int16_t *pcm, size_t frames, size_t *got)
+{
+    stuck_source *s = ctx;
+    pthread_mutex_lock(&s->lock);
+    if (s->reads++ == 0) {
+        memset(pcm, 0, frames * sizeof *pcm);
+        *got = frames;
+    } else {
+        while (!s->interrupted)
+            pthread_cond_wait(&s->cond, &s->lock);
+        *got = 0;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return EC_OK;
+}
+
+static void stuck_interrupt(void *ctx)
+{
+    stuck_source *s = ctx;
+    pthread_mutex_lock(&s->lock);
+    s->interrupted = true;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void stuck_stats(void *ctx, ec_audio_stats *st)
+{
+    *st = ((stuck_source *)ctx)->stats;
+}
+
+static const ec_audio_ops stuck_ops = {.name = "stuck",
+                                       .read = stuck_read,
+                                       .get_stats = stuck_stats,
+                                       .interrupt = stuck_interrupt,
+                                       .close = gen_close};
 
 typedef struct {
     char *dir;
@@ -230,6 +278,34 @@ static void test_stop_closes_open_segment(void **state)
     assert_int_equal(n, 1);
 }
 
+static void test_stop_interrupts_a_silent_device(void **state)
+{
+    fixture *f = *state;
+    stuck_source stuck = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    f->src = (ec_audio_source){
+        .ops = &stuck_ops, .ctx = &stuck, .rate_hz = RATE, .channels = 1, .realtime = true};
+    ec_capture_params p = params(f, 0, 4);
+    ec_capture *c = NULL;
+    ts_log_begin();
+    assert_int_equal(ec_capture_start(&c, &p), EC_OK);
+    for (int i = 0; i < 500; i++) {
+        pthread_mutex_lock(&stuck.lock);
+        int reads = stuck.reads;
+        pthread_mutex_unlock(&stuck.lock);
+        if (reads >= 2)
+            break;
+        usleep(2000);
+    }
+    /* the capture thread is blocked in a read that will never return by
+     * itself; join must still come back, with the block sealed */
+    ec_capture_stats st;
+    ec_capture_join(&c, &st);
+    free(ts_log_end());
+    assert_true(stuck.interrupted);
+    assert_true(st.frames_captured == 320);
+    assert_true(st.segments_sealed == 1);
+}
+
 static void test_full_spool_refuses_and_counts(void **state)
 {
     fixture *f = *state;
@@ -267,6 +343,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_max_frames_is_exact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_realtime_overrun_counted_not_fatal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_closes_open_segment, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_interrupts_a_silent_device, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_spool_refuses_and_counts, setup, teardown),
     };
     int rc = cmocka_run_group_tests_name("capture", tests, NULL, NULL);

@@ -62,13 +62,15 @@ static void make_segment(const ec_keystore *ks, const ec_segment_meta *m, sealed
         size_t n = last ? 0 : CHUNK_PLAIN;
         plain_for(c, plain, n);
         out->chunk_off[c] = out->len;
-        assert_int_equal(ec_seal_chunk(s, plain, n, last, out->buf + out->len), EC_OK);
+        assert_int_equal(
+            ec_seal_chunk(s, plain, n, last ? EC_SEAL_FINAL : EC_SEAL_MORE, out->buf + out->len),
+            EC_OK);
         out->len += EC_SEAL_CHUNK_OVERHEAD + n;
     }
     out->chunk_off[N_CHUNKS] = out->len;
     out->n_chunks = N_CHUNKS;
     /* Nothing can follow the last chunk. */
-    assert_int_equal(ec_seal_chunk(s, plain, 1, false, out->buf + out->len), EC_ERR_INVALID);
+    assert_int_equal(ec_seal_chunk(s, plain, 1, EC_SEAL_MORE, out->buf + out->len), EC_ERR_INVALID);
     ec_seal_free(&s);
     assert_null(s);
 }
@@ -103,7 +105,7 @@ static ec_status read_segment(const ec_keystore *ks, const uint8_t *buf, size_t 
         }
         size_t whole = EC_SEAL_CHUNK_OVERHEAD + n;
         bool last = off + whole == len;
-        st = ec_seal_unseal_chunk(s, buf + off, whole, last, plain);
+        st = ec_seal_unseal_chunk(s, buf + off, whole, last ? EC_SEAL_FINAL : EC_SEAL_MORE, plain);
         if (st == EC_OK) {
             uint8_t want[CHUNK_PLAIN];
             plain_for(c, want, n);
@@ -314,7 +316,9 @@ static void test_invalid_arguments(void **state)
     assert_int_equal(ec_seal_create(&s, &f->ks, &m, header, &hl), EC_ERR_INVALID);
     assert_int_equal(ec_seal_create(&s, &f->ks, &meta, header, &hl), EC_OK);
     uint8_t *big = malloc(EC_SEAL_CHUNK_MAX + 1 + EC_SEAL_CHUNK_OVERHEAD);
-    assert_int_equal(ec_seal_chunk(s, big, EC_SEAL_CHUNK_MAX + 1, false, big), EC_ERR_INVALID);
+    assert_int_equal(ec_seal_chunk(s, big, EC_SEAL_CHUNK_MAX + 1, EC_SEAL_MORE, big),
+                     EC_ERR_INVALID);
+    assert_int_equal(ec_seal_chunk(s, big, 1, (ec_seal_flag)3, big), EC_ERR_INVALID);
     free(big);
     ec_seal_free(&s);
     size_t n;

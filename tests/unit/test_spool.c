@@ -354,6 +354,228 @@ static void test_part_without_audio_removed(void **state)
     free(a);
 }
 
+static void flip_byte(const char *path, long off);
+#define flip_byte_at(path, off) flip_byte((path), (long)(off))
+
+static void test_one_owner_observers_beside(void **state)
+{
+    fixture *f = *state;
+    ec_spool *owner = open_spool(f, 1 << 30, EC_WHEN_FULL_DROP_OLDEST);
+    char *a = write_segment(owner, 1795000000000LL, 3, true);
+    /* the owner has a segment open */
+    ec_segment_meta m = meta_for(owner, 1795000005000LL);
+    ec_spool_writer *w = NULL;
+    assert_int_equal(ec_spool_begin(owner, &m, &w), EC_OK);
+    uint8_t page[4096];
+    size_t n = head_page(page);
+    assert_int_equal(ec_spool_append(w, page, n), EC_OK);
+    assert_int_equal(ec_spool_flush(w), EC_OK);
+
+    /* a second writer is refused */
+    ec_spool_params p = {.dir = f->spool_dir, .quota_bytes = 1 << 30, .keystore = &f->ks};
+    ec_spool *second = NULL;
+    ts_log_begin();
+    assert_int_equal(ec_spool_open(&second, &p), EC_ERR_BUSY);
+    char *log = ts_log_end();
+    assert_non_null(strstr(log, "event=spool_busy"));
+    free(log);
+    assert_null(second);
+
+    /* an observer opens beside it, and leaves the open segment alone */
+    p.read_only = true;
+    ec_spool *observer = NULL;
+    assert_int_equal(ec_spool_open(&observer, &p), EC_OK);
+    ec_spool_entry *e = NULL;
+    size_t count = 0;
+    assert_int_equal(ec_spool_list(observer, &e, &count), EC_OK);
+    assert_int_equal(count, 2);
+    assert_int_equal(e[0].state, EC_SEG_CLOSED);
+    assert_int_equal(e[1].state, EC_SEG_WRITING);
+    free(e);
+    assert_int_equal(ec_spool_read(observer, a, NULL, NULL, NULL), EC_OK);
+    uint64_t seq;
+    assert_int_equal(ec_spool_next_sequence(observer, &seq), EC_ERR_BUSY);
+    assert_int_equal(ec_spool_remove(observer, a), EC_ERR_BUSY);
+    assert_int_equal(ec_spool_quarantine(observer, a, "x"), EC_ERR_BUSY);
+    ec_spool_writer *w2 = NULL;
+    assert_int_equal(ec_spool_begin(observer, &m, &w2), EC_ERR_BUSY);
+    ec_spool_close(&observer);
+
+    /* the owner's segment is intact and commits */
+    n = ogg_page(page, 312 + 48000, "PLAINTEXT-AUDIO", 900);
+    assert_int_equal(ec_spool_append(w, page, n), EC_OK);
+    assert_int_equal(ec_spool_commit(&w, 16000), EC_OK);
+    ec_spool_close(&owner);
+    /* and once it is gone, the next owner may open */
+    owner = open_spool(f, 1 << 30, EC_WHEN_FULL_DROP_OLDEST);
+    ec_spool_close(&owner);
+    free(a);
+}
+
+/* Writes a .part of `pages` flushed pages and returns its path. */
+static char *write_part(fixture *f, int pages, char **name)
+{
+    ec_spool *s = open_spool(f, 1 << 30, EC_WHEN_FULL_DROP_OLDEST);
+    *name = write_segment(s, 1795000000000LL, pages, false);
+    ec_spool_close(&s);
+    return ts_strf("%s/%s.seg.part", f->spool_dir, *name);
+}
+
+static void test_damaged_part_quarantined_not_cut(void **state)
+{
+    fixture *f = *state;
+    /* chunk 0 (the Opus headers) flipped: everything after it is whole */
+    char *name = NULL;
+    char *part = write_part(f, 6, &name);
+    flip_byte_at(part, EC_SEAL_HEADER_FIXED_BYTES + 6 + 30);
+    struct stat before;
+    assert_int_equal(stat(part, &before), 0);
+    ts_log_begin();
+    ec_spool *s = open_spool(f, 1 << 30, EC_WHEN_FULL_DROP_OLDEST);
+    char *log = ts_log_end();
+    assert_non_null(strstr(log, "reason=\"a whole chunk does not authenticate\""));
+    free(log);
+    char *q = ts_strf("%s/quarantine/%s.seg.part", f->spool_dir, name);
+    struct stat after;
+    assert_int_equal(stat(q, &after), 0);
+    assert_int_equal(before.st_size, after.st_size); /* kept whole, as evidence */
+    ec_spool_stats st;
+    ec_spool_get_stats(s, &st);
+    assert_int_equal(st.quarantined, 1);
+    assert_int_equal(st.recovered, 0);
+    ec_spool_close(&s);
+    free(q);
+    free(part);
+    free(name);
+}
+
+static void test_zero_filled_tail_is_a_crash(void **state)
+{
+    fixture *f = *state;
+    char *name = NULL;
+    char *part = write_part(f, 4, &name);
+    /* blocks the crash allocated but never wrote read back as zeros */
+    FILE *fp = fopen(part, "ab");
+    uint8_t zeros[3000] = {0};
+    fwrite(zeros, 1, sizeof zeros, fp);
+    fclose(fp);
+    ts_log_begin();
+    ec_spool *s = open_spool(f, 1 << 30, EC_WHEN_FULL_DROP_OLDEST);
+    char *log = ts_log_end();
+    assert_non_null(strstr(log, "event=segment_recovered"));
+    free(log);
+    read_count c = {0};
+    assert_int_equal(ec_spool_read(s, name, count_chunk, &c, NULL), EC_OK);
+    assert_int_equal(c.chunks, 4);
+    ec_spool_close(&s);
+    free(part);
+    free(name);
+}
+
+static void test_torn_trailer_recovered_with_own_nonce(void **state)
+{
+    fixture *f = *state;
+    ec_spool *s = open_spool(f, 1 << 30, EC_WHEN_FULL_DROP_OLDEST);
+    char *name = write_segment(s, 1795000000000LL, 4, true);
+    ec_spool_close(&s);
+    char *seg = ts_strf("%s/%s.seg", f->spool_dir, name);
+    char *part = ts_strf("%s/%s.seg.part", f->spool_dir, name);
+    struct stat sb;
+    assert_int_equal(stat(seg, &sb), 0);
+    size_t trailer = EC_SPOOL_TRAILER_BYTES + EC_SEAL_CHUNK_OVERHEAD;
+    uint8_t original[64];
+    FILE *fp = fopen(seg, "rb");
+    fseek(fp, (long)(sb.st_size - (off_t)trailer), SEEK_SET);
+    assert_int_equal(fread(original, 1, trailer, fp), trailer);
+    fclose(fp);
+    /* the crash tore the final chunk before the rename */
+    assert_int_equal(truncate(seg, sb.st_size - 5), 0);
+    assert_int_equal(rename(seg, part), 0);
+    ts_log_begin();
+    s = open_spool(f, 1 << 30, EC_WHEN_FULL_DROP_OLDEST);
+    free(ts_log_end());
+    ec_spool_entry e;
+    assert_int_equal(ec_spool_read(s, name, NULL, NULL, &e), EC_OK);
+    assert_true(e.pcm_frames == 3 * 16000);
+    /* same plaintext trailer, same counter, yet different bytes: the
+     * recovery's nonce is its own */
+    assert_int_equal(stat(seg, &sb), 0);
+    uint8_t recovered[64];
+    fp = fopen(seg, "rb");
+    fseek(fp, (long)(sb.st_size - (off_t)trailer), SEEK_SET);
+    assert_int_equal(fread(recovered, 1, trailer, fp), trailer);
+    fclose(fp);
+    assert_memory_equal(original, recovered, 4); /* same length field */
+    assert_memory_not_equal(original + 4, recovered + 4, trailer - 4);
+    ec_spool_close(&s);
+    free(seg);
+    free(part);
+    free(name);
+}
+
+static void test_full_mid_segment_still_commits(void **state)
+{
+    fixture *f = *state;
+    ec_spool *s = open_spool(f, 12 * 1024, EC_WHEN_FULL_REFUSE_NEW);
+    ec_segment_meta m = meta_for(s, 1795000000000LL);
+    ec_spool_writer *w = NULL;
+    assert_int_equal(ec_spool_begin(s, &m, &w), EC_OK);
+    uint8_t page[4096];
+    size_t n = head_page(page);
+    assert_int_equal(ec_spool_append(w, page, n), EC_OK);
+    ec_status st = ec_spool_flush(w);
+    for (int i = 1; i < 20 && st == EC_OK; i++) {
+        n = ogg_page(page, 312 + (uint64_t)i * 960, "PLAINTEXT-AUDIO", 3000);
+        st = ec_spool_append(w, page, n);
+        if (st == EC_OK)
+            st = ec_spool_flush(w);
+    }
+    ts_log_begin();
+    assert_int_equal(st, EC_ERR_FULL);
+    /* what was sealed before the quota hit is kept */
+    assert_int_equal(ec_spool_commit(&w, 1234), EC_OK);
+    free(ts_log_end());
+    char name[EC_SPOOL_NAME_MAX];
+    ec_spool_segment_name(&m, name, sizeof name);
+    ec_spool_entry e;
+    assert_int_equal(ec_spool_read(s, name, NULL, NULL, &e), EC_OK);
+    assert_true(e.pcm_frames == 1234);
+    ec_spool_close(&s);
+}
+
+static void test_names_checked(void **state)
+{
+    fixture *f = *state;
+    ec_spool *s = open_spool(f, 1 << 30, EC_WHEN_FULL_DROP_OLDEST);
+    static const char *const bad[] = {"", "../x", "a/b", ".hidden", "quarantine/x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(ec_spool_read(s, bad[i], NULL, NULL, NULL), EC_ERR_INVALID);
+        assert_int_equal(ec_spool_remove(s, bad[i]), EC_ERR_INVALID);
+        assert_int_equal(ec_spool_quarantine(s, bad[i], "x"), EC_ERR_INVALID);
+    }
+    char longname[300];
+    memset(longname, 'a', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    assert_int_equal(ec_spool_remove(s, longname), EC_ERR_INVALID);
+    ec_spool_close(&s);
+}
+
+static void test_fifo_named_like_a_segment(void **state)
+{
+    fixture *f = *state;
+    ec_spool *s = open_spool(f, 1 << 30, EC_WHEN_FULL_DROP_OLDEST);
+    ec_spool_close(&s);
+    char *fifo = ts_strf("%s/edge-7-20261118T110640Z-0000000005.seg", f->spool_dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    ts_log_begin();
+    s = open_spool(f, 1 << 30, EC_WHEN_FULL_DROP_OLDEST); /* does not hang */
+    char *log = ts_log_end();
+    assert_non_null(strstr(log, "reason=\"not a regular file\""));
+    free(log);
+    ec_spool_close(&s);
+    free(fifo);
+}
+
 static void flip_byte(const char *path, long off)
 {
     int fd = open(path, O_RDWR);
@@ -532,6 +754,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_crash_after_trailer_renames_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_fsync_loses_only_unflushed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_part_without_audio_removed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_one_owner_observers_beside, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_damaged_part_quarantined_not_cut, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_zero_filled_tail_is_a_crash, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_trailer_recovered_with_own_nonce, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_full_mid_segment_still_commits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_names_checked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fifo_named_like_a_segment, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tampered_quarantined_daemon_goes_on, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quota_drop_oldest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quota_refuse_new, setup, teardown),
