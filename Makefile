@@ -8,6 +8,7 @@
 #                            armhf under qemu; one summary line at the end
 #   make demo                build, validate the example config, run the daemon
 #   make lint                clang-format check, cppcheck
+#   make bench               edgecap vs opusenc on 10 min of speech (not a test)
 #   make clean
 #
 # Dependencies install themselves (toolchain/install-deps.sh); libcurl is built
@@ -130,6 +131,12 @@ test:
 demo: $(BUILD)/edgecap
 	$(Q)toolchain/install-deps.sh tools
 	$(Q)toolchain/demo.sh $(BUILD)
+
+# A benchmark, not a test: 10 min of speech through edgecap and opusenc
+# (times, ratio, peak RSS, callgrind); prints a Markdown table for README.md.
+bench: $(BUILD)/edgecap
+	$(Q)toolchain/install-deps.sh tools
+	$(Q)toolchain/bench.sh $(BUILD)
 
 lint: $(DEPS_STAMP)
 	$(Q)toolchain/install-deps.sh tools

@@ -35,6 +35,7 @@ struct ec_capture {
     bool stop;          /* asked to stop */
     bool capture_done;  /* the capture thread has ended */
     bool worker_done;
+    bool producer_waiting; /* the capture thread waits for room */
     ec_capture_stats stats;
 
     /* worker state */
@@ -65,8 +66,11 @@ static void *capture_main(void *arg)
             break;
 
         pthread_mutex_lock(&c->lock);
-        while (!src->realtime && !c->stop && c->count == c->p.queue_blocks)
+        while (!src->realtime && !c->stop && c->count == c->p.queue_blocks) {
+            c->producer_waiting = true;
             pthread_cond_wait(&c->not_full, &c->lock);
+        }
+        c->producer_waiting = false;
         bool stop = c->stop;
         bool full = c->count == c->p.queue_blocks;
         size_t slot = (c->head + c->count) % c->p.queue_blocks;
@@ -238,7 +242,11 @@ static void *worker_main(void *arg)
         pthread_mutex_lock(&c->lock);
         c->head = (c->head + 1) % c->p.queue_blocks;
         c->count--;
-        pthread_cond_signal(&c->not_full);
+        /* Hysteresis: a waiting producer (a source that is not real time) is
+         * woken when half the queue is free, not per block, so it refills in
+         * bursts instead of two context switches per period. */
+        if (c->producer_waiting && c->count <= c->p.queue_blocks / 2)
+            pthread_cond_signal(&c->not_full);
         pthread_mutex_unlock(&c->lock);
     }
     (void)ec_segmenter_finish(&c->segmenter);

@@ -20,7 +20,7 @@ PEER_PKGS="nginx-light openssl"
 
 # Lint and test tools: formatting check, static analysis, memory checking,
 # and speech synthesis plus sox for test and demo audio.
-TOOL_PKGS="clang-format cppcheck valgrind espeak-ng sox"
+TOOL_PKGS="clang-format cppcheck valgrind espeak-ng sox time"
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
