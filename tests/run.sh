@@ -40,7 +40,9 @@ elif [ "$VALGRIND" = 1 ]; then
     RUNNER=(valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite)
     export EC_UNDER_VALGRIND=1
 fi
-WRAP=$BUILD/edgecap-run
+# Wrappers live in the results directory: native and valgrind runs of the
+# same build each have their own.
+WRAP=$RESULTS/edgecap-run
 {
     echo '#!/bin/sh'
     echo "# Starts $BUILD/edgecap the way this configuration runs it."
@@ -50,13 +52,13 @@ WRAP=$BUILD/edgecap-run
 } >"$WRAP"
 chmod +x "$WRAP"
 # The same for test tools: $TOOL NAME ARGS... runs $BUILD/tools/NAME.
-TOOL=$BUILD/tool-run
+TOOL=$RESULTS/tool-run
 {
     echo '#!/bin/sh'
     echo "# Starts a test tool of $BUILD/tools the way this configuration runs it."
     echo 'name=$1; shift'
     printf 'exec'
-    printf ' %q' "${RUNNER[@]}"
+    [ "${#RUNNER[@]}" -eq 0 ] || printf ' %q' "${RUNNER[@]}"
     printf ' "%s/tools/$name" "$@"\n' "$BUILD"
 } >"$TOOL"
 chmod +x "$TOOL"

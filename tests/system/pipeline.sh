@@ -11,7 +11,7 @@
 
 plan 19
 
-TOOL=${TOOL:-$BUILD/tool-run}
+TOOL=${TOOL:-$BUILD/results/tool-run}
 DEC=$T/decoded
 mkdir -p "$DEC" "$T/tmp"
 
