@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "edgecap/audio.h"
+#include "edgecap/audit.h"
 #include "edgecap/capture.h"
 #include "edgecap/config.h"
 #include "edgecap/keystore.h"
@@ -28,7 +29,13 @@
 #include "edgecap/rng.h"
 #include "edgecap/secmem.h"
 #include "edgecap/spool.h"
+#include "edgecap/transport.h"
+#include "edgecap/upload.h"
 #include "edgecap/version.h"
+
+#include <mbedtls/base64.h>
+#include <mbedtls/sha256.h>
+#include <mbedtls/x509_crt.h>
 
 typedef struct {
     const char *name;
@@ -40,6 +47,8 @@ typedef struct {
 static int cmd_run(int argc, char **argv);
 static int cmd_capture(int argc, char **argv);
 static int cmd_spool(int argc, char **argv);
+static int cmd_upload_once(int argc, char **argv);
+static int cmd_pin(int argc, char **argv);
 static int cmd_check_config(int argc, char **argv);
 static int cmd_version(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
@@ -51,6 +60,13 @@ static const command commands[] = {
     {"capture", cmd_capture, "capture --config FILE --seconds N",
      "Capture N seconds of audio (or until the source ends) into the encrypted spool,\n"
      "print what was sealed, and exit. SIGTERM/SIGINT stop early, cleanly."},
+    {"upload-once", cmd_upload_once, "upload-once --config FILE",
+     "Upload every spooled segment (oldest first) and exit: 0 when the spool is empty,\n"
+     "69 (EX_UNAVAILABLE) with the reason when the peer cannot be reached or refuses.\n"
+     "A segment leaves the spool only when the service proved it holds our bytes."},
+    {"pin", cmd_pin, "pin CERT.pem",
+     "Print the sha256// pin of a certificate's public key (SubjectPublicKeyInfo), the\n"
+     "form [tls] pin_current and pin_next take."},
     {"spool", cmd_spool, "spool ls|verify --config FILE",
      "ls: list the spooled segments oldest first (name, sequence, UTC start, duration,\n"
      "size, state). verify: authenticate every segment; a segment that fails moves to\n"
@@ -326,6 +342,8 @@ static int cmd_run(int argc, char **argv)
     ec_spool *spool = NULL;
     ec_audio_source src = {0};
     ec_capture *cap = NULL;
+    ec_uploader *uploader = NULL;
+    ec_audit *audit = NULL;
     rc = load_config(path, &cfg);
     if (rc != EX_OK)
         return rc;
@@ -349,6 +367,15 @@ static int cmd_run(int argc, char **argv)
         ec_log(EC_LOG_ERROR, "capture_start_failed", EC_LOG_STATUS(st));
         rc = EX_SOFTWARE;
         goto out;
+    }
+    /* Upload runs beside capture; if it cannot start, capture goes on and
+     * the spool keeps the audio until it can. */
+    if (ec_audit_open(&audit, cfg.logging.audit_file) != EC_OK ||
+        (st = ec_uploader_open(&uploader, &cfg, spool, audit)) != EC_OK ||
+        (st = ec_uploader_start(uploader)) != EC_OK) {
+        ec_log(EC_LOG_ERROR, "upload_unavailable", EC_LOG_STATUS(st),
+               EC_LOG_STR("effect", "capturing into the spool only"));
+        ec_uploader_close(&uploader);
     }
     int sig = 0;
     const struct timespec tick = {0, 200 * 1000 * 1000};
@@ -376,6 +403,8 @@ static int cmd_run(int argc, char **argv)
     rc = EX_OK;
 out:
     ec_capture_join(&cap, NULL);
+    ec_uploader_close(&uploader);
+    ec_audit_close(&audit);
     ec_audio_close(&src);
     ec_spool_close(&spool);
     ec_keystore_close(&ks);
@@ -545,6 +574,96 @@ out:
     return rc;
 }
 
+static int cmd_upload_once(int argc, char **argv)
+{
+    const command *c = find_command("upload-once");
+    const char *path = NULL;
+    int rc = parse_common(c, argc, argv, &path);
+    if (rc >= 0)
+        return rc;
+    if (path == NULL || optind != argc) {
+        fprintf(stderr, "edgecap upload-once: --config FILE is required\n");
+        print_command_help(c, stderr);
+        return EX_USAGE;
+    }
+    sigset_t wanted;
+    block_signals(&wanted);
+    ec_config cfg;
+    ec_keystore ks = {0};
+    ec_spool *spool = NULL;
+    ec_audit *audit = NULL;
+    ec_uploader *u = NULL;
+    if ((rc = load_config(path, &cfg)) != EX_OK)
+        return rc;
+    if ((rc = start_secure(&cfg)) != EX_OK || (rc = open_spool(&cfg, &ks, &spool, false)) != EX_OK)
+        goto out;
+    ec_status st = ec_audit_open(&audit, cfg.logging.audit_file);
+    if (st == EC_OK)
+        st = ec_uploader_open(&u, &cfg, spool, audit);
+    if (st != EC_OK) {
+        fprintf(stderr, "edgecap: cannot upload: %s (see the log above)\n", ec_strerror(st));
+        rc = st == EC_ERR_UNSUPPORTED ? EX_UNAVAILABLE : EX_CONFIG;
+        goto out;
+    }
+    /* a bounded number of failed attempts, each after its backoff */
+    st = ec_uploader_drain(u, (unsigned)cfg.upload.breaker_failures * 2);
+    ec_upload_stats us;
+    ec_uploader_get_stats(u, &us);
+    printf("uploaded %llu segments (%llu bytes, %llu already there), %llu failed attempts, "
+           "%llu conflicts\n",
+           (unsigned long long)us.segments_acknowledged, (unsigned long long)us.bytes_acknowledged,
+           (unsigned long long)us.acknowledged_existing, (unsigned long long)us.attempts_failed,
+           (unsigned long long)us.conflicts);
+    if (st == EC_OK) {
+        rc = EX_OK;
+    } else {
+        fprintf(stderr, "edgecap: the spool is not empty: %s: %s\n", ec_strerror(st),
+                us.last_reason);
+        rc = EX_UNAVAILABLE;
+    }
+out:
+    ec_uploader_close(&u);
+    ec_audit_close(&audit);
+    ec_spool_close(&spool);
+    ec_keystore_close(&ks);
+    ec_config_free(&cfg);
+    ec_rng_free();
+    return rc;
+}
+
+static int cmd_pin(int argc, char **argv)
+{
+    const command *c = find_command("pin");
+    int rc = parse_common(c, argc, argv, NULL);
+    if (rc >= 0)
+        return rc;
+    if (optind != argc - 1) {
+        fprintf(stderr, "edgecap pin: expected one CERT.pem\n");
+        print_command_help(c, stderr);
+        return EX_USAGE;
+    }
+    mbedtls_x509_crt crt;
+    mbedtls_x509_crt_init(&crt);
+    unsigned char spki[2048], digest[32], b64[64];
+    size_t n = 0;
+    if (mbedtls_x509_crt_parse_file(&crt, argv[optind]) != 0) {
+        fprintf(stderr, "edgecap pin: %s is not a PEM or DER certificate\n", argv[optind]);
+        mbedtls_x509_crt_free(&crt);
+        return EX_DATAERR;
+    }
+    /* DER is written at the end of the buffer */
+    int len = mbedtls_pk_write_pubkey_der(&crt.pk, spki, sizeof spki);
+    rc = EX_SOFTWARE;
+    if (len > 0 &&
+        mbedtls_sha256_ret(spki + sizeof spki - (size_t)len, (size_t)len, digest, 0) == 0 &&
+        mbedtls_base64_encode(b64, sizeof b64, &n, digest, sizeof digest) == 0) {
+        printf("sha256//%.*s\n", (int)n, b64);
+        rc = EX_OK;
+    }
+    mbedtls_x509_crt_free(&crt);
+    return rc;
+}
+
 static int cmd_version(int argc, char **argv)
 {
     const command *c = find_command("version");
@@ -606,6 +725,10 @@ int main(int argc, char **argv)
     (void)ec_secmem_init(false);
     ec_log_configure(&(ec_log_options){.level = EC_LOG_INFO, .output = EC_LOG_TO_STDERR});
 
+    if (ec_transport_global_init() != EC_OK) {
+        fprintf(stderr, "edgecap: cannot initialise libcurl\n");
+        return EX_SOFTWARE;
+    }
     if (argc < 2) {
         print_usage(stderr);
         return EX_USAGE;

@@ -566,7 +566,9 @@ static ec_status list_names(ec_spool *s, const char *suffix, char ***names, size
 {
     *names = NULL;
     *n = 0;
-    int fd = dup(s->dirfd);
+    /* a description of its own: a dup would share the directory position
+     * with other threads listing at the same time */
+    int fd = openat(s->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return EC_ERR_IO;
     DIR *d = fdopendir(fd);
@@ -716,7 +718,7 @@ ec_status ec_spool_open(ec_spool **out, const ec_spool_params *p)
             s->used_bytes += (uint64_t)sb.st_size;
     }
     DIR *qd = NULL;
-    int qfd = dup(s->qdirfd);
+    int qfd = openat(s->qdirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (qfd >= 0 && (qd = fdopendir(qfd)) != NULL) {
         struct dirent *de;
         while ((de = readdir(qd)) != NULL)

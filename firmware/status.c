@@ -30,6 +30,14 @@ const char *ec_strerror(ec_status status)
         return "spool full";
     case EC_ERR_BUSY:
         return "in use by another process";
+    case EC_ERR_NETWORK:
+        return "network failure";
+    case EC_ERR_TLS:
+        return "TLS handshake refused";
+    case EC_ERR_POLICY:
+        return "refused by transport policy";
+    case EC_ERR_PROTOCOL:
+        return "unexpected server answer";
     }
     return "unknown error";
 }

@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include <mbedtls/gcm.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/x509_crt.h>
 #include <mbedtls/sha256.h>
 
 #include "edgecap/fault.h"
@@ -213,4 +215,105 @@ void ec_keystore_close(ec_keystore *ks)
     ks->ops->close(ks->ctx);
     ks->ops = NULL;
     ks->ctx = NULL;
+}
+
+/* Reads a whole file into secure memory (+1 NUL for PEM parsers); when
+ * `private`, the file must be ours and closed to group and others. */
+static ec_status read_file_secure(const char *path, bool private, uint8_t **out, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) {
+        ec_log(EC_LOG_ERROR, "credential_unreadable", EC_LOG_STR("path", path),
+               EC_LOG_STR("reason", strerror(errno)));
+        return errno == ENOENT ? EC_ERR_NOT_FOUND : EC_ERR_IO;
+    }
+    struct stat sb;
+    ec_status st = EC_OK;
+    *out = NULL;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size <= 0 || sb.st_size > 64 * 1024) {
+        st = EC_ERR_IO;
+    } else if (sb.st_uid != geteuid() || (sb.st_mode & (private ? 077 : 022)) != 0) {
+        ec_log(EC_LOG_ERROR, "credential_unsafe", EC_LOG_STR("path", path),
+               EC_LOG_STR("expected", private ? "owned by the running user, mode 0600"
+                                              : "owned by the running user, not writable "
+                                                "by group or others"));
+        st = EC_ERR_PERM;
+    } else if ((*out = ec_secmem_alloc((size_t)sb.st_size + 1)) == NULL) {
+        st = EC_ERR_NOMEM;
+    } else if (read_exact(fd, *out, (size_t)sb.st_size) != EC_OK) {
+        st = EC_ERR_IO;
+    }
+    close(fd);
+    if (st != EC_OK) {
+        ec_secmem_free(*out);
+        *out = NULL;
+        return st;
+    }
+    (*out)[sb.st_size] = '\0';
+    *len = (size_t)sb.st_size;
+    return EC_OK;
+}
+
+/* PEM parsers want the terminating NUL counted; DER must not have it. */
+static size_t parse_len(const uint8_t *buf, size_t len)
+{
+    return strstr((const char *)buf, "-----BEGIN") != NULL ? len + 1 : len;
+}
+
+ec_status ec_keystore_file_client_credentials(const char *cert_path, const char *key_path,
+                                              uint8_t **cert_der, size_t *cert_len,
+                                              uint8_t **key_der, size_t *key_len)
+{
+    uint8_t *cert_file = NULL, *key_file = NULL, *key_buf = NULL;
+    size_t cert_file_len = 0, key_file_len = 0;
+    mbedtls_x509_crt crt;
+    mbedtls_pk_context pk;
+    mbedtls_x509_crt_init(&crt);
+    mbedtls_pk_init(&pk);
+    *cert_der = *key_der = NULL;
+    ec_status st = read_file_secure(cert_path, false, &cert_file, &cert_file_len);
+    if (st == EC_OK)
+        st = read_file_secure(key_path, true, &key_file, &key_file_len);
+    if (st != EC_OK)
+        goto out;
+    if (mbedtls_x509_crt_parse(&crt, cert_file, parse_len(cert_file, cert_file_len)) != 0 ||
+        mbedtls_pk_parse_key(&pk, key_file, parse_len(key_file, key_file_len), NULL, 0) != 0) {
+        ec_log(EC_LOG_ERROR, "credential_invalid", EC_LOG_STR("cert", cert_path),
+               EC_LOG_STR("key", key_path),
+               EC_LOG_STR("reason", "not a PEM/DER certificate and private key"));
+        st = EC_ERR_CRYPTO;
+        goto out;
+    }
+    if (mbedtls_pk_check_pair(&crt.pk, &pk) != 0) {
+        ec_log(EC_LOG_ERROR, "credential_invalid", EC_LOG_STR("cert", cert_path),
+               EC_LOG_STR("reason", "the private key does not belong to the certificate"));
+        st = EC_ERR_CRYPTO;
+        goto out;
+    }
+    *cert_der = ec_secmem_dup(crt.raw.p, crt.raw.len);
+    *cert_len = crt.raw.len;
+    size_t cap = 8192;
+    key_buf = ec_secmem_alloc(cap);
+    if (*cert_der == NULL || key_buf == NULL) {
+        st = EC_ERR_NOMEM;
+        goto out;
+    }
+    /* mbedtls writes DER at the end of the buffer */
+    int n = mbedtls_pk_write_key_der(&pk, key_buf, cap);
+    if (n <= 0 || (*key_der = ec_secmem_dup(key_buf + cap - (size_t)n, (size_t)n)) == NULL) {
+        st = n <= 0 ? EC_ERR_CRYPTO : EC_ERR_NOMEM;
+        goto out;
+    }
+    *key_len = (size_t)n;
+out:
+    if (st != EC_OK) {
+        ec_secmem_free(*cert_der);
+        *cert_der = NULL;
+    }
+    mbedtls_pk_free(&pk);
+    mbedtls_x509_crt_free(&crt);
+    ec_secmem_free(cert_file);
+    ec_secmem_free(key_file);
+    ec_secmem_free(key_buf);
+    return st;
 }

@@ -49,6 +49,16 @@ typedef struct {
  */
 ec_status ec_keystore_file_open(ec_keystore *ks, const char *dir);
 
+/*
+ * Loads the device's TLS client certificate and private key (PEM or DER) for
+ * the file key store, converted to DER in secure memory (libcurl on mbedTLS
+ * takes key blobs as DER). The key file must be owned by the running user
+ * with no group/other access. Free both with ec_secmem_free.
+ */
+ec_status ec_keystore_file_client_credentials(const char *cert_path, const char *key_path,
+                                              uint8_t **cert_der, size_t *cert_len,
+                                              uint8_t **key_der, size_t *key_len);
+
 /* Closes any backend; safe on a zeroed or closed ec_keystore. */
 void ec_keystore_close(ec_keystore *ks);
 

@@ -21,6 +21,10 @@ typedef enum {
     EC_ERR_INTERNAL = -10,   /* a bug: an invariant did not hold */
     EC_ERR_FULL = -11,       /* the spool quota is reached and policy refuses new audio */
     EC_ERR_BUSY = -12,       /* another process owns the resource (the spool) */
+    EC_ERR_NETWORK = -13,    /* could not connect, reset, timed out (retryable) */
+    EC_ERR_TLS = -14,        /* handshake refused: pin, CA, name, version, client cert */
+    EC_ERR_POLICY = -15,     /* refused by our own policy: host, scheme, redirect */
+    EC_ERR_PROTOCOL = -16,   /* the server answered, but not with what the contract says */
 } ec_status;
 
 const char *ec_strerror(ec_status status);

@@ -1,0 +1,393 @@
+/*
+ * The transport policy (see include/edgecap/transport.h). Every request goes
+ * through apply_policy() on a reset handle, so no option from an earlier
+ * request (a method, a body, a header) can leak into the next, while curl
+ * keeps the connection and the TLS session for reuse.
+ */
+#include "edgecap/transport.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/ssl_ciphersuites.h>
+
+#include "edgecap/log.h"
+
+struct ec_transport {
+    CURL *curl;
+    const ec_config *cfg;
+    struct curl_blob cert;
+    struct curl_blob key;
+    char pins[200];
+    struct curl_slist *connect_to;
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+/* ECDHE key exchange with AEAD ciphers only; the order is our preference. */
+static const int aead_ecdhe_suites[] = {
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    0,
+};
+
+static CURLcode restrict_tls(CURL *curl, void *ssl_config, void *user)
+{
+    (void)curl;
+    (void)user;
+    mbedtls_ssl_config *conf = ssl_config;
+    mbedtls_ssl_conf_ciphersuites(conf, aead_ecdhe_suites);
+    /* curl set this from CURLOPT_SSLVERSION already; say it again here, where
+     * it cannot be lost */
+    mbedtls_ssl_conf_min_version(conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+    return CURLE_OK;
+}
+
+ec_status ec_transport_global_init(void)
+{
+    return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? EC_OK : EC_ERR_INTERNAL;
+}
+
+void ec_transport_global_cleanup(void)
+{
+    curl_global_cleanup();
+}
+
+ec_status ec_transport_open(ec_transport **out, const ec_transport_params *p)
+{
+    *out = NULL;
+    const ec_config *cfg = p->cfg;
+    if (cfg->tls.min_version == EC_TLS_1_3) {
+        ec_log(EC_LOG_ERROR, "transport_unsupported",
+               EC_LOG_STR("reason", "[tls] min_version = 1.3: this build's mbedTLS 2.28 "
+                                    "has no TLS 1.3"));
+        return EC_ERR_UNSUPPORTED;
+    }
+    ec_transport *t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return EC_ERR_NOMEM;
+    t->cfg = cfg;
+    t->curl = curl_easy_init();
+    if (t->curl == NULL) {
+        free(t);
+        return EC_ERR_NOMEM;
+    }
+    /* NOCOPY: the key stays in our secure memory only */
+    t->cert = (struct curl_blob){
+        .data = (void *)p->client_cert_der, .len = p->client_cert_len, .flags = CURL_BLOB_NOCOPY};
+    t->key = (struct curl_blob){
+        .data = (void *)p->client_key_der, .len = p->client_key_len, .flags = CURL_BLOB_NOCOPY};
+    snprintf(t->pins, sizeof t->pins, "%s%s%s", cfg->tls.pin_current,
+             cfg->tls.pin_next[0] != '\0' ? ";" : "", cfg->tls.pin_next);
+    if (cfg->upload.connect_to[0] != '\0') {
+        t->connect_to = curl_slist_append(NULL, cfg->upload.connect_to);
+        if (t->connect_to == NULL) {
+            ec_transport_close(&t);
+            return EC_ERR_NOMEM;
+        }
+    }
+    *out = t;
+    return EC_OK;
+}
+
+void ec_transport_close(ec_transport **tp)
+{
+    if (tp == NULL || *tp == NULL)
+        return;
+    ec_transport *t = *tp;
+    curl_easy_cleanup(t->curl);
+    curl_slist_free_all(t->connect_to);
+    free(t);
+    *tp = NULL;
+}
+
+/* ---- per-request state -------------------------------------------------- */
+
+typedef struct {
+    ec_transport *t;
+    ec_http_response *resp;
+    const uint8_t *body;
+    size_t body_len;
+    size_t body_off;
+    bool tls_seen;
+} exchange;
+
+static size_t on_read(char *buf, size_t size, size_t n, void *user)
+{
+    exchange *x = user;
+    size_t room = size * n, left = x->body_len - x->body_off;
+    size_t k = left < room ? left : room;
+    memcpy(buf, x->body + x->body_off, k);
+    x->body_off += k;
+    return k;
+}
+
+static size_t on_write(char *data, size_t size, size_t n, void *user)
+{
+    exchange *x = user;
+    size_t len = size * n;
+    ec_http_response *r = x->resp;
+    size_t keep = len;
+    if (r->body_len + keep > EC_HTTP_BODY_MAX)
+        keep = EC_HTTP_BODY_MAX - r->body_len;
+    if (keep > 0) {
+        uint8_t *grown = realloc(r->body, r->body_len + keep + 1);
+        if (grown == NULL)
+            return 0;
+        r->body = grown;
+        memcpy(r->body + r->body_len, data, keep);
+        r->body_len += keep;
+        r->body[r->body_len] = '\0';
+    }
+    return len; /* the rest is read and dropped */
+}
+
+/* The TLS session is only reachable during the transfer: note it on the
+ * first header. */
+static void note_tls(exchange *x)
+{
+    if (x->tls_seen)
+        return;
+    x->tls_seen = true;
+    struct curl_tlssessioninfo *info = NULL;
+    if (curl_easy_getinfo(x->t->curl, CURLINFO_TLS_SSL_PTR, &info) != CURLE_OK || info == NULL ||
+        info->backend != CURLSSLBACKEND_MBEDTLS || info->internals == NULL)
+        return;
+    const mbedtls_ssl_context *ssl = info->internals;
+    snprintf(x->resp->tls_version, sizeof x->resp->tls_version, "%s", mbedtls_ssl_get_version(ssl));
+    snprintf(x->resp->tls_cipher, sizeof x->resp->tls_cipher, "%s",
+             mbedtls_ssl_get_ciphersuite(ssl));
+}
+
+/* Copies a header's value (trimmed) when `line` is that header. */
+static bool header_value(const char *line, size_t len, const char *name, char *out, size_t out_len)
+{
+    size_t n = strlen(name);
+    if (len <= n || strncasecmp(line, name, n) != 0 || line[n] != ':')
+        return false;
+    const char *v = line + n + 1;
+    const char *end = line + len;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    while (end > v && isspace((unsigned char)end[-1]))
+        end--;
+    size_t k = (size_t)(end - v) < out_len - 1 ? (size_t)(end - v) : out_len - 1;
+    memcpy(out, v, k);
+    out[k] = '\0';
+    return true;
+}
+
+static size_t on_header(char *data, size_t size, size_t n, void *user)
+{
+    exchange *x = user;
+    size_t len = size * n;
+    ec_http_response *r = x->resp;
+    note_tls(x);
+    char v[64];
+    if (header_value(data, len, "Content-MD5", r->content_md5, sizeof r->content_md5))
+        return len;
+    if (header_value(data, len, "x-ms-error-code", r->error_code, sizeof r->error_code))
+        return len;
+    if (header_value(data, len, "Retry-After", v, sizeof v)) {
+        char *end = NULL;
+        long s = strtol(v, &end, 10);
+        if (end != v && *end == '\0' && s >= 0)
+            r->retry_after_s = s;
+        return len;
+    }
+    if (header_value(data, len, "Content-Length", v, sizeof v)) {
+        char *end = NULL;
+        unsigned long long cl = strtoull(v, &end, 10);
+        if (end != v && *end == '\0') {
+            r->content_length = cl;
+            r->have_content_length = true;
+        }
+    }
+    return len;
+}
+
+/* The <Code> of an Azure error body, when there is one. */
+static void error_code_from_body(ec_http_response *r)
+{
+    if (r->error_code[0] != '\0' || r->body == NULL)
+        return;
+    const char *start = strstr((const char *)r->body, "<Code>");
+    if (start == NULL)
+        return;
+    start += 6;
+    const char *end = strstr(start, "</Code>");
+    if (end == NULL)
+        return;
+    size_t k = (size_t)(end - start);
+    if (k >= sizeof r->error_code)
+        k = sizeof r->error_code - 1;
+    memcpy(r->error_code, start, k);
+    r->error_code[k] = '\0';
+}
+
+/* ---- policy ------------------------------------------------------------- */
+
+static ec_status check_url(const ec_config *cfg, const char *url, char *reason, size_t len)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL;
+    ec_status st = EC_ERR_POLICY;
+    if (u == NULL)
+        return EC_ERR_NOMEM;
+    if (curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+        snprintf(reason, len, "not a URL");
+    } else if (strcmp(scheme, "https") != 0) {
+        snprintf(reason, len, "scheme %s refused: https only", scheme);
+    } else if (!ec_config_host_allowed(cfg, host)) {
+        snprintf(reason, len, "host %s is not on [tls] allowed_hosts", host);
+    } else {
+        st = EC_OK;
+    }
+    curl_free(scheme);
+    curl_free(host);
+    curl_url_cleanup(u);
+    return st;
+}
+
+#define SET(opt, val)                                                                              \
+    do {                                                                                           \
+        if (rc == CURLE_OK)                                                                        \
+            rc = curl_easy_setopt(t->curl, (opt), (val));                                          \
+    } while (0)
+
+static CURLcode apply_policy(ec_transport *t)
+{
+    const ec_config *cfg = t->cfg;
+    CURLcode rc = CURLE_OK;
+    SET(CURLOPT_PROTOCOLS_STR, "https");
+    SET(CURLOPT_REDIR_PROTOCOLS_STR, "https");
+    SET(CURLOPT_FOLLOWLOCATION, 0L);
+    SET(CURLOPT_MAXREDIRS, 0L);
+    /* "" disables proxies, including https_proxy/ALL_PROXY from the environment */
+    SET(CURLOPT_PROXY, cfg->upload.proxy);
+    SET(CURLOPT_SSLVERSION, (long)(CURL_SSLVERSION_TLSv1_2 | CURL_SSLVERSION_MAX_DEFAULT));
+    SET(CURLOPT_SSL_VERIFYPEER, 1L);
+    SET(CURLOPT_SSL_VERIFYHOST, 2L);
+    SET(CURLOPT_CAINFO, cfg->tls.ca_file);
+    SET(CURLOPT_CAPATH, (char *)NULL);
+    SET(CURLOPT_PINNEDPUBLICKEY, t->pins);
+    SET(CURLOPT_SSL_CTX_FUNCTION, restrict_tls);
+    SET(CURLOPT_SSLCERT_BLOB, &t->cert);
+    SET(CURLOPT_SSLCERTTYPE, "DER");
+    SET(CURLOPT_SSLKEY_BLOB, &t->key);
+    SET(CURLOPT_SSLKEYTYPE, "DER");
+    if (cfg->upload.proxy[0] != '\0') {
+        /* a provisioned proxy sees a CONNECT tunnel; TLS stays end to end,
+         * and an https proxy is held to the same CA */
+        SET(CURLOPT_HTTPPROXYTUNNEL, 1L);
+        SET(CURLOPT_PROXY_CAINFO, cfg->tls.ca_file);
+        SET(CURLOPT_PROXY_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    }
+    if (t->connect_to != NULL)
+        SET(CURLOPT_CONNECT_TO, t->connect_to);
+    SET(CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->upload.connect_timeout_ms);
+    SET(CURLOPT_LOW_SPEED_LIMIT, (long)cfg->upload.low_speed_bytes_per_second);
+    SET(CURLOPT_LOW_SPEED_TIME, (long)cfg->upload.low_speed_seconds);
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_TCP_KEEPALIVE, 1L);
+    SET(CURLOPT_ERRORBUFFER, t->errbuf);
+    return rc;
+}
+
+static ec_status classify(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_ISSUER_ERROR:
+        return EC_ERR_TLS;
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT:
+        return EC_ERR_POLICY;
+    case CURLE_OUT_OF_MEMORY:
+        return EC_ERR_NOMEM;
+    default:
+        return EC_ERR_NETWORK;
+    }
+}
+
+ec_status ec_transport_request(ec_transport *t, const ec_http_request *req, ec_http_response *resp)
+{
+    memset(resp, 0, sizeof *resp);
+    resp->retry_after_s = -1;
+    ec_status st = check_url(t->cfg, req->url, resp->reason, sizeof resp->reason);
+    if (st != EC_OK)
+        return st;
+
+    exchange x = {.t = t, .resp = resp, .body = req->body, .body_len = req->body_len};
+    struct curl_slist *headers = NULL;
+    /* no "Expect: 100-continue" round trip */
+    headers = curl_slist_append(headers, "Expect:");
+    for (const char *const *h = req->headers; h != NULL && *h != NULL && headers != NULL; h++)
+        headers = curl_slist_append(headers, *h);
+    if (headers == NULL)
+        return EC_ERR_NOMEM;
+
+    curl_easy_reset(t->curl); /* keeps connections and TLS sessions */
+    t->errbuf[0] = '\0';
+    CURLcode rc = apply_policy(t);
+    SET(CURLOPT_URL, req->url);
+    SET(CURLOPT_HTTPHEADER, headers);
+    SET(CURLOPT_HEADERFUNCTION, on_header);
+    SET(CURLOPT_HEADERDATA, &x);
+    SET(CURLOPT_WRITEFUNCTION, on_write);
+    SET(CURLOPT_WRITEDATA, &x);
+    if (strcmp(req->method, "HEAD") == 0) {
+        SET(CURLOPT_NOBODY, 1L);
+    } else if (strcmp(req->method, "PUT") == 0) {
+        SET(CURLOPT_UPLOAD, 1L);
+        SET(CURLOPT_READFUNCTION, on_read);
+        SET(CURLOPT_READDATA, &x);
+        SET(CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->body_len);
+    } else if (strcmp(req->method, "POST") == 0) {
+        SET(CURLOPT_POST, 1L);
+        SET(CURLOPT_POSTFIELDS, (const char *)req->body);
+        SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    } else if (strcmp(req->method, "GET") != 0) {
+        SET(CURLOPT_CUSTOMREQUEST, req->method);
+    }
+    if (rc != CURLE_OK) {
+        curl_slist_free_all(headers);
+        snprintf(resp->reason, sizeof resp->reason, "setup: %s", curl_easy_strerror(rc));
+        return EC_ERR_INTERNAL;
+    }
+    rc = curl_easy_perform(t->curl);
+    curl_slist_free_all(headers);
+    if (rc != CURLE_OK) {
+        /* curl's message names hosts and reasons, never the query string */
+        const char *why = t->errbuf[0] != '\0' ? t->errbuf : curl_easy_strerror(rc);
+        snprintf(resp->reason, sizeof resp->reason, "%.*s", (int)strcspn(why, "?\n"), why);
+        return classify(rc);
+    }
+    curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &resp->status);
+    error_code_from_body(resp);
+    return EC_OK;
+}
+
+void ec_http_response_free(ec_http_response *resp)
+{
+    if (resp == NULL)
+        return;
+    free(resp->body);
+    resp->body = NULL;
+    resp->body_len = 0;
+}

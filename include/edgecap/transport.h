@@ -1,0 +1,85 @@
+/*
+ * The transport policy, in one place (DESIGN invariant 4): every byte leaves
+ * through an ec_transport, a libcurl easy handle on mbedTLS configured so
+ * that
+ *   - only https, to a host on [tls] allowed_hosts (checked before any
+ *     connection is opened), redirects never followed (a 3xx is a failure),
+ *     no proxy unless [upload] proxy names one (the environment's proxy
+ *     variables are ignored);
+ *   - TLS >= 1.2 ([tls] min_version), ECDHE key exchange with AEAD ciphers
+ *     only, the peer chained to [tls] ca_file, its name checked, and its
+ *     SubjectPublicKeyInfo SHA-256 equal to pin_current or pin_next;
+ *   - the device's client certificate and key (DER, from secure memory);
+ *   - connect and low-speed timeouts; keep-alive reuse of the one handle;
+ *   - [upload] connect_to maps the real host name to a private-endpoint
+ *     address while SNI, Host and the certificate name stay the real name.
+ * The negotiated TLS version and cipher suite are reported per request.
+ * Request URLs may hold a SAS token: they are never logged.
+ *
+ * One transport per endpoint, used by one thread at a time. Owned by
+ * firmware/upload.
+ */
+#ifndef EDGECAP_TRANSPORT_H
+#define EDGECAP_TRANSPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "edgecap/config.h"
+#include "edgecap/status.h"
+
+typedef struct {
+    const ec_config *cfg;
+    const uint8_t *client_cert_der; /* caller's secure memory, kept while open */
+    size_t client_cert_len;
+    const uint8_t *client_key_der;
+    size_t client_key_len;
+} ec_transport_params;
+
+typedef struct {
+    const char *method;         /* "PUT", "HEAD", "GET", "POST" */
+    const char *url;            /* https://host/path?query (the query may carry a SAS) */
+    const char *const *headers; /* "Name: value", NULL-terminated; may be NULL */
+    const uint8_t *body;
+    size_t body_len;
+} ec_http_request;
+
+#define EC_HTTP_BODY_MAX (64 * 1024)
+
+typedef struct {
+    long status;          /* HTTP status; 0 when no answer */
+    char content_md5[48]; /* Content-MD5 response header, if any */
+    char error_code[64];  /* x-ms-error-code header, or <Code> of the error body */
+    bool have_content_length;
+    uint64_t content_length;
+    long retry_after_s;   /* Retry-After in seconds; -1 when absent */
+    char tls_version[16]; /* as negotiated, e.g. "TLSv1.2" */
+    char tls_cipher[64];  /* e.g. "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256" */
+    char reason[160];     /* why a request failed before an answer (no secrets) */
+    uint8_t *body;        /* first EC_HTTP_BODY_MAX bytes of the answer */
+    size_t body_len;
+} ec_http_response;
+
+typedef struct ec_transport ec_transport;
+
+ec_status ec_transport_open(ec_transport **out, const ec_transport_params *params);
+
+/*
+ * Performs one request. EC_OK means an HTTP answer arrived (any status; the
+ * caller judges it). Otherwise: EC_ERR_POLICY (host not allowed, not https,
+ * bad URL), EC_ERR_TLS (handshake refused: pin, CA, name, version, client
+ * certificate), EC_ERR_NETWORK (connect, reset, timeout), with
+ * resp->reason saying why.
+ */
+ec_status ec_transport_request(ec_transport *t, const ec_http_request *req, ec_http_response *resp);
+
+void ec_http_response_free(ec_http_response *resp);
+
+void ec_transport_close(ec_transport **t);
+
+/* curl's global init/cleanup, once per process (main). */
+ec_status ec_transport_global_init(void);
+void ec_transport_global_cleanup(void);
+
+#endif

@@ -1,0 +1,66 @@
+/*
+ * The uploader: drains the spool oldest first to the blob endpoint, and
+ * deletes a segment only after ec_blob_upload proved the acknowledgment
+ * (then: crypto-shred, unlink, directory fsync, audit line). Failures back
+ * off exponentially with full jitter (Retry-After honoured), each endpoint
+ * has a circuit breaker (open after [upload] breaker_failures consecutive
+ * failures, one half-open probe after breaker_cooldown_seconds), and while
+ * the primary's breaker is open the secondary endpoint takes over, until a
+ * probe finds the primary back. Capture never waits for any of this: the
+ * spool absorbs the backlog.
+ *
+ * Owned by main: `run` runs it on its own thread; `upload-once` drains once.
+ */
+#ifndef EDGECAP_UPLOAD_H
+#define EDGECAP_UPLOAD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "edgecap/audit.h"
+#include "edgecap/config.h"
+#include "edgecap/spool.h"
+#include "edgecap/status.h"
+
+typedef enum { EC_BREAKER_CLOSED = 0, EC_BREAKER_OPEN = 1, EC_BREAKER_HALF_OPEN = 2 } ec_breaker;
+
+typedef struct {
+    uint64_t segments_acknowledged;
+    uint64_t bytes_acknowledged;
+    uint64_t acknowledged_existing; /* found already uploaded (a retry after a crash) */
+    uint64_t attempts_failed;
+    uint64_t conflicts;        /* a different blob of that name exists: kept, not sent */
+    uint64_t failovers;        /* uploads that went to the secondary */
+    uint64_t breaker_opens[2]; /* primary, secondary */
+    int breaker_state[2];      /* ec_breaker */
+    ec_status last_error;
+    char last_reason[160];
+} ec_upload_stats;
+
+typedef struct ec_uploader ec_uploader;
+
+/* Loads the client credentials and prepares a transport per endpoint. */
+ec_status ec_uploader_open(ec_uploader **out, const ec_config *cfg, ec_spool *spool,
+                           ec_audit *audit);
+
+/*
+ * Drains until the spool holds no closed segment (EC_OK), or until every
+ * endpoint's breaker is open or `max_failures` consecutive attempts failed:
+ * then the last failure's status, with the reason in the stats.
+ */
+ec_status ec_uploader_drain(ec_uploader *u, unsigned max_failures);
+
+/* Runs the uploader on its own thread until ec_uploader_stop. */
+ec_status ec_uploader_start(ec_uploader *u);
+
+/* Wakes the thread to look at the spool now (a segment was sealed). */
+void ec_uploader_kick(ec_uploader *u);
+
+/* Stops the thread (an upload in flight finishes or times out) and joins. */
+void ec_uploader_stop(ec_uploader *u);
+
+void ec_uploader_get_stats(ec_uploader *u, ec_upload_stats *stats);
+
+void ec_uploader_close(ec_uploader **u);
+
+#endif
