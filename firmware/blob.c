@@ -122,13 +122,14 @@ static void blob_headers(header_set *h, const ec_config *cfg, const ec_segment_m
     snprintf(start + n, sizeof start - n, ".%03dZ", (int)(meta->start_utc_ms % 1000));
     uint64_t duration_ms = meta->sample_rate_hz > 0 ? pcm_frames * 1000 / meta->sample_rate_hz : 0;
     hdr(h, "x-ms-blob-content-type: audio/ogg");
-    /* metadata names are C# identifiers: no hyphens */
+    /* Metadata names must be C# identifiers (no hyphens), and proxies such
+     * as nginx drop header names with underscores by default: plain words. */
     hdr(h, "x-ms-meta-device: %s", meta->device_id);
     hdr(h, "x-ms-meta-seq: %" PRIu64, meta->sequence);
     hdr(h, "x-ms-meta-start: %s", start);
-    hdr(h, "x-ms-meta-duration_ms: %" PRIu64, duration_ms);
+    hdr(h, "x-ms-meta-durationms: %" PRIu64, duration_ms);
     hdr(h, "x-ms-meta-codec: opus");
-    hdr(h, "x-ms-meta-sample_rate_hz: %" PRIu32, meta->sample_rate_hz);
+    hdr(h, "x-ms-meta-samplerate: %" PRIu32, meta->sample_rate_hz);
     hdr(h, "x-ms-meta-channels: %u", (unsigned)meta->channels);
     char tags[HEADER_MAX] = "";
     size_t tl = 0;

@@ -4,7 +4,8 @@
  * to [upload] block_bytes, else Put Block per block and Put Block List;
  * Content-MD5 on every request, If-None-Match: * so a blob is never
  * overwritten, x-ms-blob-content-type audio/ogg, metadata (device, seq,
- * start, duration_ms, codec and the provisioned [device] tags), and when
+ * start, durationms, codec, samplerate, channels and the provisioned [device]
+ * tags: names without hyphens or underscores, which proxies drop), and when
  * provisioned x-ms-tags and x-ms-encryption-scope. Auth: the SAS token.
  *
  * Acknowledgment (DESIGN invariant 3): a 2xx, the echoed Content-MD5 where
