@@ -181,8 +181,8 @@ static const key_def keys[] = {
     STR("upload", "prefix", upload.prefix, check_prefix,
         "blob path segments of A-Z a-z 0-9 . _ - separated by /", "edgecap", false),
     I64("upload", "block_bytes", upload.block_bytes, 65536LL, 104857600LL, "4194304"),
-    STR("upload", "connect_to", upload.connect_to, check_connect_to,
-        "HOST:PORT:ADDRESS:PORT (ADDRESS may be [IPv6])", "", false),
+    LIST("upload", "connect_to", upload.connect_to, upload.n_connect_to, check_connect_to,
+         "HOST:PORT:ADDRESS:PORT (ADDRESS may be [IPv6])", "", false),
     STR("upload", "proxy", upload.proxy, check_proxy_url,
         "an https:// or http:// (CONNECT only) proxy URL with a port", "", false),
     INT("upload", "connect_timeout_ms", upload.connect_timeout_ms, 100, 120000, "10000"),
@@ -1318,9 +1318,9 @@ static void validate(parse_state *st)
     check_url_host(st, "upload", "secondary_endpoint", c->upload.secondary_endpoint);
     check_url_host(st, "speech", "endpoint", c->speech.endpoint);
     check_url_host(st, "upload", "proxy", c->upload.proxy);
-    if (c->upload.connect_to[0] != '\0') {
+    for (size_t i = 0; i < c->upload.n_connect_to; i++) {
         char host[EC_CFG_HOST_MAX];
-        if (split_connect_to(c->upload.connect_to, host, sizeof host))
+        if (split_connect_to(c->upload.connect_to[i], host, sizeof host))
             require_allowed_host(st, "upload", "connect_to", host);
     }
 }

@@ -86,12 +86,13 @@ ec_status ec_transport_open(ec_transport **out, const ec_transport_params *p)
         .data = (void *)p->client_key_der, .len = p->client_key_len, .flags = CURL_BLOB_NOCOPY};
     snprintf(t->pins, sizeof t->pins, "%s%s%s", cfg->tls.pin_current,
              cfg->tls.pin_next[0] != '\0' ? ";" : "", cfg->tls.pin_next);
-    if (cfg->upload.connect_to[0] != '\0') {
-        t->connect_to = curl_slist_append(NULL, cfg->upload.connect_to);
-        if (t->connect_to == NULL) {
+    for (size_t i = 0; i < cfg->upload.n_connect_to; i++) {
+        struct curl_slist *l = curl_slist_append(t->connect_to, cfg->upload.connect_to[i]);
+        if (l == NULL) {
             ec_transport_close(&t);
             return EC_ERR_NOMEM;
         }
+        t->connect_to = l;
     }
     *out = t;
     return EC_OK;

@@ -29,6 +29,7 @@
 #define EC_CFG_HOST_MAX 254
 #define EC_CFG_TAGS_MAX 10
 #define EC_CFG_TAG_MAX 256
+#define EC_CFG_CONNECT_TO_MAX 4
 
 typedef enum { EC_SOURCE_ALSA = 0, EC_SOURCE_FILE = 1 } ec_capture_source;
 typedef enum { EC_VBR_ON = 0, EC_VBR_CONSTRAINED = 1, EC_VBR_OFF = 2 } ec_encoder_vbr;
@@ -95,7 +96,8 @@ typedef struct {
         char container[64];
         char prefix[EC_CFG_NAME_MAX];
         int64_t block_bytes;
-        char connect_to[EC_CFG_URL_MAX];
+        char connect_to[EC_CFG_CONNECT_TO_MAX][EC_CFG_URL_MAX];
+        size_t n_connect_to;
         char proxy[EC_CFG_URL_MAX];
         int connect_timeout_ms;
         int low_speed_bytes_per_second;

@@ -984,7 +984,7 @@ static void test_defaults(void **state)
     assert_string_equal(cfg.upload.container, "");
     assert_string_equal(cfg.upload.prefix, "edgecap");
     assert_int_equal(cfg.upload.block_bytes, 4194304);
-    assert_string_equal(cfg.upload.connect_to, "");
+    assert_int_equal(cfg.upload.n_connect_to, 0);
     assert_string_equal(cfg.upload.proxy, "");
     assert_int_equal(cfg.upload.connect_timeout_ms, 10000);
     assert_int_equal(cfg.upload.low_speed_bytes_per_second, 1024);
