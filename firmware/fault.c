@@ -7,6 +7,8 @@
 #include "edgecap/fault.h"
 
 #include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define FAULT_POINTS_MAX 64
@@ -14,18 +16,30 @@
 
 typedef struct {
     char name[FAULT_NAME_MAX];
-    unsigned hits;
+    unsigned hits; /* since the last reset, for ec_fault_hits */
     bool armed;
     unsigned skip;
-    unsigned count; /* 0 = unlimited */
+    unsigned count;      /* 0 = unlimited */
+    unsigned armed_hits; /* since arming, for `skip` */
     unsigned fired;
 } fault_point;
 
 static fault_point points[FAULT_POINTS_MAX];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* A misspelt, over-long or surplus point name would make a test arm a point
+ * that never fires and pass for the wrong reason: stop loudly instead. */
+static void die(const char *why, const char *name)
+{
+    fprintf(stderr, "edgecap: fault injection: %s: '%s'\n", why, name != NULL ? name : "(null)");
+    abort();
+}
+
+/* Called with `lock` held. */
 static fault_point *find(const char *name, bool create)
 {
+    if (name == NULL || name[0] == '\0' || strlen(name) >= FAULT_NAME_MAX)
+        die("point name empty or longer than 63 characters", name);
     for (size_t i = 0; i < FAULT_POINTS_MAX; i++) {
         if (points[i].name[0] != '\0' && strcmp(points[i].name, name) == 0)
             return &points[i];
@@ -34,10 +48,11 @@ static fault_point *find(const char *name, bool create)
         return NULL;
     for (size_t i = 0; i < FAULT_POINTS_MAX; i++) {
         if (points[i].name[0] == '\0') {
-            strncpy(points[i].name, name, FAULT_NAME_MAX - 1);
+            memcpy(points[i].name, name, strlen(name) + 1);
             return &points[i];
         }
     }
+    die("more than 64 distinct points; raise FAULT_POINTS_MAX", name);
     return NULL;
 }
 
@@ -45,13 +60,11 @@ void ec_fault_arm(const char *point, unsigned skip, unsigned count)
 {
     pthread_mutex_lock(&lock);
     fault_point *p = find(point, true);
-    if (p != NULL) {
-        p->armed = true;
-        p->skip = skip;
-        p->count = count;
-        p->fired = 0;
-        p->hits = 0;
-    }
+    p->armed = true;
+    p->skip = skip;
+    p->count = count;
+    p->armed_hits = 0;
+    p->fired = 0;
     pthread_mutex_unlock(&lock);
 }
 
@@ -67,9 +80,10 @@ bool ec_fault_hit(const char *point)
     bool fail = false;
     pthread_mutex_lock(&lock);
     fault_point *p = find(point, true);
-    if (p != NULL) {
-        unsigned n = p->hits++;
-        if (p->armed && n >= p->skip && (p->count == 0 || p->fired < p->count)) {
+    p->hits++;
+    if (p->armed) {
+        unsigned n = p->armed_hits++;
+        if (n >= p->skip && (p->count == 0 || p->fired < p->count)) {
             p->fired++;
             fail = true;
         }

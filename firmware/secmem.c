@@ -37,14 +37,12 @@ static bool require_mlock = true;
 static bool warned_unlocked;
 static ec_secmem_stats stats;
 
+/* Not cached: sysconf(_SC_PAGESIZE) is a cheap read, and an unguarded static
+ * cache would be a data race between the first concurrent callers. */
 static size_t page_bytes(void)
 {
-    static size_t cached;
-    if (cached == 0) {
-        long p = sysconf(_SC_PAGESIZE);
-        cached = p > 0 ? (size_t)p : 4096;
-    }
-    return cached;
+    long p = sysconf(_SC_PAGESIZE);
+    return p > 0 ? (size_t)p : 4096;
 }
 
 static int try_mlock(void *addr, size_t len)
@@ -56,15 +54,21 @@ static int try_mlock(void *addr, size_t len)
     return mlock(addr, len);
 }
 
-/* Called with `lock` held. */
-static void note_refusal(int err)
+/* Called with `lock` held; true when this refusal is the one to warn about. */
+static bool note_refusal(void)
 {
     stats.mlock_refusals++;
-    if (!warned_unlocked) {
-        warned_unlocked = true;
-        ec_log(EC_LOG_WARN, "secmem_unlocked", EC_LOG_STR("reason", strerror(err)),
-               EC_LOG_STR("hint", "raise RLIMIT_MEMLOCK or grant CAP_IPC_LOCK"));
-    }
+    if (warned_unlocked)
+        return false;
+    warned_unlocked = true;
+    return true;
+}
+
+/* Called without `lock`: a slow log sink must not stall every allocation. */
+static void warn_unlocked(int err)
+{
+    ec_log(EC_LOG_WARN, "secmem_unlocked", EC_LOG_STR("reason", strerror(err)),
+           EC_LOG_STR("hint", "raise RLIMIT_MEMLOCK or grant CAP_IPC_LOCK"));
 }
 
 ec_status ec_secmem_init(bool require)
@@ -83,15 +87,18 @@ ec_status ec_secmem_init(bool require)
     require_mlock = require;
     warned_unlocked = false;
     ec_status st = EC_OK;
+    bool warn = false;
     if (rc != 0) {
         if (require) {
             stats.mlock_refusals++;
             st = EC_ERR_MLOCK;
         } else {
-            note_refusal(err);
+            warn = note_refusal();
         }
     }
     pthread_mutex_unlock(&lock);
+    if (warn)
+        warn_unlocked(err);
     if (st != EC_OK)
         ec_log(EC_LOG_ERROR, "secmem_mlock_refused", EC_LOG_STR("reason", strerror(err)),
                EC_LOG_STR("hint", "raise RLIMIT_MEMLOCK, grant CAP_IPC_LOCK, or set "
@@ -102,8 +109,13 @@ ec_status ec_secmem_init(bool require)
 void *ec_secmem_alloc(size_t size)
 {
     size_t pg = page_bytes();
-    if (size == 0 || size > SIZE_MAX - 3 * pg) {
+    if (size == 0) {
         errno = EINVAL;
+        return NULL;
+    }
+    /* Also keeps the page arithmetic below far from overflow. */
+    if (size > EC_SECMEM_MAX_BYTES) {
+        errno = ENOMEM;
         return NULL;
     }
     size_t data_bytes = (size + pg - 1) / pg * pg;
@@ -139,6 +151,7 @@ void *ec_secmem_alloc(size_t size)
     bool locked = try_mlock(data, data_bytes) == 0;
     int lock_err = errno;
 
+    bool warn = false;
     pthread_mutex_lock(&lock);
     if (!locked) {
         if (require_mlock) {
@@ -149,7 +162,7 @@ void *ec_secmem_alloc(size_t size)
             errno = lock_err;
             return NULL;
         }
-        note_refusal(lock_err);
+        warn = note_refusal();
     }
     rec->data = data;
     rec->size = size;
@@ -162,11 +175,17 @@ void *ec_secmem_alloc(size_t size)
     if (locked)
         stats.locked_bytes += data_bytes;
     pthread_mutex_unlock(&lock);
+    if (warn)
+        warn_unlocked(lock_err);
     return data;
 }
 
 void *ec_secmem_dup(const void *src, size_t size)
 {
+    if (src == NULL) {
+        errno = EINVAL;
+        return NULL;
+    }
     void *p = ec_secmem_alloc(size);
     if (p != NULL)
         memcpy(p, src, size);
@@ -214,7 +233,10 @@ void ec_secmem_free(void *ptr)
     mbedtls_platform_zeroize(rec->data, rec->data_bytes);
     if (rec->locked)
         munlock(rec->data, rec->data_bytes);
-    munmap(rec->data - pg, rec->data_bytes + 2 * pg);
+    /* Test seam: keep the wiped pages mapped so a test can read them back
+     * and prove the wipe happened (the test unmaps them itself). */
+    if (!EC_FAULT("secmem.unmap"))
+        munmap(rec->data - pg, rec->data_bytes + 2 * pg);
     free(rec);
 }
 

@@ -12,8 +12,14 @@ struct ec_secret {
 
 ec_status ec_secret_new(ec_secret **out, const void *bytes, size_t len)
 {
-    if (out == NULL || (bytes == NULL && len > 0))
+    if (out == NULL)
         return EC_ERR_INVALID;
+    *out = NULL;
+    if (bytes == NULL && len > 0)
+        return EC_ERR_INVALID;
+    /* The header and NUL must not wrap the size into a small allocation. */
+    if (len > EC_SECMEM_MAX_BYTES - sizeof(ec_secret) - 1)
+        return EC_ERR_NOMEM;
     ec_secret *s = ec_secmem_alloc(sizeof *s + len + 1);
     if (s == NULL)
         return EC_ERR_NOMEM;

@@ -14,16 +14,17 @@ SAN_ONLY=0
 [ "${1:-}" = "--san-only" ] && SAN_ONLY=1
 
 start=$(date +%s)
-total_passed=0 total_failed=0
+total_passed=0 total_failed=0 total_skipped=0
 broken=()
 
 
 add_summary() { # $1 results dir
-    local p f
+    local p f s
     if [ -f "$1/summary" ]; then
-        read -r p f <"$1/summary"
+        read -r p f s <"$1/summary"
         total_passed=$((total_passed + p))
         total_failed=$((total_failed + f))
+        total_skipped=$((total_skipped + ${s:-0}))
         return 0
     fi
     return 1
@@ -64,5 +65,5 @@ for b in "${broken[@]}"; do
     echo "  FAIL $b"
 done
 echo "make test took $(($(date +%s) - start)) s"
-echo "total: $total_passed passed, $total_failed failed"
+echo "total: $total_passed passed, $total_failed failed, $total_skipped skipped"
 [ "$total_failed" -eq 0 ]

@@ -54,7 +54,19 @@ typedef struct {
     } v;
 } ec_log_field;
 
-#define EC_LOG_STR(k, val) ((ec_log_field){.key = (k), .type = EC_LOG_F_STR, .v.str = (val)})
+/* _Generic without a default: anything but a C string (an ec_secret *, the
+ * bytes from ec_secret_bytes(), a void * buffer, a number) is a compile error
+ * with or without -Werror, not merely an incompatible-pointer warning. An
+ * unset string is (const char *)NULL, printed as "" (text) or null (JSON). */
+#if defined(__GNUC__) && __GNUC__ >= 4 && !defined(__CPPCHECK__)
+#define EC_LOG_CSTR_(val) _Generic((val), char * : (val), const char * : (val))
+#else
+/* cppcheck (make lint, which defines __GNUC__ as 1) cannot parse _Generic;
+ * gcc and clang enforce the rule (tests/system/secret_not_formattable.sh). */
+#define EC_LOG_CSTR_(val) (val)
+#endif
+#define EC_LOG_STR(k, val)                                                                         \
+    ((ec_log_field){.key = (k), .type = EC_LOG_F_STR, .v.str = EC_LOG_CSTR_(val)})
 #define EC_LOG_INT(k, val) ((ec_log_field){.key = (k), .type = EC_LOG_F_INT, .v.i = (val)})
 #define EC_LOG_UINT(k, val) ((ec_log_field){.key = (k), .type = EC_LOG_F_UINT, .v.u = (val)})
 #define EC_LOG_BOOL(k, val) ((ec_log_field){.key = (k), .type = EC_LOG_F_BOOL, .v.b = (val)})
@@ -66,8 +78,8 @@ typedef struct {
 #define ec_log(level, event, ...)                                                                  \
     do {                                                                                           \
         const ec_log_field ec_log_fields_[] = {{.type = EC_LOG_F_NONE}, __VA_ARGS__};              \
-        ec_log_emit((level), (event), ec_log_fields_,                                              \
-                    sizeof ec_log_fields_ / sizeof ec_log_fields_[0]);                            \
+        ec_log_emit((level), EC_LOG_CSTR_(event), ec_log_fields_,                                  \
+                    sizeof ec_log_fields_ / sizeof ec_log_fields_[0]);                             \
     } while (0)
 
 void ec_log_emit(ec_log_level level, const char *event, const ec_log_field *fields,

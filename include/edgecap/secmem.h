@@ -27,10 +27,20 @@
  */
 ec_status ec_secmem_init(bool require_mlock);
 
-/* Zeroed, locked memory of `size_bytes` (> 0), or NULL (errno set). */
+/*
+ * Largest single allocation. Every byte is locked in RAM, so a runaway size
+ * must fail here rather than make mlock fault in more than the board has (as
+ * root, mlock is not capped by RLIMIT_MEMLOCK). An hour of 128 kb/s Opus is
+ * about 58 MB.
+ */
+#define EC_SECMEM_MAX_BYTES ((size_t)256 * 1024 * 1024)
+
+/* Zeroed, locked memory of `size_bytes` (1..EC_SECMEM_MAX_BYTES), or NULL with
+ * errno set: EINVAL for 0, ENOMEM when too large or out of memory, the mlock
+ * error when locking is required and refused. */
 void *ec_secmem_alloc(size_t size_bytes);
 
-/* Like ec_secmem_alloc, then copies `size_bytes` from `src`. */
+/* Like ec_secmem_alloc, then copies `size_bytes` from `src` (NULL: EINVAL). */
 void *ec_secmem_dup(const void *src, size_t size_bytes);
 
 /* Wipes and releases; NULL is a no-op. Aborts on a foreign or freed pointer. */

@@ -18,7 +18,8 @@
 
 typedef struct ec_secret ec_secret;
 
-/* Copies `len` bytes into a new secret (NUL-terminated after the bytes). */
+/* Copies `len` bytes into a new secret (NUL-terminated after the bytes).
+ * *out is NULL on failure. */
 ec_status ec_secret_new(ec_secret **out, const void *bytes, size_t len);
 
 /* Wipes, releases and sets *secret to NULL; NULL or *NULL is a no-op. */
