@@ -16,26 +16,6 @@
 
 #include "edgecap/fault.h"
 
-/* qemu-user 7.2 here (the board tests) cannot run a dynamically linked
- * program's second thread or forked child: they spin or crash. The kernel
- * names the emulator in /proc/self/status; such tests are skipped there. */
-static bool under_qemu_user(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    if (f == NULL)
-        return false;
-    char line[128];
-    bool qemu = false;
-    while (fgets(line, sizeof line, f) != NULL) {
-        if (strncmp(line, "Name:", 5) == 0) {
-            qemu = strstr(line, "qemu-") != NULL;
-            break;
-        }
-    }
-    fclose(f);
-    return qemu;
-}
-
 static int reset(void **state)
 {
     (void)state;
@@ -164,8 +144,6 @@ static void *hammer(void *arg)
 static void test_threads_share_one_budget(void **state)
 {
     (void)state;
-    if (under_qemu_user())
-        skip();
     pthread_t t[THREADS];
     unsigned failed[THREADS] = {0};
     ec_fault_arm("t.threads", 100, 50);
@@ -235,8 +213,6 @@ static void fill_table(void)
 static void test_overlong_name_aborts(void **state)
 {
     (void)state;
-    if (under_qemu_user())
-        skip();
     char err[512];
     int status = in_child(arm_long_name, err, sizeof err);
     assert_true(WIFSIGNALED(status));
@@ -251,8 +227,6 @@ static void test_overlong_name_aborts(void **state)
 static void test_full_table_aborts(void **state)
 {
     (void)state;
-    if (under_qemu_user())
-        skip();
     char err[512];
     int status = in_child(fill_table, err, sizeof err);
     assert_true(WIFSIGNALED(status));

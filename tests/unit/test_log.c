@@ -29,26 +29,6 @@
 
 #define LINE_MAX_BYTES 2048 /* the logger's line limit, newline included */
 
-/* qemu-user 7.2 here (the board tests) cannot run a dynamically linked
- * program's second thread or forked child: they spin or crash. The kernel
- * names the emulator in /proc/self/status; such tests are skipped there. */
-static bool under_qemu_user(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    if (f == NULL)
-        return false;
-    char line[128];
-    bool qemu = false;
-    while (fgets(line, sizeof line, f) != NULL) {
-        if (strncmp(line, "Name:", 5) == 0) {
-            qemu = strstr(line, "qemu-") != NULL;
-            break;
-        }
-    }
-    fclose(f);
-    return qemu;
-}
-
 /* ---- a parsed line ------------------------------------------------------- */
 
 typedef enum { V_STRING, V_NUMBER, V_TRUE, V_FALSE, V_NULL, V_BARE } value_kind;
@@ -1094,16 +1074,12 @@ static void check_concurrent(bool json)
 static void test_concurrent_lines_never_interleave_text(void **state)
 {
     (void)state;
-    if (under_qemu_user())
-        skip();
     check_concurrent(false);
 }
 
 static void test_concurrent_lines_never_interleave_json(void **state)
 {
     (void)state;
-    if (under_qemu_user())
-        skip();
     check_concurrent(true);
 }
 
@@ -1139,8 +1115,6 @@ static size_t count_newlines_in(const char *path)
 static void test_stream_swap_while_logging(void **state)
 {
     (void)state;
-    if (under_qemu_user())
-        skip();
     char *dir = ts_mkdtemp();
     assert_non_null(dir);
     char *base_path = ts_strf("%s/base", dir);
