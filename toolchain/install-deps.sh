@@ -16,7 +16,10 @@ cross_pkgs() { # $1 = debian arch, $2 = gnu triplet
  libcmocka-dev:$1 libmbedtls-dev:$1"
 }
 
-PEER_PKGS="nginx-light openssl"
+# The test peers: nginx (with its echo module, for a stalling peer) in front of
+# Azurite (npm, pinned in tests/peers/package-lock.json), openssl for the
+# test PKI, curl for the peer self-test and the upload benchmark.
+PEER_PKGS="nginx-light libnginx-mod-http-echo openssl curl nodejs"
 
 # Lint and test tools: formatting check, static analysis, memory checking,
 # and speech synthesis plus sox for test and demo audio.
@@ -92,6 +95,17 @@ curl_src() {
     fi
 }
 
+# npm ci only when node_modules does not match the lock file.
+npm_peers() {
+    dir=$(cd "$(dirname "$0")/../tests/peers" && pwd)
+    stamp=$dir/node_modules/.package-lock.json
+    if [ -f "$stamp" ] && [ ! "$dir/package-lock.json" -nt "$stamp" ]; then
+        return 0
+    fi
+    echo "install-deps: npm ci in tests/peers" >&2
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+}
+
 for what in "${@:-host}"; do
     case "$what" in
     host) need $HOST_PKGS ;;
@@ -101,7 +115,10 @@ for what in "${@:-host}"; do
         ;;
     aarch64) add_arch arm64; need $(cross_pkgs arm64 aarch64-linux-gnu) ;;
     armhf) add_arch armhf; need $(cross_pkgs armhf arm-linux-gnueabihf) ;;
-    peers) need $PEER_PKGS ;;
+    peers)
+        need $PEER_PKGS
+        npm_peers
+        ;;
     tools) need $TOOL_PKGS ;;
     all) "$0" host curl-src aarch64 armhf tools peers ;;
     *) echo "usage: $0 [host|aarch64|armhf|curl-src|tools|peers|all]..." >&2; exit 64 ;;
