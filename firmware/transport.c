@@ -304,6 +304,43 @@ static CURLcode apply_policy(ec_transport *t)
     return rc;
 }
 
+/* What went wrong, in words: this libcurl is built without its own message
+ * strings (curl_easy_strerror says only "Error"). */
+static const char *describe(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+        return "server public key does not match the pinned keys";
+    case CURLE_PEER_FAILED_VERIFICATION:
+        return "server certificate not trusted (CA, host name or validity)";
+    case CURLE_SSL_CONNECT_ERROR:
+        return "TLS handshake failed (version, cipher suite or client certificate)";
+    case CURLE_SSL_CACERT_BADFILE:
+        return "CA file unreadable";
+    case CURLE_SSL_CERTPROBLEM:
+        return "client certificate or key unusable";
+    case CURLE_SSL_CIPHER:
+        return "no acceptable cipher suite";
+    case CURLE_COULDNT_RESOLVE_HOST:
+        return "could not resolve the host";
+    case CURLE_COULDNT_CONNECT:
+        return "could not connect";
+    case CURLE_OPERATION_TIMEDOUT:
+        return "timed out (connect timeout or low-speed limit)";
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+        return "connection broken";
+    case CURLE_GOT_NOTHING:
+        return "the server closed the connection without answering";
+    case CURLE_UNSUPPORTED_PROTOCOL:
+        return "protocol refused";
+    case CURLE_OUT_OF_MEMORY:
+        return "out of memory";
+    default:
+        return NULL;
+    }
+}
+
 static ec_status classify(CURLcode rc)
 {
     switch (rc) {
@@ -374,9 +411,17 @@ ec_status ec_transport_request(ec_transport *t, const ec_http_request *req, ec_h
     rc = curl_easy_perform(t->curl);
     curl_slist_free_all(headers);
     if (rc != CURLE_OK) {
-        /* curl's message names hosts and reasons, never the query string */
-        const char *why = t->errbuf[0] != '\0' ? t->errbuf : curl_easy_strerror(rc);
-        snprintf(resp->reason, sizeof resp->reason, "%.*s", (int)strcspn(why, "?\n"), why);
+        /* curl's messages name hosts and reasons, never the query string; a
+         * build without verbose strings may leave only "Error" in errbuf */
+        const char *detail = t->errbuf;
+        bool useful = detail[0] != '\0' && strcmp(detail, "Error") != 0;
+        const char *what = describe(rc);
+        if (what != NULL)
+            snprintf(resp->reason, sizeof resp->reason, "%s%s%.*s", what, useful ? ": " : "",
+                     useful ? (int)strcspn(detail, "?\n") : 0, detail);
+        else
+            snprintf(resp->reason, sizeof resp->reason, "curl error %d%s%.*s", (int)rc,
+                     useful ? ": " : "", useful ? (int)strcspn(detail, "?\n") : 0, detail);
         return classify(rc);
     }
     curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &resp->status);

@@ -19,7 +19,7 @@ cross_pkgs() { # $1 = debian arch, $2 = gnu triplet
 # The test peers: nginx (with its echo module, for a stalling peer) in front of
 # Azurite (npm, pinned in tests/peers/package-lock.json), openssl for the
 # test PKI, curl for the peer self-test and the upload benchmark.
-PEER_PKGS="nginx-light libnginx-mod-http-echo openssl curl nodejs"
+PEER_PKGS="nginx-light libnginx-mod-http-echo openssl curl ca-certificates"
 
 # Lint and test tools: formatting check, static analysis, memory checking,
 # and speech synthesis plus sox for test and demo audio.
@@ -95,17 +95,6 @@ curl_src() {
     fi
 }
 
-# npm ci only when node_modules does not match the lock file.
-npm_peers() {
-    dir=$(cd "$(dirname "$0")/../tests/peers" && pwd)
-    stamp=$dir/node_modules/.package-lock.json
-    if [ -f "$stamp" ] && [ ! "$dir/package-lock.json" -nt "$stamp" ]; then
-        return 0
-    fi
-    echo "install-deps: npm ci in tests/peers" >&2
-    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-}
-
 for what in "${@:-host}"; do
     case "$what" in
     host) need $HOST_PKGS ;;
@@ -117,7 +106,11 @@ for what in "${@:-host}"; do
     armhf) add_arch armhf; need $(cross_pkgs armhf arm-linux-gnueabihf) ;;
     peers)
         need $PEER_PKGS
-        npm_peers
+        # Node.js: the machine's own when present (NodeSource conflicts with
+        # Debian's npm), else Debian's
+        command -v node >/dev/null 2>&1 || need nodejs
+        command -v npm >/dev/null 2>&1 || need npm
+        "$(dirname "$0")/install-peers.sh"
         ;;
     tools) need $TOOL_PKGS ;;
     all) "$0" host curl-src aarch64 armhf tools peers ;;
