@@ -192,8 +192,11 @@ static int64_t backoff_ms(ec_uploader *u, long retry_after_s)
     uint32_t r = 0;
     (void)ec_rng_bytes(&r, sizeof r);
     int64_t delay = (int64_t)(ceiling * (uint64_t)r / UINT32_MAX);
+    /* the server's word wins over our cap (within reason: an hour) */
+    if (retry_after_s > 3600)
+        retry_after_s = 3600;
     if (retry_after_s >= 0 && retry_after_s * 1000 > delay)
-        delay = retry_after_s * 1000 > (int64_t)cap ? (int64_t)cap : retry_after_s * 1000;
+        delay = retry_after_s * 1000;
     return delay;
 }
 
