@@ -129,7 +129,7 @@ test:
 	$(Q)tests/run-all.sh $(if $(filter 1,$(SAN)),--san-only)
 
 demo: $(BUILD)/edgecap
-	$(Q)toolchain/install-deps.sh tools
+	$(Q)toolchain/install-deps.sh tools peers
 	$(Q)toolchain/demo.sh $(BUILD)
 
 # A benchmark, not a test: 10 min of speech through edgecap and opusenc
