@@ -202,6 +202,23 @@ static int cmd_check_config(int argc, char **argv)
     return EX_OK;
 }
 
+/* Commands that take --config FILE (and nothing else positional): parses
+ * and checks it. Returns -1 to go on, or the exit code. */
+static int parse_config_command(const char *name, int argc, char **argv, const char **path)
+{
+    const command *c = find_command(name);
+    *path = NULL;
+    int rc = parse_common(c, argc, argv, path);
+    if (rc >= 0)
+        return rc;
+    if (*path == NULL || optind != argc) {
+        fprintf(stderr, "edgecap %s: --config FILE is required\n", name);
+        print_command_help(c, stderr);
+        return EX_USAGE;
+    }
+    return -1;
+}
+
 /* Applies the config's logging and mlock policy; EX_OK or the exit code. */
 static int start_secure(const ec_config *cfg)
 {
@@ -324,16 +341,10 @@ static const char *signal_name(int sig)
 
 static int cmd_run(int argc, char **argv)
 {
-    const command *c = find_command("run");
     const char *path = NULL;
-    int rc = parse_common(c, argc, argv, &path);
+    int rc = parse_config_command("run", argc, argv, &path);
     if (rc >= 0)
         return rc;
-    if (path == NULL || optind != argc) {
-        fprintf(stderr, "edgecap run: --config FILE is required\n");
-        print_command_help(c, stderr);
-        return EX_USAGE;
-    }
     sigset_t wanted;
     block_signals(&wanted);
 
@@ -576,16 +587,10 @@ out:
 
 static int cmd_upload_once(int argc, char **argv)
 {
-    const command *c = find_command("upload-once");
     const char *path = NULL;
-    int rc = parse_common(c, argc, argv, &path);
+    int rc = parse_config_command("upload-once", argc, argv, &path);
     if (rc >= 0)
         return rc;
-    if (path == NULL || optind != argc) {
-        fprintf(stderr, "edgecap upload-once: --config FILE is required\n");
-        print_command_help(c, stderr);
-        return EX_USAGE;
-    }
     sigset_t wanted;
     block_signals(&wanted);
     ec_config cfg;
