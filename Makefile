@@ -54,7 +54,11 @@ HARDEN_CFLAGS := -O1 -g -fstack-protector-strong -fPIE -fno-omit-frame-pointer \
 HARDEN_LDFLAGS += -fsanitize=address,undefined
 endif
 
-CPPFLAGS_ALL = -Iinclude -I$(CURL)/include -DCURL_STATICLIB -D_GNU_SOURCE $(PKG_CFLAGS)
+ifeq ($(EC_WIDE_TIME),1)
+ARCH_CPPFLAGS := -D_FILE_OFFSET_BITS=64 -D_TIME_BITS=64
+endif
+CPPFLAGS_ALL = -Iinclude -I$(CURL)/include -DCURL_STATICLIB -D_GNU_SOURCE $(ARCH_CPPFLAGS) \
+	$(PKG_CFLAGS)
 CFLAGS_ALL = -std=c11 -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wvla -g $(HARDEN_CFLAGS) \
 	-MMD -MP $(CFLAGS)
 LDFLAGS_ALL = $(HARDEN_LDFLAGS) $(LDFLAGS)
@@ -134,8 +138,8 @@ demo: $(BUILD)/edgecap
 
 # A benchmark, not a test: 10 min of speech through edgecap and opusenc
 # (times, ratio, peak RSS, callgrind); prints a Markdown table for README.md.
-bench: $(BUILD)/edgecap
-	$(Q)toolchain/install-deps.sh tools
+bench: $(BUILD)/edgecap $(BUILD)/tools/spool_cat
+	$(Q)toolchain/install-deps.sh tools peers
 	$(Q)toolchain/bench.sh $(BUILD)
 
 lint: $(DEPS_STAMP)

@@ -10,3 +10,5 @@ EC_PKG_CONFIG_LIBDIR=/usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig
 # libc makes threads hang under qemu.
 EC_SYSROOT=/
 EC_QEMU=qemu-aarch64-static
+# off_t and time_t are 64-bit already
+EC_WIDE_TIME=0

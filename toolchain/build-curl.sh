@@ -58,7 +58,9 @@ cd "$BUILD"
 # compiled in (HTTPS CONNECT through a provisioned proxy); the daemon turns it
 # off per handle unless `[upload] proxy` names one.
 # shellcheck disable=SC2086
-CC="${EC_CC}" CFLAGS="-O2 -fPIC -fstack-protector-strong -D_FORTIFY_SOURCE=2" \
+WIDE=""
+[ "${EC_WIDE_TIME:-0}" != 1 ] || WIDE="-D_FILE_OFFSET_BITS=64 -D_TIME_BITS=64"
+CC="${EC_CC}" CFLAGS="-O2 -fPIC -fstack-protector-strong -D_FORTIFY_SOURCE=2 $WIDE" \
 "$SRCROOT/curl/configure" $HOSTOPT --prefix="$PREFIX" \
     --disable-shared --enable-static \
     --with-mbedtls --without-gnutls \
