@@ -292,8 +292,11 @@ static ec_status walk_chunks(int fd, uint64_t file_size, size_t header_len, ec_s
 {
     static const ec_seal_flag finals[] = {EC_SEAL_FINAL, EC_SEAL_FINAL_RECOVERED};
     ec_status st = EC_OK;
-    uint8_t *buf = ec_secmem_alloc(EC_SEAL_CHUNK_MAX + EC_SEAL_CHUNK_OVERHEAD);
-    uint8_t *plain = ec_secmem_alloc(EC_SEAL_CHUNK_MAX);
+    /* sized for the usual chunk (the writer's target), grown for a larger one:
+     * locking 2 MiB per read cost more than the reading */
+    size_t cap = CHUNK_TARGET_BYTES;
+    uint8_t *buf = ec_secmem_alloc(cap + EC_SEAL_CHUNK_OVERHEAD);
+    uint8_t *plain = ec_secmem_alloc(cap);
     memset(res, 0, sizeof *res);
     res->ogg.preskip = -1;
     if (buf == NULL || plain == NULL) {
@@ -322,6 +325,22 @@ static ec_status walk_chunks(int fd, uint64_t file_size, size_t header_len, ec_s
             break;
         }
         size_t whole = EC_SEAL_CHUNK_OVERHEAD + len;
+        if (len > cap) {
+            uint8_t *nb = ec_secmem_alloc(len + EC_SEAL_CHUNK_OVERHEAD);
+            uint8_t *np = ec_secmem_alloc(len);
+            if (nb == NULL || np == NULL) {
+                ec_secmem_free(nb);
+                ec_secmem_free(np);
+                st = EC_ERR_NOMEM;
+                break;
+            }
+            memcpy(nb, buf, EC_SEAL_LENGTH_BYTES);
+            ec_secmem_free(buf);
+            ec_secmem_free(plain);
+            buf = nb;
+            plain = np;
+            cap = len;
+        }
         if (pread_all(fd, buf + EC_SEAL_LENGTH_BYTES, whole - EC_SEAL_LENGTH_BYTES,
                       (off_t)(off + EC_SEAL_LENGTH_BYTES)) != EC_OK) {
             st = EC_ERR_IO;
@@ -337,7 +356,7 @@ static ec_status walk_chunks(int fd, uint64_t file_size, size_t header_len, ec_s
             final = ok;
         }
         if (!ok) {
-            if (!closed && tail_is_zero(fd, off, file_size, buf, EC_SEAL_CHUNK_MAX))
+            if (!closed && tail_is_zero(fd, off, file_size, buf, cap))
                 res->torn_tail = true;
             else
                 st = EC_ERR_CRYPTO;

@@ -543,6 +543,32 @@ static void test_full_mid_segment_still_commits(void **state)
     ec_spool_close(&s);
 }
 
+static void test_unit_larger_than_a_chunk(void **state)
+{
+    fixture *f = *state;
+    ec_spool *s = open_spool(f, 1 << 30, EC_WHEN_FULL_DROP_OLDEST);
+    ec_segment_meta m = meta_for(s, 1795000000000LL);
+    ec_spool_writer *w = NULL;
+    assert_int_equal(ec_spool_begin(s, &m, &w), EC_OK);
+    size_t big = 200 * 1024; /* one unit, sealed as one chunk of its own */
+    uint8_t *unit = malloc(big);
+    for (size_t i = 0; i < big; i++)
+        unit[i] = (uint8_t)(i * 7);
+    uint8_t page[4096];
+    size_t n = head_page(page);
+    assert_int_equal(ec_spool_append(w, page, n), EC_OK);
+    assert_int_equal(ec_spool_append(w, unit, big), EC_OK);
+    assert_int_equal(ec_spool_commit(&w, 99), EC_OK);
+    char name[EC_SPOOL_NAME_MAX];
+    ec_spool_segment_name(&m, name, sizeof name);
+    read_count c = {0};
+    assert_int_equal(ec_spool_read(s, name, count_chunk, &c, NULL), EC_OK);
+    assert_int_equal(c.bytes, n + big);
+    assert_int_equal(c.chunks, 2);
+    free(unit);
+    ec_spool_close(&s);
+}
+
 static void test_names_checked(void **state)
 {
     fixture *f = *state;
@@ -760,6 +786,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_torn_trailer_recovered_with_own_nonce, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_full_mid_segment_still_commits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unit_larger_than_a_chunk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_names_checked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fifo_named_like_a_segment, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tampered_quarantined_daemon_goes_on, setup, teardown),
