@@ -246,3 +246,11 @@ uint32_t ec_seal_chunks_done(const ec_seal *s)
 {
     return s != NULL ? s->counter : 0;
 }
+
+ec_status ec_seal_seek(ec_seal *s, uint32_t index)
+{
+    if (s == NULL || s->finished || index == UINT32_MAX)
+        return EC_ERR_INVALID;
+    s->counter = index;
+    return EC_OK;
+}

@@ -1086,6 +1086,61 @@ ec_status ec_spool_read(ec_spool *s, const char *name, ec_spool_chunk_fn fn, voi
     return st;
 }
 
+/*
+ * What a listing needs of a closed segment: its header and its trailer. The
+ * chunk lengths are walked to find the final chunk, which alone is
+ * authenticated (its counter and the header hash bind it to this file: a
+ * changed length anywhere moves it and it fails; the segment is then listed
+ * without frames). The audio itself is authenticated when it is read.
+ */
+static ec_status peek_entry(ec_spool *s, const char *file, ec_spool_entry *entry)
+{
+    int fd = -1;
+    ec_seal *seal = NULL;
+    ec_segment_meta meta;
+    size_t header_len;
+    uint64_t size;
+    const char *why;
+    ec_status st = open_segment(s, file, false, &fd, &seal, &meta, &header_len, &size, &why);
+    if (st != EC_OK)
+        return st;
+    uint64_t off = header_len, payload = 0;
+    uint32_t index = 0;
+    uint8_t chunk[EC_SPOOL_TRAILER_BYTES + EC_SEAL_CHUNK_OVERHEAD];
+    uint8_t plain[EC_SPOOL_TRAILER_BYTES];
+    /* listed even when the trailer fails (no frames then): whoever reads it
+     * next finds out and quarantines it */
+    memset(entry, 0, sizeof *entry);
+    snprintf(entry->name, sizeof entry->name, "%.*s", (int)(strlen(file) - 4), file);
+    entry->meta = meta;
+    entry->size_bytes = size;
+    entry->state = EC_SEG_CLOSED;
+    while (size - off >= EC_SEAL_CHUNK_OVERHEAD) {
+        size_t len;
+        if (pread_all(fd, chunk, EC_SEAL_LENGTH_BYTES, (off_t)off) != EC_OK ||
+            ec_seal_chunk_plain_length(chunk, &len) != EC_OK ||
+            size - off < EC_SEAL_CHUNK_OVERHEAD + len)
+            break;
+        if (off + EC_SEAL_CHUNK_OVERHEAD + len == size) {
+            if (len == EC_SPOOL_TRAILER_BYTES &&
+                pread_all(fd, chunk, sizeof chunk, (off_t)off) == EC_OK &&
+                ec_seal_seek(seal, index) == EC_OK &&
+                (ec_seal_unseal_chunk(seal, chunk, sizeof chunk, EC_SEAL_FINAL, plain) == EC_OK ||
+                 ec_seal_unseal_chunk(seal, chunk, sizeof chunk, EC_SEAL_FINAL_RECOVERED, plain) ==
+                     EC_OK) &&
+                memcmp(plain, TRAILER_MAGIC, 4) == 0 && get_u64(plain + 12) == payload)
+                entry->pcm_frames = get_u64(plain + 4);
+            break;
+        }
+        payload += len;
+        off += EC_SEAL_CHUNK_OVERHEAD + len;
+        index++;
+    }
+    ec_seal_free(&seal);
+    close(fd);
+    return st;
+}
+
 ec_status ec_spool_list(ec_spool *s, ec_spool_entry **entries, size_t *n)
 {
     *entries = NULL;
@@ -1100,10 +1155,7 @@ ec_status ec_spool_list(ec_spool *s, ec_spool_entry **entries, size_t *n)
         st = EC_ERR_NOMEM;
     size_t k = 0;
     for (size_t i = 0; st == EC_OK && i < nc; i++) {
-        /* a segment that fails here still shows, with no frames; verify
-         * quarantines */
-        (void)ec_spool_read(s, closed[i], NULL, NULL, &out[k]);
-        if (out[k].name[0] != '\0')
+        if (peek_entry(s, closed[i], &out[k]) == EC_OK)
             k++;
     }
     for (size_t i = 0; st == EC_OK && i < np; i++) {

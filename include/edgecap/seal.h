@@ -128,6 +128,13 @@ ec_status ec_seal_chunk_plain_length(const uint8_t *length_field, size_t *plain_
 /* Chunks sealed or unsealed so far. */
 uint32_t ec_seal_chunks_done(const ec_seal *s);
 
+/*
+ * Opening only: moves the counter to chunk `index` without decrypting the
+ * chunks before it, to authenticate the final chunk alone (a listing reads
+ * the trailer; everything else is authenticated when the segment is read).
+ */
+ec_status ec_seal_seek(ec_seal *s, uint32_t index);
+
 /* Wipes the data key and state; *s becomes NULL. */
 void ec_seal_free(ec_seal **s);
 
