@@ -1249,9 +1249,36 @@ static void check_url_host(parse_state *st, const char *section, const char *nam
     require_allowed_host(st, section, name, host);
 }
 
+/* Tags become blob metadata (and index tags) beside the names edgecap sets
+ * itself; Azure compares metadata names without regard to case. */
+static void check_tag_names(parse_state *st)
+{
+    static const char *const reserved[] = {"device", "seq",        "start",   "durationms",
+                                           "codec",  "samplerate", "channels"};
+    const ec_config *c = st->cfg;
+    for (size_t i = 0; i < c->device.n_tags; i++) {
+        const char *tag = c->device.tags[i];
+        size_t n = strcspn(tag, "=");
+        for (size_t r = 0; r < sizeof reserved / sizeof reserved[0]; r++) {
+            if (strlen(reserved[r]) == n && strncasecmp(tag, reserved[r], n) == 0)
+                set_error(st, line_of(st, "device", "tags"), "device", "tags",
+                          "tag name \"%.*s\" is reserved for the metadata edgecap sets", (int)n,
+                          tag);
+        }
+        for (size_t j = 0; j < i; j++) {
+            const char *other = c->device.tags[j];
+            if (strcspn(other, "=") == n && strncasecmp(tag, other, n) == 0)
+                set_error(st, line_of(st, "device", "tags"), "device", "tags",
+                          "tag name \"%.*s\" given twice", (int)n, tag);
+        }
+    }
+}
+
 static void validate(parse_state *st)
 {
     ec_config *c = st->cfg;
+
+    check_tag_names(st);
 
     for (size_t i = 0; i < N_KEYS; i++) {
         if (keys[i].required)

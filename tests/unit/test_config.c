@@ -562,6 +562,11 @@ static reject_case cases[] = {
      .line = L_DEVICE + 1, .key = "[device] tags", .fragment = "more than 10 items"},
     {.name = "malformed tag", .at = {[S_DEVICE] = "tags = 1abc=x"},
      .line = L_DEVICE, .key = "[device] tags", .fragment = "expected comma-separated name=value"},
+    {.name = "tag name reserved for edgecap's metadata", .at = {[S_DEVICE] = "tags = Seq=7"},
+     .line = L_DEVICE, .key = "[device] tags",
+     .fragment = "tag name \"Seq\" is reserved for the metadata edgecap sets"},
+    {.name = "tag name twice", .at = {[S_DEVICE] = "tags = site=a, line=b\ntags = SITE=c"},
+     .line = L_DEVICE, .key = "[device] tags", .fragment = "tag name \"SITE\" given twice"},
     {.name = "host pattern with two wildcards", .at = {[S_TLS] = "allowed_hosts = *.*.example.com"},
      .line = L_TLS, .key = "[tls] allowed_hosts",
      .fragment = "expected comma-separated host names, each optionally starting with *., got "
