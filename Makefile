@@ -36,7 +36,7 @@ PKG_CONFIG := pkg-config
 else
 PKG_CONFIG := PKG_CONFIG_LIBDIR=$(EC_PKG_CONFIG_LIBDIR) pkg-config
 endif
-PKGS := alsa opus libopusenc inih
+PKGS := alsa opus libopusenc inih libcjson
 
 # Recursive (=) on purpose: pkg-config runs only after the dependency step has
 # installed the -dev packages, so a fresh machine builds on the first try.

@@ -15,6 +15,7 @@
 #include <mbedtls/base64.h>
 #include <mbedtls/md5.h>
 
+#include "edgecap/auth.h"
 #include "edgecap/log.h"
 #include "edgecap/secmem.h"
 
@@ -50,24 +51,6 @@ static void md5_b64(const uint8_t *data, size_t len, char *out, size_t out_len)
     out[n] = '\0';
 }
 
-/* RFC 3986 percent-encoding of everything but the unreserved characters. */
-static void pct_encode(const char *in, char *out, size_t out_len)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t k = 0;
-    for (const unsigned char *p = (const unsigned char *)in; *p != '\0' && k + 4 < out_len; p++) {
-        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-            *p == '-' || *p == '.' || *p == '_' || *p == '~') {
-            out[k++] = (char)*p;
-        } else {
-            out[k++] = '%';
-            out[k++] = hex[*p >> 4];
-            out[k++] = hex[*p & 15];
-        }
-    }
-    out[k] = '\0';
-}
-
 void ec_blob_name(const ec_config *cfg, const ec_segment_meta *meta, const char *segment_name,
                   char *out, size_t out_len)
 {
@@ -79,11 +62,17 @@ void ec_blob_name(const ec_config *cfg, const ec_segment_meta *meta, const char 
              tm.tm_mon + 1, tm.tm_mday, segment_name);
 }
 
+/* Where requests go and who authorises them (NULL: the SAS in the URL). */
+typedef struct {
+    ec_transport *transport;
+    ec_auth *auth;
+} blob_conn;
+
 /* endpoint/container/blob?query&SAS, in secure memory (free with ec_secmem_free). */
 static char *build_url(const ec_config *cfg, const char *endpoint, const char *blob,
                        const char *query)
 {
-    const ec_secret *sas = cfg->auth.sas_token;
+    const ec_secret *sas = cfg->auth.mode == EC_AUTH_SAS ? cfg->auth.sas_token : NULL;
     const char *sas_text = sas != NULL ? (const char *)ec_secret_bytes(sas) : "";
     if (sas_text[0] == '?')
         sas_text++;
@@ -139,8 +128,8 @@ static void blob_headers(header_set *h, const ec_config *cfg, const ec_segment_m
         hdr(h, "x-ms-meta-%.*s: %s", (int)(eq - kv), kv, eq + 1);
         char key[128], value[EC_CFG_TAG_MAX * 3 + 1], name[70];
         snprintf(name, sizeof name, "%.*s", (int)(eq - kv), kv);
-        pct_encode(name, key, sizeof key);
-        pct_encode(eq + 1, value, sizeof value);
+        ec_url_encode(name, key, sizeof key);
+        ec_url_encode(eq + 1, value, sizeof value);
         int w = snprintf(tags + tl, sizeof tags - tl, "%s%s=%s", tl > 0 ? "&" : "", key, value);
         if (w > 0 && (size_t)w < sizeof tags - tl)
             tl += (size_t)w;
@@ -156,12 +145,14 @@ static void scope_header(header_set *h, const ec_config *cfg)
 }
 
 /* One request; fills res with what a caller needs to judge a failure. */
-static ec_status send(ec_transport *t, const char *method, const char *url, header_set *h,
+static ec_status send(const blob_conn *t, const char *method, const char *url, header_set *h,
                       const uint8_t *body, size_t len, ec_http_response *resp, ec_blob_result *res)
 {
     ec_http_request req = {
         .method = method, .url = url, .headers = h->ptrs, .body = body, .body_len = len};
-    ec_status st = ec_transport_request(t, &req, resp);
+    ec_status st = t->auth != NULL
+                       ? ec_auth_request(t->auth, EC_SCOPE_STORAGE, t->transport, &req, resp)
+                       : ec_transport_request(t->transport, &req, resp);
     res->requests++;
     res->http_status = resp->status;
     res->retry_after_s = resp->retry_after_s;
@@ -205,7 +196,7 @@ static bool already_exists(const ec_http_response *resp)
 }
 
 /* Get Blob Properties: the service holds exactly our bytes. */
-static ec_status verify_properties(ec_transport *t, const char *url, size_t len, const char *md5,
+static ec_status verify_properties(const blob_conn *t, const char *url, size_t len, const char *md5,
                                    ec_blob_result *res)
 {
     header_set h = {0};
@@ -229,7 +220,7 @@ static ec_status verify_properties(ec_transport *t, const char *url, size_t len,
     return st;
 }
 
-static ec_status put_blob(ec_transport *t, const ec_config *cfg, const char *url,
+static ec_status put_blob(const blob_conn *t, const ec_config *cfg, const char *url,
                           const ec_segment_meta *meta, uint64_t pcm_frames, const uint8_t *data,
                           size_t len, const char *md5, ec_blob_result *res)
 {
@@ -253,7 +244,7 @@ static ec_status put_blob(ec_transport *t, const ec_config *cfg, const char *url
     return st;
 }
 
-static ec_status put_blocks(ec_transport *t, const ec_config *cfg, const char *endpoint,
+static ec_status put_blocks(const blob_conn *t, const ec_config *cfg, const char *endpoint,
                             const char *blob, const char *url, const ec_segment_meta *meta,
                             uint64_t pcm_frames, const uint8_t *data, size_t len, const char *md5,
                             ec_blob_result *res)
@@ -278,7 +269,7 @@ static ec_status put_blocks(ec_transport *t, const ec_config *cfg, const char *e
         mbedtls_base64_encode((unsigned char *)id, sizeof id, &idn, (const unsigned char *)raw,
                               strlen(raw));
         id[idn] = '\0';
-        pct_encode(id, id_q, sizeof id_q);
+        ec_url_encode(id, id_q, sizeof id_q);
         snprintf(query, sizeof query, "comp=block&blockid=%s", id_q);
         const uint8_t *part = data + i * block;
         size_t part_len = len - i * block < block ? len - i * block : block;
@@ -333,19 +324,22 @@ static ec_status put_blocks(ec_transport *t, const ec_config *cfg, const char *e
     return st;
 }
 
-ec_status ec_blob_upload(ec_transport *t, const ec_config *cfg, const char *endpoint,
-                         const ec_segment_meta *meta, const char *segment_name, uint64_t pcm_frames,
-                         const uint8_t *data, size_t len, ec_blob_result *res)
+ec_status ec_blob_upload(ec_transport *transport, ec_auth *auth, const ec_config *cfg,
+                         const char *endpoint, const ec_segment_meta *meta,
+                         const char *segment_name, uint64_t pcm_frames, const uint8_t *data,
+                         size_t len, ec_blob_result *res)
 {
+    const blob_conn conn = {.transport = transport,
+                            .auth = cfg->auth.mode == EC_AUTH_SAS ? NULL : auth};
+    const blob_conn *t = &conn;
     memset(res, 0, sizeof *res);
     res->retry_after_s = -1;
     ec_blob_name(cfg, meta, segment_name, res->blob_name, sizeof res->blob_name);
     res->size_bytes = len;
     md5_b64(data, len, res->md5_b64, sizeof res->md5_b64);
-    if (cfg->auth.mode != EC_AUTH_SAS) {
-        snprintf(res->reason, sizeof res->reason,
-                 "auth mode entra: bearer tokens are not available in this build");
-        return EC_ERR_UNSUPPORTED;
+    if (cfg->auth.mode != EC_AUTH_SAS && auth == NULL) {
+        snprintf(res->reason, sizeof res->reason, "auth mode entra needs an authoriser");
+        return EC_ERR_INVALID;
     }
     char *url = build_url(cfg, endpoint, res->blob_name, NULL);
     if (url == NULL)

@@ -84,6 +84,7 @@ static const char *const target_names[] = {"blob", "speech", NULL};
 static const char *const tls_names[] = {"1.2", "1.3", NULL};
 static const char *const auth_names[] = {"sas", "entra", "key", NULL};
 static const char *const keystore_names[] = {"file", "pkcs11", NULL};
+static const char *const assertion_alg_names[] = {"PS256", "ES256", NULL};
 static const char *const level_names[] = {"debug", "info", "warn", "error", NULL};
 static const char *const punct_names[] = {"None", "Dictated", "Automatic", "DictatedAndAutomatic",
                                           NULL};
@@ -217,19 +218,21 @@ static const key_def keys[] = {
     STR("auth", "authority_host", auth.authority_host, check_https_url,
         "an https:// URL with a host and no path, query or credentials",
         "https://login.microsoftonline.com", false),
-    SECRET("auth", "subscription_key", auth.subscription_key),
-    SECRET("auth", "subscription_key_secondary", auth.subscription_key_secondary),
+    ENUM("auth", "assertion_alg", auth.assertion_alg, assertion_alg_names, "PS256"),
+    SECRET("auth", "key_primary", auth.key_primary),
+    SECRET("auth", "key_secondary", auth.key_secondary),
 
     BOOL("speech", "batch", speech.batch, "off"),
     STR("speech", "endpoint", speech.endpoint, check_https_url,
         "an https:// URL with a host and no path, query or credentials", "", false),
+    BOOL("speech", "allow_public_endpoint", speech.allow_public_endpoint, "off"),
     STR("speech", "locale", speech.locale, check_locale, "a locale such as en-US", "en-US", false),
     INT("speech", "batch_window_seconds", speech.batch_window_seconds, 60, 86400, "3600"),
     INT("speech", "batch_max_files", speech.batch_max_files, 1, 1000, "100"),
     INT("speech", "time_to_live_hours", speech.time_to_live_hours, 6, 744, "48"),
     BOOL("speech", "word_level_timestamps", speech.word_level_timestamps, "off"),
     BOOL("speech", "diarization", speech.diarization, "off"),
-    INT("speech", "max_speakers", speech.max_speakers, 2, 36, "2"),
+    INT("speech", "max_speakers", speech.max_speakers, 2, 35, "2"),
     ENUM("speech", "punctuation_mode", speech.punctuation_mode, punct_names,
          "DictatedAndAutomatic"),
     ENUM("speech", "profanity_filter_mode", speech.profanity_filter_mode, profanity_names,
@@ -1249,6 +1252,34 @@ static void check_url_host(parse_state *st, const char *section, const char *nam
     require_allowed_host(st, section, name, host);
 }
 
+/* Speech is reached through the resource's custom domain over its private
+ * endpoint (NAME.cognitiveservices.azure.com, or the sovereign clouds'
+ * equivalents), never through a regional public host, unless the file says
+ * so with [speech] allow_public_endpoint = on. */
+static void check_speech_host(parse_state *st, const char *section, const char *name,
+                              const char *url)
+{
+    static const char *const custom[] = {".cognitiveservices.azure.com",
+                                         ".cognitiveservices.azure.us",
+                                         ".cognitiveservices.azure.cn"};
+    char host[EC_CFG_HOST_MAX];
+    if (url[0] == '\0' || !url_host(url, host, sizeof host))
+        return;
+    size_t n = strlen(host);
+    for (size_t i = 0; i < sizeof custom / sizeof custom[0]; i++) {
+        size_t k = strlen(custom[i]);
+        /* exactly one label (the resource's name) before the suffix */
+        if (n > k && strcasecmp(host + n - k, custom[i]) == 0 && memchr(host, '.', n - k) == NULL)
+            return;
+    }
+    if (st->cfg->speech.allow_public_endpoint)
+        return;
+    set_error(st, line_of(st, section, name), section, name,
+              "%s is not a Speech custom domain: use https://NAME.cognitiveservices.azure.com "
+              "(reached through the private endpoint), or set [speech] allow_public_endpoint = on",
+              host);
+}
+
 /* Tags become blob metadata (and index tags) beside the names edgecap sets
  * itself; Azure compares metadata names without regard to case. */
 static void check_tag_names(parse_state *st)
@@ -1286,9 +1317,9 @@ static void validate(parse_state *st)
     }
     require_secret(st, "auth", "sas_token",
                    c->auth.mode == EC_AUTH_SAS ? "with [auth] mode = sas" : NULL);
-    require_secret(st, "auth", "subscription_key",
+    require_secret(st, "auth", "key_primary",
                    c->auth.mode == EC_AUTH_KEY ? "with [auth] mode = key" : NULL);
-    require_secret(st, "auth", "subscription_key_secondary", NULL);
+    require_secret(st, "auth", "key_secondary", NULL);
     require_secret(st, "speech", "content_sas", NULL);
     require_secret(st, "logging", "audit_hmac_key", NULL);
 
@@ -1331,6 +1362,11 @@ static void validate(parse_state *st)
         require(st, "auth", "tenant_id", "with [auth] mode = entra");
         require(st, "auth", "client_id", "with [auth] mode = entra");
         check_url_host(st, "auth", "authority_host", c->auth.authority_host);
+    } else if (c->auth.mode == EC_AUTH_SAS && c->speech.batch) {
+        /* a SAS cannot authorise Speech: batch jobs use Entra ID */
+        require(st, "auth", "tenant_id", "with [speech] batch = on (Speech takes Entra ID)");
+        require(st, "auth", "client_id", "with [speech] batch = on (Speech takes Entra ID)");
+        check_url_host(st, "auth", "authority_host", c->auth.authority_host);
     }
     if (c->speech.keep_transcripts)
         require(st, "speech", "transcript_dir", "with [speech] keep_transcripts = on");
@@ -1345,6 +1381,11 @@ static void validate(parse_state *st)
     check_url_host(st, "upload", "secondary_endpoint", c->upload.secondary_endpoint);
     check_url_host(st, "speech", "endpoint", c->speech.endpoint);
     check_url_host(st, "upload", "proxy", c->upload.proxy);
+    check_speech_host(st, "speech", "endpoint", c->speech.endpoint);
+    if (c->upload.target == EC_TARGET_SPEECH) {
+        check_speech_host(st, "upload", "endpoint", c->upload.endpoint);
+        check_speech_host(st, "upload", "secondary_endpoint", c->upload.secondary_endpoint);
+    }
     for (size_t i = 0; i < c->upload.n_connect_to; i++) {
         char host[EC_CFG_HOST_MAX];
         if (split_connect_to(c->upload.connect_to[i], host, sizeof host))
@@ -1371,7 +1412,7 @@ void ec_config_init(ec_config *cfg)
     apply_defaults(cfg);
 }
 
-void ec_config_free(ec_config *cfg)
+void ec_config_free_secrets(ec_config *cfg)
 {
     if (cfg == NULL)
         return;
@@ -1379,6 +1420,13 @@ void ec_config_free(ec_config *cfg)
         if (keys[i].type == K_SECRET)
             ec_secret_free(field(cfg, &keys[i]));
     }
+}
+
+void ec_config_free(ec_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    ec_config_free_secrets(cfg);
     mbedtls_platform_zeroize(cfg, sizeof *cfg);
 }
 

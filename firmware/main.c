@@ -22,12 +22,15 @@
 
 #include "edgecap/audio.h"
 #include "edgecap/audit.h"
+#include "edgecap/auth.h"
 #include "edgecap/capture.h"
 #include "edgecap/config.h"
+#include "edgecap/json.h"
 #include "edgecap/keystore.h"
 #include "edgecap/log.h"
 #include "edgecap/rng.h"
 #include "edgecap/secmem.h"
+#include "edgecap/speech.h"
 #include "edgecap/spool.h"
 #include "edgecap/transport.h"
 #include "edgecap/upload.h"
@@ -49,6 +52,8 @@ static int cmd_capture(int argc, char **argv);
 static int cmd_spool(int argc, char **argv);
 static int cmd_upload_once(int argc, char **argv);
 static int cmd_pin(int argc, char **argv);
+static int cmd_speech(int argc, char **argv);
+static int cmd_reload(int argc, char **argv);
 static int cmd_check_config(int argc, char **argv);
 static int cmd_version(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
@@ -64,6 +69,13 @@ static const command commands[] = {
      "Upload every spooled segment (oldest first) and exit: 0 when the spool is empty,\n"
      "69 (EX_UNAVAILABLE) with the reason when the peer cannot be reached or refuses.\n"
      "A segment leaves the spool only when the service proved it holds our bytes."},
+    {"speech", cmd_speech, "speech jobs|submit-now --config FILE",
+     "jobs: list the batch transcription state (blobs waiting for a job, and each job\n"
+     "with its window, sequence range, state and attempts). submit-now: submit the\n"
+     "waiting blobs as a job now (through the running daemon when there is one)."},
+    {"reload", cmd_reload, "reload --config FILE",
+     "Ask the daemon running on FILE's spool to re-read its provisioning file\n"
+     "(as SIGHUP does). A file that does not validate leaves it on the old one."},
     {"pin", cmd_pin, "pin CERT.pem",
      "Print the sha256// pin of a certificate's public key (SubjectPublicKeyInfo), the\n"
      "form [tls] pin_current and pin_next take."},
@@ -331,12 +343,144 @@ static void block_signals(sigset_t *set)
     sigaddset(set, SIGTERM);
     sigaddset(set, SIGINT);
     sigaddset(set, SIGHUP);
+    sigaddset(set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, set, NULL);
 }
 
 static const char *signal_name(int sig)
 {
     return sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "SIGTERM";
+}
+
+/* ---- the delivery stack: identity, auth, batch jobs, transcripts, uploader ---- */
+
+typedef struct {
+    uint8_t *cert_der, *key_der;
+    size_t cert_len, key_len;
+    ec_auth *auth;
+    ec_batch *batch;
+    ec_spool *transcripts;
+    ec_uploader *uploader;
+} delivery;
+
+static void delivery_close(delivery *d)
+{
+    ec_uploader_close(&d->uploader);
+    ec_batch_close(&d->batch);
+    ec_spool_close(&d->transcripts);
+    ec_auth_close(&d->auth);
+    ec_secmem_free(d->cert_der);
+    ec_secmem_free(d->key_der);
+    memset(d, 0, sizeof *d);
+}
+
+/* Opens what delivering the spool needs under `cfg` (the uploader only with
+ * `uploader`). EC_OK, or the status with the reason logged. */
+static ec_status delivery_open(delivery *d, const ec_config *cfg, ec_keystore *ks, ec_spool *spool,
+                               ec_audit *audit, bool uploader)
+{
+    memset(d, 0, sizeof *d);
+    char why[EC_CFG_PATH_MAX + 64] = "";
+    ec_status st =
+        ec_keystore_file_client_credentials(cfg->tls.client_cert, cfg->tls.client_key, &d->cert_der,
+                                            &d->cert_len, &d->key_der, &d->key_len);
+    if (st != EC_OK) {
+        snprintf(why, sizeof why, "the device certificate or key");
+        goto out;
+    }
+    ec_auth_params ap = {.cfg = cfg,
+                         .cert_der = d->cert_der,
+                         .cert_len = d->cert_len,
+                         .key_der = d->key_der,
+                         .key_len = d->key_len,
+                         .audit = audit};
+    if ((st = ec_auth_open(&d->auth, &ap, why, sizeof why)) != EC_OK)
+        goto out;
+    if (cfg->speech.batch) {
+        ec_batch_params bp = {.cfg = cfg,
+                              .auth = d->auth,
+                              .audit = audit,
+                              .spool = spool,
+                              .cert_der = d->cert_der,
+                              .cert_len = d->cert_len,
+                              .key_der = d->key_der,
+                              .key_len = d->key_len};
+        if ((st = ec_batch_open(&d->batch, &bp)) != EC_OK) {
+            snprintf(why, sizeof why, "the batch job state in %s", cfg->spool.dir);
+            goto out;
+        }
+    }
+    if (cfg->upload.target == EC_TARGET_SPEECH && cfg->speech.keep_transcripts) {
+        ec_spool_params sp = {.dir = cfg->speech.transcript_dir,
+                              .quota_bytes = cfg->spool.quota_bytes,
+                              .when_full = cfg->spool.when_full,
+                              .keystore = ks};
+        if ((st = ec_spool_open(&d->transcripts, &sp)) != EC_OK) {
+            snprintf(why, sizeof why, "the transcript directory %s", cfg->speech.transcript_dir);
+            goto out;
+        }
+    }
+    if (uploader) {
+        ec_uploader_params up = {.cfg = cfg,
+                                 .spool = spool,
+                                 .audit = audit,
+                                 .auth = d->auth,
+                                 .batch = d->batch,
+                                 .transcripts = d->transcripts,
+                                 .cert_der = d->cert_der,
+                                 .cert_len = d->cert_len,
+                                 .key_der = d->key_der,
+                                 .key_len = d->key_len};
+        if ((st = ec_uploader_open(&d->uploader, &up)) != EC_OK)
+            snprintf(why, sizeof why, "the uploader");
+    }
+out:
+    if (st != EC_OK) {
+        ec_log(EC_LOG_ERROR, "delivery_unavailable", EC_LOG_STATUS(st), EC_LOG_STR("what", why));
+        delivery_close(d);
+    }
+    return st;
+}
+
+static ec_status delivery_start(delivery *d)
+{
+    ec_status st = d->uploader != NULL ? ec_uploader_start(d->uploader) : EC_OK;
+    if (st == EC_OK && d->batch != NULL)
+        st = ec_batch_start(d->batch);
+    return st;
+}
+
+/* The daemon's pid, beside its spool, for `reload` and `speech submit-now`. */
+#define PID_FILE "daemon.pid"
+
+/* Loads `path` for a reload: a new heap config, or NULL with the refusal
+ * logged and audited (the daemon keeps its running configuration). */
+static ec_config *reload_config(const char *path, ec_audit *audit)
+{
+    ec_config *next = malloc(sizeof *next);
+    if (next == NULL)
+        return NULL;
+    ec_config_error err;
+    ec_status st = ec_config_load(next, path, &err);
+    if (st == EC_OK)
+        return next;
+    free(next);
+    char msg[EC_CFG_PATH_MAX + 512];
+    ec_config_error_format(&err, msg, sizeof msg);
+    ec_log(EC_LOG_ERROR, "reload_refused", EC_LOG_STR("reason", msg),
+           EC_LOG_STR("effect", "running on the previous configuration"));
+    ec_audit(audit, "reload_refused", EC_LOG_STR("reason", msg));
+    return NULL;
+}
+
+static void free_live(ec_config *live, ec_config *first)
+{
+    if (live != first) {
+        ec_config_free(live);
+        free(live);
+    } else {
+        ec_config_free_secrets(first); /* capture still reads the rest */
+    }
 }
 
 static int cmd_run(int argc, char **argv)
@@ -353,8 +497,9 @@ static int cmd_run(int argc, char **argv)
     ec_spool *spool = NULL;
     ec_audio_source src = {0};
     ec_capture *cap = NULL;
-    ec_uploader *uploader = NULL;
     ec_audit *audit = NULL;
+    delivery dv = {0};
+    ec_config *live = &cfg; /* what delivery runs on; a reload replaces it */
     rc = load_config(path, &cfg);
     if (rc != EX_OK)
         return rc;
@@ -381,20 +526,50 @@ static int cmd_run(int argc, char **argv)
     }
     /* Upload runs beside capture; if it cannot start, capture goes on and
      * the spool keeps the audio until it can. */
-    if (ec_audit_open(&audit, cfg.logging.audit_file) != EC_OK ||
-        (st = ec_uploader_open(&uploader, &cfg, spool, audit)) != EC_OK ||
-        (st = ec_uploader_start(uploader)) != EC_OK) {
+    if ((st = ec_audit_open(&audit, cfg.logging.audit_file)) != EC_OK ||
+        (st = delivery_open(&dv, live, &ks, spool, audit, true)) != EC_OK ||
+        (st = delivery_start(&dv)) != EC_OK) {
         ec_log(EC_LOG_ERROR, "upload_unavailable", EC_LOG_STATUS(st),
                EC_LOG_STR("effect", "capturing into the spool only"));
-        ec_uploader_close(&uploader);
+        delivery_close(&dv);
     }
+    char pid_text[32];
+    int pid_len = snprintf(pid_text, sizeof pid_text, "%ld\n", (long)getpid());
+    if (ec_spool_put_file(spool, PID_FILE, (const uint8_t *)pid_text, (size_t)pid_len) != EC_OK)
+        ec_log(EC_LOG_WARN, "pid_file_failed", EC_LOG_STR("effect", "edgecap reload unavailable"));
     int sig = 0;
     const struct timespec tick = {0, 200 * 1000 * 1000};
     for (;;) {
         sig = sigtimedwait(&wanted, NULL, &tick);
+        if (sig == SIGUSR1) {
+            if (dv.batch != NULL)
+                ec_batch_kick(dv.batch, true);
+            else
+                ec_log(EC_LOG_WARN, "submit_now_ignored",
+                       EC_LOG_STR("reason", "no batch transcription running"));
+            continue;
+        }
         if (sig == SIGHUP) {
-            ec_log(EC_LOG_WARN, "reload_ignored",
-                   EC_LOG_STR("reason", "live reload is not available in this build"));
+            /* Capture goes on throughout: only delivery restarts. Capture,
+             * spool and key store settings take effect at the next start. */
+            ec_config *next = reload_config(cfg.source_path, audit);
+            if (next == NULL)
+                continue;
+            delivery_close(&dv);
+            free_live(live, &cfg);
+            live = next;
+            char next_digest[65];
+            hex(live->sha256, sizeof live->sha256, next_digest);
+            st = delivery_open(&dv, live, &ks, spool, audit, true);
+            if (st == EC_OK)
+                st = delivery_start(&dv);
+            if (st != EC_OK)
+                delivery_close(&dv);
+            ec_log(st == EC_OK ? EC_LOG_INFO : EC_LOG_ERROR, "reload_accepted",
+                   EC_LOG_STR("config_sha256", next_digest), EC_LOG_BOOL("delivering", st == EC_OK),
+                   EC_LOG_STR("note", "capture, spool and key store settings apply at restart"));
+            ec_audit(audit, "reload_accepted", EC_LOG_STR("config_sha256", next_digest),
+                     EC_LOG_BOOL("delivering", st == EC_OK));
             continue;
         }
         if (sig == SIGTERM || sig == SIGINT)
@@ -414,11 +589,15 @@ static int cmd_run(int argc, char **argv)
     rc = EX_OK;
 out:
     ec_capture_join(&cap, NULL);
-    ec_uploader_close(&uploader);
+    delivery_close(&dv);
     ec_audit_close(&audit);
     ec_audio_close(&src);
     ec_spool_close(&spool);
     ec_keystore_close(&ks);
+    if (live != &cfg) {
+        ec_config_free(live);
+        free(live);
+    }
     ec_config_free(&cfg);
     ec_rng_free();
     if (rc == EX_OK)
@@ -497,28 +676,45 @@ static void format_utc(int64_t ms, char *out, size_t out_len)
     snprintf(out + n, out_len - n, ".%03dZ", (int)(ms % 1000));
 }
 
-static int cmd_spool(int argc, char **argv)
+/* `NAME SUB --config FILE` with SUB one of `subs` (two): -1 to go on with
+ * *which set, or an exit code. */
+static int parse_subcommand(const command *c, int argc, char **argv, const char *const subs[2],
+                            int *which, const char **path)
 {
-    const command *c = find_command("spool");
-    if (argc < 2 || (strcmp(argv[1], "ls") != 0 && strcmp(argv[1], "verify") != 0)) {
+    *which = -1;
+    for (int i = 0; argc >= 2 && i < 2; i++)
+        if (strcmp(argv[1], subs[i]) == 0)
+            *which = i;
+    if (*which < 0) {
         if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
             print_command_help(c, stdout);
             return EX_OK;
         }
-        fprintf(stderr, "edgecap spool: expected ls or verify\n");
+        fprintf(stderr, "edgecap %s: expected %s or %s\n", c->name, subs[0], subs[1]);
         print_command_help(c, stderr);
         return EX_USAGE;
     }
-    bool verify = strcmp(argv[1], "verify") == 0;
-    const char *path = NULL;
-    int rc = parse_common(c, argc - 1, argv + 1, &path);
+    *path = NULL;
+    int rc = parse_common(c, argc - 1, argv + 1, path);
     if (rc >= 0)
         return rc;
-    if (path == NULL || optind != argc - 1) {
-        fprintf(stderr, "edgecap spool %s: --config FILE is required\n", argv[1]);
+    if (*path == NULL || optind != argc - 1) {
+        fprintf(stderr, "edgecap %s %s: --config FILE is required\n", c->name, argv[1]);
         print_command_help(c, stderr);
         return EX_USAGE;
     }
+    return -1;
+}
+
+static int cmd_spool(int argc, char **argv)
+{
+    static const char *const subs[2] = {"ls", "verify"};
+    int which = -1;
+    const char *path = NULL;
+    int rc = parse_subcommand(find_command("spool"), argc, argv, subs, &which, &path);
+    if (rc >= 0)
+        return rc;
+    bool verify = which == 1;
     ec_config cfg;
     ec_keystore ks = {0};
     ec_spool *spool = NULL;
@@ -597,14 +793,15 @@ static int cmd_upload_once(int argc, char **argv)
     ec_keystore ks = {0};
     ec_spool *spool = NULL;
     ec_audit *audit = NULL;
-    ec_uploader *u = NULL;
+    delivery dv = {0};
     if ((rc = load_config(path, &cfg)) != EX_OK)
         return rc;
     if ((rc = start_secure(&cfg)) != EX_OK || (rc = open_spool(&cfg, &ks, &spool, false)) != EX_OK)
         goto out;
     ec_status st = ec_audit_open(&audit, cfg.logging.audit_file);
     if (st == EC_OK)
-        st = ec_uploader_open(&u, &cfg, spool, audit);
+        st = delivery_open(&dv, &cfg, &ks, spool, audit, true);
+    ec_uploader *u = dv.uploader;
     if (st != EC_OK) {
         fprintf(stderr, "edgecap: cannot upload: %s (see the log above)\n", ec_strerror(st));
         rc = st == EC_ERR_UNSUPPORTED ? EX_UNAVAILABLE : EX_CONFIG;
@@ -626,8 +823,130 @@ static int cmd_upload_once(int argc, char **argv)
                 us.last_reason);
         rc = EX_UNAVAILABLE;
     }
+    if (dv.batch != NULL) {
+        int64_t next = 0;
+        (void)ec_batch_step(dv.batch, false, &next);
+    }
 out:
-    ec_uploader_close(&u);
+    delivery_close(&dv);
+    ec_audit_close(&audit);
+    ec_spool_close(&spool);
+    ec_keystore_close(&ks);
+    ec_config_free(&cfg);
+    ec_rng_free();
+    return rc;
+}
+
+/* The pid of the daemon that owns cfg's spool (from its pid file), or 0
+ * when none runs. */
+static pid_t daemon_pid(ec_spool *observer)
+{
+    uint8_t *text = NULL;
+    size_t len = 0;
+    if (ec_spool_get_file(observer, PID_FILE, 32, &text, &len) != EC_OK)
+        return 0;
+    long pid = strtol((const char *)text, NULL, 10);
+    free(text);
+    return pid > 1 && kill((pid_t)pid, 0) == 0 ? (pid_t)pid : 0;
+}
+
+/* Signals the daemon running on cfg's spool; EX_OK, or EX_UNAVAILABLE. */
+static int signal_daemon(const ec_config *cfg, ec_keystore *ks, int sig, const char *what)
+{
+    ec_spool *observer = NULL;
+    int rc = open_spool(cfg, ks, &observer, true);
+    if (rc != EX_OK)
+        return rc;
+    pid_t pid = daemon_pid(observer);
+    ec_spool_close(&observer);
+    ec_keystore_close(ks);
+    if (pid == 0 || kill(pid, sig) != 0) {
+        fprintf(stderr, "edgecap: no running edgecap owns the spool %s\n", cfg->spool.dir);
+        return EX_UNAVAILABLE;
+    }
+    printf("asked edgecap (pid %ld) to %s\n", (long)pid, what);
+    return EX_OK;
+}
+
+static int cmd_reload(int argc, char **argv)
+{
+    const char *path = NULL;
+    int rc = parse_config_command("reload", argc, argv, &path);
+    if (rc >= 0)
+        return rc;
+    ec_config cfg;
+    ec_keystore ks = {0};
+    /* the file is validated here first, so a bad one is reported to the
+     * person who asked (the daemon would refuse it too) */
+    if ((rc = load_config(path, &cfg)) != EX_OK)
+        return rc;
+    rc = signal_daemon(&cfg, &ks, SIGHUP, "reload its provisioning file");
+    ec_config_free(&cfg);
+    return rc;
+}
+
+static int cmd_speech(int argc, char **argv)
+{
+    static const char *const subs[2] = {"jobs", "submit-now"};
+    int which = -1;
+    const char *path = NULL;
+    int rc = parse_subcommand(find_command("speech"), argc, argv, subs, &which, &path);
+    if (rc >= 0)
+        return rc;
+    bool submit_now = which == 1;
+    sigset_t wanted;
+    block_signals(&wanted);
+    ec_config cfg;
+    ec_keystore ks = {0};
+    ec_spool *spool = NULL;
+    ec_audit *audit = NULL;
+    delivery dv = {0};
+    ec_batch *observed = NULL;
+    if ((rc = load_config(path, &cfg)) != EX_OK)
+        return rc;
+    if (!cfg.speech.batch) {
+        fprintf(stderr, "edgecap speech: [speech] batch is off in %s\n", path);
+        rc = EX_CONFIG;
+        goto out;
+    }
+    if ((rc = start_secure(&cfg)) != EX_OK)
+        goto out;
+    rc = open_spool(&cfg, &ks, &spool, !submit_now);
+    if (rc == EX_TEMPFAIL && submit_now) {
+        /* a daemon owns the spool: it submits */
+        rc = signal_daemon(&cfg, &ks, SIGUSR1, "submit the waiting blobs now");
+        goto out;
+    }
+    if (rc != EX_OK)
+        goto out;
+    ec_status st;
+    if (!submit_now) {
+        ec_batch_params bp = {.cfg = &cfg, .spool = spool, .read_only = true};
+        st = ec_batch_open(&observed, &bp);
+        if (st != EC_OK) {
+            fprintf(stderr, "edgecap speech: cannot read the job state in %s: %s\n", cfg.spool.dir,
+                    ec_strerror(st));
+            rc = EX_DATAERR;
+            goto out;
+        }
+        ec_batch_print(observed, stdout);
+        rc = EX_OK;
+        goto out;
+    }
+    if ((st = ec_audit_open(&audit, cfg.logging.audit_file)) != EC_OK ||
+        (st = delivery_open(&dv, &cfg, &ks, spool, audit, false)) != EC_OK) {
+        fprintf(stderr, "edgecap speech: cannot reach Speech: %s (see the log above)\n",
+                ec_strerror(st));
+        rc = EX_UNAVAILABLE;
+        goto out;
+    }
+    int64_t next = 0;
+    st = ec_batch_step(dv.batch, true, &next);
+    ec_batch_print(dv.batch, stdout);
+    rc = st == EC_OK ? EX_OK : EX_UNAVAILABLE;
+out:
+    ec_batch_close(&observed);
+    delivery_close(&dv);
     ec_audit_close(&audit);
     ec_spool_close(&spool);
     ec_keystore_close(&ks);
@@ -730,6 +1049,7 @@ int main(int argc, char **argv)
     (void)ec_secmem_init(false);
     ec_log_configure(&(ec_log_options){.level = EC_LOG_INFO, .output = EC_LOG_TO_STDERR});
 
+    ec_json_global_init();
     if (ec_transport_global_init() != EC_OK) {
         fprintf(stderr, "edgecap: cannot initialise libcurl\n");
         return EX_SOFTWARE;

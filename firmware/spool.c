@@ -663,23 +663,92 @@ static ec_status read_state(ec_spool *s)
     return EC_OK;
 }
 
+/* NAME.tmp, written and fsynced, renamed over NAME, directory fsynced. */
+static ec_status write_atomic(ec_spool *s, const char *name, const uint8_t *data, size_t len)
+{
+    char tmp[EC_SPOOL_NAME_MAX + 8];
+    snprintf(tmp, sizeof tmp, "%s.tmp", name);
+    int fd = openat(s->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return EC_ERR_IO;
+    ec_status st = write_all(fd, data, len);
+    if (st == EC_OK)
+        st = sync_fd(fd);
+    close(fd);
+    if (st == EC_OK && (EC_FAULT("spool.put_file") || renameat(s->dirfd, tmp, s->dirfd, name) != 0))
+        st = EC_ERR_IO;
+    if (st == EC_OK)
+        st = sync_fd(s->dirfd);
+    if (st != EC_OK)
+        (void)unlinkat(s->dirfd, tmp, 0);
+    return st;
+}
+
 static ec_status write_state(ec_spool *s, uint64_t next)
 {
     char buf[64];
     int len = snprintf(buf, sizeof buf, "next_sequence=%" PRIu64 "\n", next);
-    int fd = openat(s->dirfd, STATE_FILE ".tmp",
-                    O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0)
-        return EC_ERR_IO;
-    ec_status st = write_all(fd, (const uint8_t *)buf, (size_t)len);
-    if (st == EC_OK)
-        st = sync_fd(fd);
-    close(fd);
-    if (st == EC_OK && renameat(s->dirfd, STATE_FILE ".tmp", s->dirfd, STATE_FILE) != 0)
-        st = EC_ERR_IO;
-    if (st == EC_OK)
-        st = sync_fd(s->dirfd);
+    return write_atomic(s, STATE_FILE, (const uint8_t *)buf, (size_t)len);
+}
+
+static bool aux_name_ok(const char *name)
+{
+    size_t n = strlen(name);
+    return n > 0 && n < EC_SPOOL_NAME_MAX && strchr(name, '/') == NULL && name[0] != '.' &&
+           strcmp(name, STATE_FILE) != 0 && !has_suffix(name, SEG_SUFFIX) &&
+           !has_suffix(name, PART_SUFFIX) && !has_suffix(name, ".tmp");
+}
+
+ec_status ec_spool_put_file(ec_spool *s, const char *name, const uint8_t *data, size_t len)
+{
+    if (!aux_name_ok(name))
+        return EC_ERR_INVALID;
+    if (!s->owner)
+        return EC_ERR_BUSY;
+    pthread_mutex_lock(&s->lock);
+    ec_status st = write_atomic(s, name, data, len);
+    pthread_mutex_unlock(&s->lock);
     return st;
+}
+
+ec_status ec_spool_get_file(ec_spool *s, const char *name, size_t max_len, uint8_t **data,
+                            size_t *len)
+{
+    *data = NULL;
+    *len = 0;
+    if (!aux_name_ok(name))
+        return EC_ERR_INVALID;
+    int fd = openat(s->dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return errno == ENOENT ? EC_ERR_NOT_FOUND : EC_ERR_IO;
+    struct stat sb;
+    ec_status st = EC_OK;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))
+        st = EC_ERR_IO;
+    else if ((uint64_t)sb.st_size > max_len)
+        st = EC_ERR_PROTOCOL;
+    uint8_t *buf = st == EC_OK ? malloc((size_t)sb.st_size + 1) : NULL;
+    if (st == EC_OK && buf == NULL)
+        st = EC_ERR_NOMEM;
+    size_t got = 0;
+    while (st == EC_OK && got < (size_t)sb.st_size) {
+        ssize_t n = read(fd, buf + got, (size_t)sb.st_size - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            st = EC_ERR_IO;
+        else
+            got += (size_t)n;
+    }
+    close(fd);
+    if (st != EC_OK) {
+        free(buf);
+        return st;
+    }
+    buf[got] = '\0';
+    *data = buf;
+    *len = got;
+    return EC_OK;
 }
 
 ec_status ec_spool_open(ec_spool **out, const ec_spool_params *p)

@@ -38,6 +38,8 @@ const char *ec_strerror(ec_status status)
         return "refused by transport policy";
     case EC_ERR_PROTOCOL:
         return "unexpected server answer";
+    case EC_ERR_AUTH:
+        return "credentials refused";
     }
     return "unknown error";
 }

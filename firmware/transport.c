@@ -16,6 +16,7 @@
 #include <mbedtls/ssl_ciphersuites.h>
 
 #include "edgecap/log.h"
+#include "edgecap/secmem.h"
 
 struct ec_transport {
     CURL *curl;
@@ -117,6 +118,8 @@ typedef struct {
     const uint8_t *body;
     size_t body_len;
     size_t body_off;
+    size_t body_max;
+    size_t body_cap;
     bool tls_seen;
 } exchange;
 
@@ -136,13 +139,25 @@ static size_t on_write(char *data, size_t size, size_t n, void *user)
     size_t len = size * n;
     ec_http_response *r = x->resp;
     size_t keep = len;
-    if (r->body_len + keep > EC_HTTP_BODY_MAX)
-        keep = EC_HTTP_BODY_MAX - r->body_len;
+    if (r->body_len + keep > x->body_max) {
+        keep = x->body_max - r->body_len;
+        r->body_truncated = true;
+    }
     if (keep > 0) {
-        uint8_t *grown = realloc(r->body, r->body_len + keep + 1);
-        if (grown == NULL)
-            return 0;
-        r->body = grown;
+        if (r->body_len + keep + 1 > x->body_cap) {
+            /* answers may hold tokens or transcripts: locked memory only */
+            size_t cap = x->body_cap == 0 ? 4096 : x->body_cap;
+            while (cap < r->body_len + keep + 1)
+                cap *= 2;
+            uint8_t *grown = ec_secmem_alloc(cap);
+            if (grown == NULL)
+                return 0;
+            if (r->body_len > 0)
+                memcpy(grown, r->body, r->body_len);
+            ec_secmem_free(r->body);
+            r->body = grown;
+            x->body_cap = cap;
+        }
         memcpy(r->body + r->body_len, data, keep);
         r->body_len += keep;
         r->body[r->body_len] = '\0';
@@ -363,6 +378,57 @@ static ec_status classify(CURLcode rc)
     }
 }
 
+/* A part's bytes are read from the caller's buffer while curl sends them:
+ * nothing is copied into curl's heap. */
+typedef struct {
+    const ec_http_part *part;
+    size_t off;
+} part_reader;
+
+static size_t part_read(char *buf, size_t size, size_t n, void *arg)
+{
+    part_reader *r = arg;
+    size_t room = size * n, left = r->part->len - r->off;
+    size_t k = left < room ? left : room;
+    memcpy(buf, r->part->data + r->off, k);
+    r->off += k;
+    return k;
+}
+
+static int part_seek(void *arg, curl_off_t offset, int origin)
+{
+    part_reader *r = arg;
+    if (origin != SEEK_SET || offset < 0 || (size_t)offset > r->part->len)
+        return CURL_SEEKFUNC_FAIL;
+    r->off = (size_t)offset;
+    return CURL_SEEKFUNC_OK;
+}
+
+static curl_mime *build_mime(CURL *curl, const ec_http_part *parts, size_t n)
+{
+    curl_mime *mime = curl_mime_init(curl);
+    for (size_t i = 0; mime != NULL && i < n; i++) {
+        curl_mimepart *p = curl_mime_addpart(mime);
+        part_reader *r = calloc(1, sizeof *r);
+        if (p == NULL || r == NULL) {
+            free(r);
+            curl_mime_free(mime);
+            return NULL;
+        }
+        r->part = &parts[i];
+        if (curl_mime_name(p, parts[i].name) != CURLE_OK ||
+            curl_mime_type(p, parts[i].content_type) != CURLE_OK ||
+            (parts[i].filename != NULL && curl_mime_filename(p, parts[i].filename) != CURLE_OK) ||
+            curl_mime_data_cb(p, (curl_off_t)parts[i].len, part_read, part_seek, free, r) !=
+                CURLE_OK) {
+            free(r);
+            curl_mime_free(mime);
+            return NULL;
+        }
+    }
+    return mime;
+}
+
 ec_status ec_transport_request(ec_transport *t, const ec_http_request *req, ec_http_response *resp)
 {
     memset(resp, 0, sizeof *resp);
@@ -372,6 +438,10 @@ ec_status ec_transport_request(ec_transport *t, const ec_http_request *req, ec_h
         return st;
 
     exchange x = {.t = t, .resp = resp, .body = req->body, .body_len = req->body_len};
+    x.body_max = req->body_max == 0 ? EC_HTTP_BODY_MAX : req->body_max;
+    if (x.body_max > EC_HTTP_BODY_LIMIT)
+        x.body_max = EC_HTTP_BODY_LIMIT;
+    curl_mime *mime = NULL;
     struct curl_slist *headers = NULL;
     /* no "Expect: 100-continue" round trip */
     headers = curl_slist_append(headers, "Expect:");
@@ -396,6 +466,11 @@ ec_status ec_transport_request(ec_transport *t, const ec_http_request *req, ec_h
         SET(CURLOPT_READFUNCTION, on_read);
         SET(CURLOPT_READDATA, &x);
         SET(CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->body_len);
+    } else if (strcmp(req->method, "POST") == 0 && req->n_parts > 0) {
+        mime = build_mime(t->curl, req->parts, req->n_parts);
+        if (mime == NULL)
+            rc = CURLE_OUT_OF_MEMORY;
+        SET(CURLOPT_MIMEPOST, mime);
     } else if (strcmp(req->method, "POST") == 0) {
         SET(CURLOPT_POST, 1L);
         SET(CURLOPT_POSTFIELDS, (const char *)req->body);
@@ -405,11 +480,14 @@ ec_status ec_transport_request(ec_transport *t, const ec_http_request *req, ec_h
     }
     if (rc != CURLE_OK) {
         curl_slist_free_all(headers);
+        curl_mime_free(mime);
         snprintf(resp->reason, sizeof resp->reason, "setup: %s", curl_easy_strerror(rc));
         return EC_ERR_INTERNAL;
     }
     rc = curl_easy_perform(t->curl);
     curl_slist_free_all(headers);
+    curl_easy_setopt(t->curl, CURLOPT_MIMEPOST, NULL);
+    curl_mime_free(mime);
     if (rc != CURLE_OK) {
         /* curl's messages name hosts and reasons, never the query string; a
          * build without verbose strings may leave only "Error" in errbuf */
@@ -429,11 +507,28 @@ ec_status ec_transport_request(ec_transport *t, const ec_http_request *req, ec_h
     return EC_OK;
 }
 
+void ec_url_encode(const char *in, char *out, size_t out_len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t k = 0;
+    for (const unsigned char *p = (const unsigned char *)in; *p != '\0' && k + 4 < out_len; p++) {
+        if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+            *p == '-' || *p == '.' || *p == '_' || *p == '~') {
+            out[k++] = (char)*p;
+        } else {
+            out[k++] = '%';
+            out[k++] = hex[*p >> 4];
+            out[k++] = hex[*p & 15];
+        }
+    }
+    out[k] = '\0';
+}
+
 void ec_http_response_free(ec_http_response *resp)
 {
     if (resp == NULL)
         return;
-    free(resp->body);
+    ec_secmem_free(resp->body);
     resp->body = NULL;
     resp->body_len = 0;
 }

@@ -11,10 +11,10 @@
 #include <time.h>
 
 #include "edgecap/blob.h"
-#include "edgecap/keystore.h"
 #include "edgecap/log.h"
 #include "edgecap/rng.h"
 #include "edgecap/secmem.h"
+#include "edgecap/speech.h"
 #include "edgecap/transport.h"
 
 /* Segments are read whole into locked memory; larger ones wait for the
@@ -35,8 +35,9 @@ struct ec_uploader {
     const ec_config *cfg;
     ec_spool *spool;
     ec_audit *audit;
-    uint8_t *cert_der, *key_der;
-    size_t cert_len, key_len;
+    ec_auth *auth;
+    ec_batch *batch;
+    ec_spool *transcripts;
     endpoint ep[2];
     int n_ep;
     unsigned backoff_attempt;
@@ -57,27 +58,31 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-ec_status ec_uploader_open(ec_uploader **out, const ec_config *cfg, ec_spool *spool,
-                           ec_audit *audit)
+ec_status ec_uploader_open(ec_uploader **out, const ec_uploader_params *p)
 {
     *out = NULL;
-    if (cfg->upload.target != EC_TARGET_BLOB)
-        return EC_ERR_UNSUPPORTED;
+    const ec_config *cfg = p->cfg;
+    if (cfg->auth.mode != EC_AUTH_SAS && p->auth == NULL)
+        return EC_ERR_INVALID;
+    if (cfg->upload.target == EC_TARGET_SPEECH && cfg->speech.keep_transcripts &&
+        p->transcripts == NULL)
+        return EC_ERR_INVALID;
     ec_uploader *u = calloc(1, sizeof *u);
     if (u == NULL)
         return EC_ERR_NOMEM;
     u->cfg = cfg;
-    u->spool = spool;
-    u->audit = audit;
+    u->spool = p->spool;
+    u->audit = p->audit;
+    u->auth = p->auth;
+    u->batch = p->batch;
+    u->transcripts = p->transcripts;
     pthread_mutex_init(&u->lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* waits ignore wall-clock jumps */
     pthread_cond_init(&u->wake, &ca);
     pthread_condattr_destroy(&ca);
-    ec_status st =
-        ec_keystore_file_client_credentials(cfg->tls.client_cert, cfg->tls.client_key, &u->cert_der,
-                                            &u->cert_len, &u->key_der, &u->key_len);
+    ec_status st = EC_OK;
     const char *urls[2] = {cfg->upload.endpoint, cfg->upload.secondary_endpoint};
     for (int i = 0; st == EC_OK && i < 2; i++) {
         if (urls[i][0] == '\0')
@@ -86,10 +91,10 @@ ec_status ec_uploader_open(ec_uploader **out, const ec_config *cfg, ec_spool *sp
         e->name = i == 0 ? "primary" : "secondary";
         e->endpoint = urls[i];
         ec_transport_params tp = {.cfg = cfg,
-                                  .client_cert_der = u->cert_der,
-                                  .client_cert_len = u->cert_len,
-                                  .client_key_der = u->key_der,
-                                  .client_key_len = u->key_len};
+                                  .client_cert_der = p->cert_der,
+                                  .client_cert_len = p->cert_len,
+                                  .client_key_der = p->key_der,
+                                  .client_key_len = p->key_len};
         st = ec_transport_open(&e->transport, &tp);
         if (st == EC_OK)
             u->n_ep++;
@@ -110,8 +115,6 @@ void ec_uploader_close(ec_uploader **up)
     ec_uploader_stop(u);
     for (int i = 0; i < 2; i++)
         ec_transport_close(&u->ep[i].transport);
-    ec_secmem_free(u->cert_der);
-    ec_secmem_free(u->key_der);
     pthread_cond_destroy(&u->wake);
     pthread_mutex_destroy(&u->lock);
     free(u);
@@ -272,6 +275,124 @@ static void note_failure(ec_uploader *u, ec_status st, const char *reason)
     pthread_mutex_unlock(&u->lock);
 }
 
+static void count_success(ec_uploader *u, int i, uint64_t bytes, bool existed)
+{
+    pthread_mutex_lock(&u->lock);
+    u->stats.segments_acknowledged++;
+    u->stats.bytes_acknowledged += bytes;
+    if (existed)
+        u->stats.acknowledged_existing++;
+    if (i == 1)
+        u->stats.failovers++;
+    pthread_mutex_unlock(&u->lock);
+}
+
+static segment_outcome deliver_blob(ec_uploader *u, int i, const ec_spool_entry *e,
+                                    const uint8_t *data, size_t len, int64_t *retry_in_ms)
+{
+    endpoint *ep = &u->ep[i];
+    ec_blob_result res;
+    int64_t t0 = now_ms();
+    ec_status st = ec_blob_upload(ep->transport, u->auth, u->cfg, ep->endpoint, &e->meta, e->name,
+                                  e->pcm_frames, data, len, &res);
+    int64_t took = now_ms() - t0;
+
+    if (st == EC_OK && u->batch != NULL) {
+        /* the transcription job must know the blob before its last local
+         * trace goes; if that cannot be recorded, the segment stays (a later
+         * attempt finds the blob and records it then) */
+        st = ec_batch_enqueue(u->batch, ep->endpoint, res.blob_name, &e->meta);
+        if (st != EC_OK) {
+            snprintf(res.reason, sizeof res.reason, "recording the blob for transcription: %s",
+                     ec_strerror(st));
+            ec_log(EC_LOG_ERROR, "batch_enqueue_failed", EC_LOG_STR("segment", e->name),
+                   EC_LOG_STATUS(st), EC_LOG_STR("effect", "kept in the spool"));
+            note_failure(u, st, res.reason);
+            *retry_in_ms = backoff_ms(u, -1);
+            return SEG_RETRY;
+        }
+    }
+    if (st == EC_OK) {
+        endpoint_succeeded(u, i);
+        /* acknowledged: now, and only now, the local copy goes */
+        ec_status rm = ec_spool_remove(u->spool, e->name);
+        ec_audit(u->audit, "segment_acknowledged", EC_LOG_STR("segment", e->name),
+                 EC_LOG_STR("blob", res.blob_name), EC_LOG_STR("endpoint", ep->name),
+                 EC_LOG_STR("content_md5", res.md5_b64), EC_LOG_UINT("bytes", res.size_bytes),
+                 EC_LOG_UINT("blocks", res.blocks),
+                 EC_LOG_BOOL("already_existed", res.already_existed),
+                 EC_LOG_STR("tls_version", res.tls_version),
+                 EC_LOG_STR("tls_cipher", res.tls_cipher), EC_LOG_BOOL("wiped", rm == EC_OK));
+        ec_log(EC_LOG_INFO, "segment_uploaded", EC_LOG_STR("segment", e->name),
+               EC_LOG_STR("blob", res.blob_name), EC_LOG_STR("endpoint", ep->name),
+               EC_LOG_UINT("bytes", res.size_bytes), EC_LOG_STR("content_md5", res.md5_b64),
+               EC_LOG_BOOL("already_existed", res.already_existed),
+               EC_LOG_UINT("requests", res.requests), EC_LOG_INT("ms", took),
+               EC_LOG_STR("tls_version", res.tls_version), EC_LOG_STR("tls_cipher", res.tls_cipher),
+               EC_LOG_BOOL("wiped", rm == EC_OK));
+        count_success(u, i, res.size_bytes, res.already_existed);
+        return SEG_DONE;
+    }
+
+    ec_log(EC_LOG_WARN, "upload_failed", EC_LOG_STR("segment", e->name),
+           EC_LOG_STR("endpoint", ep->name), EC_LOG_STATUS(st),
+           EC_LOG_INT("http_status", res.http_status), EC_LOG_STR("code", res.error_code),
+           EC_LOG_STR("reason", res.reason), EC_LOG_STR("effect", "kept in the spool"));
+    note_failure(u, st, res.reason);
+    if (res.already_existed && st == EC_ERR_PROTOCOL) {
+        /* someone else's blob under our name: never overwritten, never
+         * deleted here; the segment waits for a human */
+        pthread_mutex_lock(&u->lock);
+        u->stats.conflicts++;
+        pthread_mutex_unlock(&u->lock);
+        ec_audit(u->audit, "upload_conflict", EC_LOG_STR("segment", e->name),
+                 EC_LOG_STR("blob", res.blob_name), EC_LOG_STR("reason", res.reason));
+        return SEG_SKIP;
+    }
+    endpoint_failed(u, i);
+    *retry_in_ms = backoff_ms(u, res.retry_after_s);
+    return SEG_RETRY;
+}
+
+static segment_outcome deliver_speech(ec_uploader *u, int i, const ec_spool_entry *e,
+                                      const uint8_t *data, size_t len, int64_t *retry_in_ms)
+{
+    endpoint *ep = &u->ep[i];
+    ec_speech_result res;
+    int64_t t0 = now_ms();
+    ec_status st = ec_speech_transcribe(u->auth, ep->transport, u->cfg, ep->endpoint, &e->meta,
+                                        e->pcm_frames, data, len, u->transcripts, &res);
+    int64_t took = now_ms() - t0;
+    if (st == EC_OK) {
+        endpoint_succeeded(u, i);
+        ec_status rm = ec_spool_remove(u->spool, e->name);
+        ec_audit(u->audit, "segment_transcribed", EC_LOG_STR("segment", e->name),
+                 EC_LOG_STR("endpoint", ep->name), EC_LOG_UINT("bytes", len),
+                 EC_LOG_INT("duration_ms", res.duration_ms),
+                 EC_LOG_INT("segment_ms", res.expected_ms),
+                 EC_LOG_BOOL("transcript_kept", res.transcript_kept),
+                 EC_LOG_STR("tls_version", res.tls_version),
+                 EC_LOG_STR("tls_cipher", res.tls_cipher), EC_LOG_BOOL("wiped", rm == EC_OK));
+        ec_log(EC_LOG_INFO, "segment_transcribed", EC_LOG_STR("segment", e->name),
+               EC_LOG_STR("endpoint", ep->name), EC_LOG_UINT("bytes", len),
+               EC_LOG_INT("duration_ms", res.duration_ms),
+               EC_LOG_INT("segment_ms", res.expected_ms),
+               EC_LOG_UINT("transcript_bytes", res.transcript_bytes),
+               EC_LOG_BOOL("transcript_kept", res.transcript_kept), EC_LOG_INT("ms", took),
+               EC_LOG_STR("tls_version", res.tls_version), EC_LOG_BOOL("wiped", rm == EC_OK));
+        count_success(u, i, len, false);
+        return SEG_DONE;
+    }
+    ec_log(EC_LOG_WARN, "transcribe_failed", EC_LOG_STR("segment", e->name),
+           EC_LOG_STR("endpoint", ep->name), EC_LOG_STATUS(st),
+           EC_LOG_INT("http_status", res.http_status), EC_LOG_STR("code", res.error_code),
+           EC_LOG_STR("reason", res.reason), EC_LOG_STR("effect", "kept in the spool"));
+    note_failure(u, st, res.reason);
+    endpoint_failed(u, i);
+    *retry_in_ms = backoff_ms(u, res.retry_after_s);
+    return SEG_RETRY;
+}
+
 static segment_outcome upload_segment(ec_uploader *u, const ec_spool_entry *entry,
                                       int64_t *retry_in_ms)
 {
@@ -296,60 +417,12 @@ static segment_outcome upload_segment(ec_uploader *u, const ec_spool_entry *entr
         return SEG_RETRY;
     }
     endpoint *ep = &u->ep[i];
-    ec_blob_result res;
-    int64_t t0 = now_ms();
-    st = ec_blob_upload(ep->transport, u->cfg, ep->endpoint, &e.meta, e.name, e.pcm_frames, c.buf,
-                        c.len, &res);
-    int64_t took = now_ms() - t0;
+    segment_outcome out = u->cfg->upload.target == EC_TARGET_SPEECH
+                              ? deliver_speech(u, i, &e, c.buf, c.len, retry_in_ms)
+                              : deliver_blob(u, i, &e, c.buf, c.len, retry_in_ms);
+    (void)ep;
     ec_secmem_free(c.buf);
-
-    if (st == EC_OK) {
-        endpoint_succeeded(u, i);
-        /* acknowledged: now, and only now, the local copy goes */
-        ec_status rm = ec_spool_remove(u->spool, e.name);
-        ec_audit(u->audit, "segment_acknowledged", EC_LOG_STR("segment", e.name),
-                 EC_LOG_STR("blob", res.blob_name), EC_LOG_STR("endpoint", ep->name),
-                 EC_LOG_STR("content_md5", res.md5_b64), EC_LOG_UINT("bytes", res.size_bytes),
-                 EC_LOG_UINT("blocks", res.blocks),
-                 EC_LOG_BOOL("already_existed", res.already_existed),
-                 EC_LOG_STR("tls_version", res.tls_version),
-                 EC_LOG_STR("tls_cipher", res.tls_cipher), EC_LOG_BOOL("wiped", rm == EC_OK));
-        ec_log(EC_LOG_INFO, "segment_uploaded", EC_LOG_STR("segment", e.name),
-               EC_LOG_STR("blob", res.blob_name), EC_LOG_STR("endpoint", ep->name),
-               EC_LOG_UINT("bytes", res.size_bytes), EC_LOG_STR("content_md5", res.md5_b64),
-               EC_LOG_BOOL("already_existed", res.already_existed),
-               EC_LOG_UINT("requests", res.requests), EC_LOG_INT("ms", took),
-               EC_LOG_STR("tls_version", res.tls_version), EC_LOG_STR("tls_cipher", res.tls_cipher),
-               EC_LOG_BOOL("wiped", rm == EC_OK));
-        pthread_mutex_lock(&u->lock);
-        u->stats.segments_acknowledged++;
-        u->stats.bytes_acknowledged += res.size_bytes;
-        if (res.already_existed)
-            u->stats.acknowledged_existing++;
-        if (i == 1)
-            u->stats.failovers++;
-        pthread_mutex_unlock(&u->lock);
-        return SEG_DONE;
-    }
-
-    ec_log(EC_LOG_WARN, "upload_failed", EC_LOG_STR("segment", e.name),
-           EC_LOG_STR("endpoint", ep->name), EC_LOG_STATUS(st),
-           EC_LOG_INT("http_status", res.http_status), EC_LOG_STR("code", res.error_code),
-           EC_LOG_STR("reason", res.reason), EC_LOG_STR("effect", "kept in the spool"));
-    note_failure(u, st, res.reason);
-    if (res.already_existed && st == EC_ERR_PROTOCOL) {
-        /* someone else's blob under our name: never overwritten, never
-         * deleted here; the segment waits for a human */
-        pthread_mutex_lock(&u->lock);
-        u->stats.conflicts++;
-        pthread_mutex_unlock(&u->lock);
-        ec_audit(u->audit, "upload_conflict", EC_LOG_STR("segment", e.name),
-                 EC_LOG_STR("blob", res.blob_name), EC_LOG_STR("reason", res.reason));
-        return SEG_SKIP;
-    }
-    endpoint_failed(u, i);
-    *retry_in_ms = backoff_ms(u, res.retry_after_s);
-    return SEG_RETRY;
+    return out;
 }
 
 /* One pass over the spool, oldest first. EC_OK when it is empty; otherwise

@@ -7,13 +7,13 @@
 set -eu
 
 HOST_PKGS="build-essential pkg-config libasound2-dev libopus-dev libopusenc-dev
- libinih-dev libcmocka-dev libmbedtls-dev opus-tools
+ libinih-dev libcmocka-dev libmbedtls-dev libcjson-dev opus-tools
  dpkg-dev autoconf automake libtool ca-certificates"
 
 cross_pkgs() { # $1 = debian arch, $2 = gnu triplet
     echo "gcc-$2 libc6-dev-$1-cross qemu-user-static
  libasound2-dev:$1 libopus-dev:$1 libopusenc-dev:$1 libinih-dev:$1
- libcmocka-dev:$1 libmbedtls-dev:$1"
+ libcmocka-dev:$1 libmbedtls-dev:$1 libcjson-dev:$1"
 }
 
 # The test peers: nginx (with its echo module, for a stalling peer) in front of
@@ -22,8 +22,9 @@ cross_pkgs() { # $1 = debian arch, $2 = gnu triplet
 PEER_PKGS="nginx-light libnginx-mod-http-echo openssl curl ca-certificates"
 
 # Lint and test tools: formatting check, static analysis, memory checking,
-# and speech synthesis plus sox for test and demo audio.
-TOOL_PKGS="clang-format cppcheck valgrind espeak-ng sox time"
+# speech synthesis plus sox for test and demo audio, and PyJWT (on
+# cryptography) to verify the client assertion independently.
+TOOL_PKGS="clang-format cppcheck valgrind espeak-ng sox time python3-jwt python3-cryptography"
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

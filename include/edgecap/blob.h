@@ -6,7 +6,9 @@
  * overwritten, x-ms-blob-content-type audio/ogg, metadata (device, seq,
  * start, durationms, codec, samplerate, channels and the provisioned [device]
  * tags: names without hyphens or underscores, which proxies drop), and when
- * provisioned x-ms-tags and x-ms-encryption-scope. Auth: the SAS token.
+ * provisioned x-ms-tags and x-ms-encryption-scope. Auth: the SAS token in
+ * the URL ([auth] mode = sas), or an Entra bearer token for
+ * https://storage.azure.com/.default through `auth` (mode = entra).
  *
  * Acknowledgment (DESIGN invariant 3): a 2xx, the echoed Content-MD5 where
  * the service echoes one, and always a final Get Blob Properties whose
@@ -24,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "edgecap/auth.h"
 #include "edgecap/config.h"
 #include "edgecap/seal.h"
 #include "edgecap/status.h"
@@ -60,7 +63,7 @@ void ec_blob_name(const ec_config *cfg, const ec_segment_meta *meta, const char 
  * EC_ERR_PROTOCOL (an unexpected status, a redirect, an MD5 or length that
  * does not match, a conflicting existing blob); `res` says more.
  */
-ec_status ec_blob_upload(ec_transport *t, const ec_config *cfg, const char *endpoint,
+ec_status ec_blob_upload(ec_transport *t, ec_auth *auth, const ec_config *cfg, const char *endpoint,
                          const ec_segment_meta *meta, const char *segment_name, uint64_t pcm_frames,
                          const uint8_t *data, size_t len, ec_blob_result *res);
 

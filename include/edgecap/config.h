@@ -39,6 +39,7 @@ typedef enum { EC_TARGET_BLOB = 0, EC_TARGET_SPEECH = 1 } ec_upload_target;
 typedef enum { EC_TLS_1_2 = 0, EC_TLS_1_3 = 1 } ec_tls_min_version;
 typedef enum { EC_AUTH_SAS = 0, EC_AUTH_ENTRA = 1, EC_AUTH_KEY = 2 } ec_auth_mode;
 typedef enum { EC_KEYSTORE_FILE = 0, EC_KEYSTORE_PKCS11 = 1 } ec_keystore_kind;
+typedef enum { EC_ASSERTION_PS256 = 0, EC_ASSERTION_ES256 = 1 } ec_assertion_alg;
 typedef enum {
     EC_PUNCT_NONE = 0,
     EC_PUNCT_DICTATED = 1,
@@ -125,12 +126,14 @@ typedef struct {
         char tenant_id[40];
         char client_id[40];
         char authority_host[EC_CFG_URL_MAX];
-        ec_secret *subscription_key;
-        ec_secret *subscription_key_secondary;
+        int assertion_alg; /* ec_assertion_alg */
+        ec_secret *key_primary;
+        ec_secret *key_secondary;
     } auth;
     struct {
         bool batch;
         char endpoint[EC_CFG_URL_MAX];
+        bool allow_public_endpoint;
         char locale[16];
         int batch_window_seconds;
         int batch_max_files;
@@ -189,6 +192,10 @@ ec_status ec_config_load(ec_config *cfg, const char *path, ec_config_error *err)
 
 /* Wipes secrets and resets to an empty state; safe on an init'ed config. */
 void ec_config_free(ec_config *cfg);
+
+/* Wipes only the secrets (after a reload replaced them), keeping the rest
+ * for the stages that still read it (capture). */
+void ec_config_free_secrets(ec_config *cfg);
 
 /* "FILE:LINE: [section] key: message" (or without the parts that are empty). */
 void ec_config_error_format(const ec_config_error *err, char *out, size_t out_len);

@@ -130,6 +130,18 @@ ec_status ec_spool_quarantine(ec_spool *spool, const char *name, const char *rea
 /* Crypto-shreds and removes a closed segment (after acknowledgment). */
 ec_status ec_spool_remove(ec_spool *spool, const char *name);
 
+/*
+ * Small files beside the segments (the Speech job state). NAME is a plain
+ * file name (no '/', no leading dot, not .seg/.part/.tmp, not "state").
+ * put: written atomically (NAME.tmp, fsync, rename, directory fsync), mode
+ * 0600; owner only. get: at most max_len bytes into a malloc'd,
+ * NUL-terminated buffer; EC_ERR_NOT_FOUND when absent, EC_ERR_PROTOCOL when
+ * larger; observers may read.
+ */
+ec_status ec_spool_put_file(ec_spool *spool, const char *name, const uint8_t *data, size_t len);
+ec_status ec_spool_get_file(ec_spool *spool, const char *name, size_t max_len, uint8_t **data,
+                            size_t *len);
+
 /* Bytes the spool's segments occupy (closed and being written). */
 uint64_t ec_spool_used_bytes(ec_spool *spool);
 

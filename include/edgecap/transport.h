@@ -37,15 +37,29 @@ typedef struct {
     size_t client_key_len;
 } ec_transport_params;
 
+/* One part of a multipart/form-data body, sent from the caller's memory
+ * (no copy: audio stays in secure memory). */
+typedef struct {
+    const char *name;         /* form field name */
+    const char *content_type; /* e.g. "audio/ogg", "application/json" */
+    const char *filename;     /* NULL: none */
+    const uint8_t *data;
+    size_t len;
+} ec_http_part;
+
 typedef struct {
     const char *method;         /* "PUT", "HEAD", "GET", "POST" */
     const char *url;            /* https://host/path?query (the query may carry a SAS) */
     const char *const *headers; /* "Name: value", NULL-terminated; may be NULL */
     const uint8_t *body;
     size_t body_len;
+    const ec_http_part *parts; /* POST as multipart/form-data instead of body */
+    size_t n_parts;
+    size_t body_max; /* most answer bytes kept; 0 = EC_HTTP_BODY_MAX */
 } ec_http_request;
 
 #define EC_HTTP_BODY_MAX (64 * 1024)
+#define EC_HTTP_BODY_LIMIT (8 * 1024 * 1024)
 
 typedef struct {
     long status;          /* HTTP status; 0 when no answer */
@@ -57,8 +71,10 @@ typedef struct {
     char tls_version[16]; /* as negotiated, e.g. "TLSv1.2" */
     char tls_cipher[64];  /* e.g. "TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256" */
     char reason[160];     /* why a request failed before an answer (no secrets) */
-    uint8_t *body;        /* first EC_HTTP_BODY_MAX bytes of the answer */
+    uint8_t *body;        /* the answer's first body_max bytes, NUL-terminated, in
+                           * secure memory (tokens and transcripts arrive here) */
     size_t body_len;
+    bool body_truncated; /* the answer was longer than body_max */
 } ec_http_response;
 
 typedef struct ec_transport ec_transport;
@@ -75,6 +91,10 @@ ec_status ec_transport_open(ec_transport **out, const ec_transport_params *param
 ec_status ec_transport_request(ec_transport *t, const ec_http_request *req, ec_http_response *resp);
 
 void ec_http_response_free(ec_http_response *resp);
+
+/* RFC 3986 percent-encoding of all but the unreserved characters, truncated
+ * to fit `out_len` (callers size `out` at 3x the input plus one). */
+void ec_url_encode(const char *in, char *out, size_t out_len);
 
 void ec_transport_close(ec_transport **t);
 

@@ -1,6 +1,7 @@
 /*
- * The uploader: drains the spool oldest first to the blob endpoint, and
- * deletes a segment only after ec_blob_upload proved the acknowledgment
+ * The uploader: drains the spool oldest first to the blob endpoint (or, with
+ * target speech, to fast transcription), and deletes a segment only after
+ * ec_blob_upload (ec_speech_transcribe) proved the acknowledgment
  * (then: crypto-shred, unlink, directory fsync, audit line). Failures back
  * off exponentially with full jitter (Retry-After honoured), each endpoint
  * has a circuit breaker (open after [upload] breaker_failures consecutive
@@ -18,7 +19,9 @@
 #include <stdint.h>
 
 #include "edgecap/audit.h"
+#include "edgecap/auth.h"
 #include "edgecap/config.h"
+#include "edgecap/speech.h"
 #include "edgecap/spool.h"
 #include "edgecap/status.h"
 
@@ -39,9 +42,19 @@ typedef struct {
 
 typedef struct ec_uploader ec_uploader;
 
-/* Loads the client credentials and prepares a transport per endpoint. */
-ec_status ec_uploader_open(ec_uploader **out, const ec_config *cfg, ec_spool *spool,
-                           ec_audit *audit);
+typedef struct {
+    const ec_config *cfg;
+    ec_spool *spool;
+    ec_audit *audit;       /* may be NULL */
+    ec_auth *auth;         /* required unless [auth] mode = sas */
+    ec_batch *batch;       /* [speech] batch = on: blobs are recorded here before the wipe */
+    ec_spool *transcripts; /* target speech with keep_transcripts = on */
+    const uint8_t *cert_der, *key_der; /* the device identity, kept by the caller */
+    size_t cert_len, key_len;
+} ec_uploader_params;
+
+/* Prepares a transport per endpoint. */
+ec_status ec_uploader_open(ec_uploader **out, const ec_uploader_params *params);
 
 /*
  * Drains until the spool holds no closed segment (EC_OK), or until every

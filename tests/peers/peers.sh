@@ -3,24 +3,36 @@
 # shellcheck disable=SC2030,SC2031  # the peers_* commands run in subshells on purpose
 #
 # The real peers of edgecap's upload tests and of `make demo`: Azurite (the
-# Azure Storage emulator, from tests/peers/node_modules) behind nginx acting as
-# the private endpoint, with every key and certificate generated at run time,
-# on free loopback ports, every process recorded and stopped by PID.
+# Azure Storage emulator, from tests/peers/node_modules) and the Speech +
+# Entra ID token peer (speech/server.js, checked against speech/contract.json)
+# behind nginx acting as the private endpoint, with every key and certificate
+# generated at run time, on free loopback ports, every process recorded and
+# stopped by PID.
 #
 #   device --TLS1.2+, client cert--> nginx 127.0.0.1:NGINX_PORT --TLS--> Azurite 127.0.0.1:AZURITE_PORT
 #            (connect_to: devstoreaccount1.blob.core.windows.net:443 -> 127.0.0.1:NGINX_PORT)
+#                                        \--HTTP--> speech/server.js 127.0.0.1:SPEECH_PORT
+#            (connect_to: edgecap-speech.cognitiveservices.azure.com:443 and
+#             login.microsoftonline.com:443 -> 127.0.0.1:NGINX_PORT)
+#
+# nginx picks the upstream by Host: the Speech and login hosts go to the
+# Speech peer (with X-Edgecap-Client-FP, -TLS, -Front headers added), every
+# other host to Azurite. Fault fronts (below) do the same, so a fault applies
+# to Speech traffic too (their injected bodies are Azure Storage XML).
 #
 # Use it as a command, or source it and call the peers_* functions (each runs
 # in a subshell, so it never exits or changes the caller's shell):
 #
 #   peers.sh start DIR              peers_start DIR
 #       Makes DIR (absolute or relative; no blanks), generates the PKI in
-#       DIR/pki, starts Azurite and nginx, waits until both answer (bounded
-#       poll, PEERS_WAIT_S, default 60 s) and writes DIR/peers.env. On failure
-#       it stops what it started, prints the last log lines, exits non-zero.
+#       DIR/pki, starts Azurite, the Speech peer and nginx, waits until all
+#       answer (bounded poll, PEERS_WAIT_S, default 60 s) and writes
+#       DIR/peers.env. On failure it stops what it started, prints the last
+#       log lines, exits non-zero.
 #   peers.sh stop DIR               peers_stop DIR
-#       Stops every process recorded in DIR/run/*.pid (nginx, Azurite, fault
-#       servers): TERM, bounded wait, then KILL. Removes only the pid files.
+#       Stops every process recorded in DIR/run/*.pid (nginx, the Speech peer,
+#       Azurite, fault servers): TERM, bounded wait, then KILL. Removes only
+#       the pid files.
 #   peers.sh container DIR NAME [PERMS [HOURS]]
 #       Creates container NAME on Azurite when missing; prints a container SAS
 #       (default permissions "rcwt": HEAD, Put Blob, Put Block (List), tags;
@@ -76,9 +88,34 @@
 #                            shows the proxy was not used (a CONNECT is
 #                            logged as status 400 with an empty method)
 #   peers.sh fault-stop DIR PORT    stops one fault server
-#   peers.sh kill DIR nginx|azurite     SIGKILL (a crash), pid file kept
-#   peers.sh restart DIR nginx|azurite  stops (TERM) if running, starts again
-#       on the same port with the same config and data, updates peers.env
+#   peers.sh kill DIR nginx|azurite|speech     SIGKILL (a crash), pid file kept
+#   peers.sh restart DIR nginx|azurite|speech  stops (TERM) if running, starts
+#       again on the same port with the same config and data, updates
+#       peers.env. The Speech peer keeps its jobs, issued tokens and seen jtis
+#       in memory only: after its restart they are gone (a device's cached
+#       token then gets 401), the registration and keys stay.
+#   peers.sh speech DIR PATH [JSON]
+#       The Speech peer's control API (SPEECH_CONTROL): GET PATH, or POST the
+#       JSON to PATH; prints the answer, fails on an HTTP error. PATH is one of
+#         /requests[?op=OP&since=SEQ&last=N]  request records, oldest first
+#         /jobs  /config  /registration  /health
+#         /config JSON    change settings (below)     /reset '{}'
+#       Settings (POST /config; GET /config shows them; /reset restores them):
+#         token_lifetime_s N     lifetime of issued tokens (default 3600)
+#         retry_after_s N        Retry-After of polls and injected 429/503 (1)
+#         fail_jobs N            the next N submitted jobs end Failed
+#                                (properties.error.code InvalidData)
+#         revoke_primary_key B   revoke_secondary_key B   (false)
+#         unauthorized_next N    the next N Speech requests with good
+#                                credentials get 401 (token refresh tests)
+#         transcribe_status S [transcribe_status_count N]
+#                                the next N (1) fast transcriptions get S
+#         inject {"op":OP,"status":S,"count":N} (or a list; [] clears)
+#                                OP submit|get|delete|files|file|transcribe|token|any
+#         strict B               unknown / readOnly properties in requests are
+#                                400 (default true)
+#         transcript_text T      the text every transcription returns
+#       speech/README.md has the whole interface and the contract's limits.
 #   peers.sh pin CERT.pem           prints sha256//BASE64 of CERT's SPKI
 #   peers.sh env DIR                prints DIR/peers.env
 #
@@ -105,6 +142,27 @@
 #   AZURITE_URL      https://127.0.0.1:AZURITE_PORT/devstoreaccount1 (direct)
 #   AZURITE_CA       CA of Azurite's own certificate (for NODE_EXTRA_CA_CERTS)
 #   ACCESS_LOG ERROR_LOG AZURITE_LOG
+#   SPEECH_HOST      edgecap-speech.cognitiveservices.azure.com (a Speech custom
+#                    domain; in the server certificate)
+#   SPEECH_ENDPOINT  https://edgecap-speech.cognitiveservices.azure.com
+#   LOGIN_HOST       login.microsoftonline.com (in the server certificate)
+#   AUTHORITY_HOST   https://login.microsoftonline.com
+#   TENANT_ID        the tenant GUID (random per start); the token endpoint is
+#                    $AUTHORITY_HOST/$TENANT_ID/oauth2/v2.0/token
+#   CLIENT_ID        app registration (GUID) whose certificate is CLIENT_CERT
+#                    (EC P-256: assertions signed ES256)
+#   RSA_CLIENT_ID    app registration (GUID) whose certificate is RSA_CLIENT_CERT
+#   RSA_CLIENT_CERT RSA_CLIENT_KEY RSA_CLIENT_KEY_DER   a second device identity,
+#                    RSA 3072 from the device CA (PS256 assertions); the key as
+#                    PKCS#8 PEM and as PKCS#1 DER. nginx admits it too.
+#   RSA_CLIENT_FINGERPRINT  its SHA-1, as CLIENT_FINGERPRINT
+#   SPEECH_KEY_PRIMARY_FILE SPEECH_KEY_SECONDARY_FILE   the two subscription
+#                    keys (32 hex digits, no newline), mode 0600
+#   SPEECH_PORT SPEECH_PID   the Speech peer (plain HTTP, reached via nginx)
+#   SPEECH_CONTROL   http://127.0.0.1:PORT, its control API (tests only)
+#   SPEECH_LOG       its request records, one JSON object a line
+#   CONNECT_TO_SPEECH  edgecap-speech.cognitiveservices.azure.com:443:127.0.0.1:NGINX_PORT
+#   CONNECT_TO_LOGIN   login.microsoftonline.com:443:127.0.0.1:NGINX_PORT
 #
 # Access logs (ACCESS_LOG, FAULT_LOG, OTHER_LOG) have one JSON object per
 # request: time conn conn_req remote method uri (the SAS signature shown as
@@ -126,8 +184,22 @@
 # takes SECONDARY_HOST as the same account and accepts writes there too, so a
 # secondary endpoint with the same SAS reaches the same container.
 #
+# SPEECH_LOG (and GET /requests) has one JSON object per request to the Speech
+# peer: seq time request_id host method path query (secret-looking values
+# REDACTED) front tls client_fp client_cert (ec|rsa|unknown) op auth
+# (bearer|key-primary|key-secondary|none|invalid|expired) auth_reason
+# schema_valid strict_valid errors status duration_ms, and per operation:
+# submit: body (contentUrls without query) content_urls [{url host container
+# blob sas found size ogg_opus reason samples duration_ms}] job_id
+# job_outcome; get/files: job_id job_status; transcribe: parts definition
+# audio_bytes audio_content_type ogg_opus samples duration_ms opusinfo_ms;
+# token: client_id scope grant_type alg x5t_match jti assertion_lifetime_s
+# result (issued|refused) reason error error_code expires_in. Never a token,
+# key, assertion or SAS signature.
+#
 # Needs: bash, openssl, curl, node, nginx (Debian nginx-light, with its echo
-# module for `stall`), and `npm ci --prefix tests/peers` done.
+# module for `stall`), opusinfo and opusdec (opus-tools), and
+# `npm ci --prefix tests/peers` done.
 
 PEERS_HOME=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PEERS_ACCOUNT=devstoreaccount1
@@ -136,6 +208,8 @@ PEERS_ACCOUNT_KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6t
 PEERS_BLOB_HOST=$PEERS_ACCOUNT.blob.core.windows.net
 PEERS_SECONDARY_HOST=$PEERS_ACCOUNT-secondary.blob.core.windows.net
 PEERS_WRONG_HOST=otheraccount.blob.core.windows.net
+PEERS_SPEECH_HOST=edgecap-speech.cognitiveservices.azure.com
+PEERS_LOGIN_HOST=login.microsoftonline.com
 PEERS_WAIT_S=${PEERS_WAIT_S:-60}
 PEERS_STOP_WAIT_S=${PEERS_STOP_WAIT_S:-10}
 PEERS_ECHO_MODULE=${PEERS_ECHO_MODULE:-/usr/lib/nginx/modules/ngx_http_echo_module.so}
@@ -156,7 +230,7 @@ peers__nginx_bin() {
 
 peers__check_tools() {
     local t missing=""
-    for t in openssl curl node; do
+    for t in openssl curl node opusinfo opusdec; do
         command -v "$t" >/dev/null 2>&1 || missing="$missing $t"
     done
     [ -x "$(peers__nginx_bin)" ] || missing="$missing nginx"
@@ -164,11 +238,12 @@ peers__check_tools() {
         peers__say "missing:$missing (toolchain/install-deps.sh peers)"
         return 1
     fi
-    if [ ! -f "$PEERS_HOME/node_modules/azurite/package.json" ] ||
-        [ ! -f "$PEERS_HOME/node_modules/@azure/storage-blob/package.json" ]; then
-        peers__say "node modules missing: npm ci --prefix tests/peers (toolchain/install-deps.sh peers)"
-        return 1
-    fi
+    for t in azurite @azure/storage-blob ajv ajv-formats jose; do
+        if [ ! -f "$PEERS_HOME/node_modules/$t/package.json" ]; then
+            peers__say "node module $t missing: npm ci --prefix tests/peers (toolchain/install-deps.sh peers)"
+            return 1
+        fi
+    done
 }
 
 # DIR made absolute; refuses names that would need quoting in nginx.conf.
@@ -273,7 +348,7 @@ peers__stop_pidfile() { # DIR PIDFILE
 # The last lines of the logs of DIR's main peers, or of one fault server's.
 peers__tail_logs() { # DIR | FAULT_ROOT
     local f
-    for f in "$1"/nginx.out "$1"/error.log "$1"/other-error.log "$1"/azurite.log; do
+    for f in "$1"/nginx.out "$1"/error.log "$1"/other-error.log "$1"/azurite.log "$1"/speech.out; do
         [ -s "$f" ] || continue
         echo "---- last lines of $f" >&2
         tail -n 15 "$f" | cut -c1-300 >&2
@@ -411,10 +486,12 @@ peers__pki_azurite() { # DIR
 
 peers__pki() { # DIR
     local pki=$1/pki day=86400 names
-    names="DNS:$PEERS_BLOB_HOST,DNS:$PEERS_SECONDARY_HOST,DNS:localhost"
+    names="DNS:$PEERS_BLOB_HOST,DNS:$PEERS_SECONDARY_HOST,DNS:$PEERS_SPEECH_HOST,DNS:$PEERS_LOGIN_HOST,DNS:localhost"
     (
         umask 077
         export PEERS_CADIR=$pki PEERS_SAN=DNS:localhost
+        openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:3072 -out "$pki/client-rsa.key" &
+        rsa_keygen=$!
         # What the device trusts, and the main front's certificate.
         peers__ca "$pki" server-ca "edgecap test server CA" || exit 1
         peers__leaf "$pki" server-ca server "$pki/server.key" "$PEERS_BLOB_HOST" server "$names" \
@@ -435,6 +512,16 @@ peers__pki() { # DIR
         peers__leaf "$pki" device-ca client "$pki/client.key" "edgecap-test-device" client \
             DNS:unused $((-day)) $((30 * day)) || exit 1
         openssl pkey -in "$pki/client.key" -outform DER -out "$pki/client.key.der" || exit 1
+        # The second identity, RSA (PS256 client assertions); nginx admits it.
+        # (Its key, slow to make, was started in the background above.)
+        wait "$rsa_keygen" || exit 1
+        peers__leaf "$pki" device-ca client-rsa "$pki/client-rsa.key" "edgecap-test-device-rsa" client \
+            DNS:unused $((-day)) $((30 * day)) || exit 1
+        openssl pkey -in "$pki/client-rsa.key" -outform DER -out "$pki/client-rsa.key.der" || exit 1
+        # The Speech resource's two subscription keys.
+        for k in primary secondary; do
+            printf '%s' "$(openssl rand -hex 16)" >"$pki/speech-key-$k" || exit 1
+        done
         peers__leaf "$pki" device-ca other-client "$pki/other-client.key" "edgecap-other-device" \
             client DNS:unused $((-day)) $((30 * day)) || exit 1
         peers__ca "$pki" foreign-ca "edgecap test foreign CA" || exit 1
@@ -508,6 +595,21 @@ http {
         '"resp_error_code":"\$sent_http_x_ms_error_code","request_time":\$request_time,'
         '"front":"$front"}';
     access_log $root/access.log peers if=\$peers_loggable;
+
+    # The provisioned device identities (EC and RSA), not just any from the
+    # device CA: the server side of "mutually pinned".
+    map \$ssl_client_fingerprint \$peers_client_ok {
+        "$PEERS_CLIENT_FP" 1;
+$([ -n "${PEERS_RSA_CLIENT_FP:-}" ] && echo "        \"$PEERS_RSA_CLIENT_FP\" 1;")
+        default 0;
+    }
+    # Upstream by Host: the Speech and login hosts to the Speech peer, the
+    # rest (blob hosts) to Azurite.
+    map \$host \$peers_upstream {
+$([ -n "${PEERS_SPEECH_PORT:-}" ] && echo "        $PEERS_SPEECH_HOST http://127.0.0.1:$PEERS_SPEECH_PORT;
+        $PEERS_LOGIN_HOST http://127.0.0.1:$PEERS_SPEECH_PORT;")
+        default https://127.0.0.1:$PEERS_AZURITE_PORT;
+    }
 EOF
 }
 
@@ -525,23 +627,29 @@ peers__nginx_tls() { # CERT KEY PROTOCOLS CIPHERS VERIFY
 EOF
 }
 
-# Only the provisioned device certificate, not just any from the device CA:
-# the server side of "mutually pinned".
+# Only the provisioned device certificates ($peers_client_ok, see
+# peers__nginx_head), not just any from the device CA.
 peers__nginx_pin_client() {
     cat <<EOF
-        if (\$ssl_client_fingerprint != "$PEERS_CLIENT_FP") {
+        if (\$peers_client_ok = 0) {
             return 403;
         }
 EOF
 }
 
-# Proxy to Azurite with the Host header passed on (Azurite takes the account
-# from a production-style host name), or HOST instead.
+# Proxy to Azurite, or to the Speech peer for its hosts ($peers_upstream),
+# with the Host header passed on (Azurite takes the account from a
+# production-style host name), or HOST instead. The Speech peer learns the
+# client certificate, TLS version and front from X-Edgecap-* headers (set
+# here, so a client cannot forge them).
 peers__nginx_proxy() { # [HOST]
     cat <<EOF
-            proxy_pass https://127.0.0.1:$PEERS_AZURITE_PORT;
+            proxy_pass \$peers_upstream;
             proxy_http_version 1.1;
             proxy_set_header Host ${1:-\$host};
+            proxy_set_header X-Edgecap-Client-FP \$ssl_client_fingerprint;
+            proxy_set_header X-Edgecap-TLS \$ssl_protocol;
+            proxy_set_header X-Edgecap-Front ${kind:-main};
             proxy_set_header Connection "";
             proxy_request_buffering off;
             proxy_read_timeout 120s;
@@ -569,7 +677,8 @@ EOF
 }
 
 # Writes ROOT/nginx.conf for the main front (KIND main) or a fault KIND.
-# Uses PEERS_PKI, PEERS_AZURITE_PORT, PEERS_CLIENT_FP; PORT and OTHER_PORT.
+# Uses PEERS_PKI, PEERS_AZURITE_PORT, PEERS_SPEECH_PORT, PEERS_CLIENT_FP,
+# PEERS_RSA_CLIENT_FP; PORT and OTHER_PORT.
 peers__nginx_conf() { # ROOT KIND PORT [ARG...]
     local root=$1 kind=$2 port=$3 pki=$PEERS_PKI n code re i
     shift 3
@@ -760,6 +869,76 @@ peers__azurite_run() { # DIR PORT
     peers__azurite_spawn "$1" "$2" && peers__azurite_wait "$1" "$2"
 }
 
+# ---- the Speech peer ------------------------------------------------------------
+
+peers__uuid() { cat /proc/sys/kernel/random/uuid; }
+
+# DIR/speech/config.json for speech/server.js (kept across its restarts).
+peers__speech_conf() { # DIR PORT CONTROL_PORT TENANT_ID CLIENT_ID RSA_CLIENT_ID
+    local dir=$1 pki=$1/pki
+    mkdir -p "$dir/speech" || return 1
+    cat >"$dir/speech/config.json.new" <<EOF || return 1
+{
+  "dir": "$dir",
+  "port": $2,
+  "controlPort": $3,
+  "speechHost": "$PEERS_SPEECH_HOST",
+  "loginHost": "$PEERS_LOGIN_HOST",
+  "blobHosts": ["$PEERS_BLOB_HOST", "$PEERS_SECONDARY_HOST"],
+  "tenantId": "$4",
+  "clients": [
+    { "id": "$5", "cert": "$pki/client.pem" },
+    { "id": "$6", "cert": "$pki/client-rsa.pem" }
+  ],
+  "clientFingerprints": {
+    "$(peers__fingerprint "$pki/client.pem")": "ec",
+    "$(peers__fingerprint "$pki/client-rsa.pem")": "rsa"
+  },
+  "keyFiles": { "primary": "$pki/speech-key-primary", "secondary": "$pki/speech-key-secondary" },
+  "log": "$dir/speech.log",
+  "tmpDir": "$dir/speech/tmp"
+}
+EOF
+    mv "$dir/speech/config.json.new" "$dir/speech/config.json"
+}
+
+# The peer reads blobs straight from Azurite (AZURITE_PORT) with the account
+# key, as the service's managed identity would read a BYOS account.
+peers__speech_spawn() { # DIR AZURITE_PORT
+    local dir=$1
+    peers__spawn "$dir" speech "$dir/speech.out" env NODE_EXTRA_CA_CERTS="$dir/pki/azurite-ca.pem" \
+        AZURITE_URL="https://127.0.0.1:$2/$PEERS_ACCOUNT" ACCOUNT="$PEERS_ACCOUNT" \
+        ACCOUNT_KEY="$PEERS_ACCOUNT_KEY" node "$PEERS_HOME/speech/server.js" \
+        --config "$dir/speech/config.json" >/dev/null
+}
+
+peers__speech_ready() { # CONTROL_PORT
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$1/health" 2>/dev/null)" = 200 ]
+}
+
+# Returns 2 when a port was taken (the caller picks others), 1 on any other
+# failure; a failed peer is stopped.
+peers__speech_wait() { # DIR CONTROL_PORT
+    local dir=$1
+    if ! peers__poll "$PEERS_WAIT_S" "$(cat "$dir/run/speech.pid")" peers__speech_ready "$2"; then
+        peers__stop_pidfile "$dir" "$dir/run/speech.pid"
+        grep -q EADDRINUSE "$dir/speech.out" 2>/dev/null && return 2
+        peers__say "the Speech peer exited, or did not answer on 127.0.0.1:$2 within ${PEERS_WAIT_S} s"
+        return 1
+    fi
+}
+
+# Through nginx with the device identity to the Speech peer: its 401 (the
+# probe has no credential) carries the peer's apim-request-id.
+peers__speech_front_ready() { # DIR PORT
+    local pki=$1/pki
+    curl -s -o /dev/null -D - --max-time 3 --cacert "$pki/server-ca.pem" -H "X-Edgecap-Peers-Probe: 1" \
+        --cert "$pki/client.pem" --key "$pki/client.key" \
+        --connect-to "$PEERS_SPEECH_HOST:443:127.0.0.1:$2" \
+        "https://$PEERS_SPEECH_HOST/speechtotext/transcriptions/00000000-0000-0000-0000-000000000000?api-version=2024-11-15" \
+        2>/dev/null | grep -qi '^apim-request-id:'
+}
+
 # ---- the main front's end-to-end check ----------------------------------------
 
 # Through nginx with the device identity to Azurite: an answer that carries
@@ -784,6 +963,8 @@ peers__load_env() { # DIR
     PEERS_PKI=$PEERS_DIR/pki
     PEERS_AZURITE_PORT=$AZURITE_PORT
     PEERS_CLIENT_FP=$CLIENT_FINGERPRINT
+    PEERS_RSA_CLIENT_FP=$RSA_CLIENT_FINGERPRINT
+    PEERS_SPEECH_PORT=$SPEECH_PORT
 }
 
 # ---- commands -----------------------------------------------------------------
@@ -828,6 +1009,20 @@ peers_start() ( # DIR
     done
     PEERS_PKI=$dir/pki
     PEERS_CLIENT_FP=$(peers__fingerprint "$dir/pki/client.pem")
+    PEERS_RSA_CLIENT_FP=$(peers__fingerprint "$dir/pki/client-rsa.pem")
+
+    tenant_id=$(peers__uuid) client_id=$(peers__uuid) rsa_client_id=$(peers__uuid)
+    for try in 1 2 3 4 5; do
+        ports=$(peers__freeports 2) || fail "no free port"
+        PEERS_SPEECH_PORT=$(echo "$ports" | sed -n 1p)
+        control_port=$(echo "$ports" | sed -n 2p)
+        peers__speech_conf "$dir" "$PEERS_SPEECH_PORT" "$control_port" "$tenant_id" "$client_id" \
+            "$rsa_client_id" || fail "writing $dir/speech/config.json"
+        peers__speech_spawn "$dir" "$PEERS_AZURITE_PORT" || fail "the Speech peer"
+        peers__speech_wait "$dir" "$control_port"
+        case $? in 0) break ;; 2) [ "$try" -lt 5 ] && continue ;; esac
+        fail "the Speech peer"
+    done
 
     for try in 1 2 3 4 5; do
         port=$(peers__freeports 1) || fail "no free port"
@@ -838,6 +1033,8 @@ peers_start() ( # DIR
     done
     peers__poll "$PEERS_WAIT_S" "$(cat "$dir/run/nginx.pid")" peers__front_ready "$dir" "$port" ||
         fail "no answer from Azurite through nginx on 127.0.0.1:$port"
+    peers__poll "$PEERS_WAIT_S" "$(cat "$dir/run/nginx.pid")" peers__speech_front_ready "$dir" "$port" ||
+        fail "no answer from the Speech peer through nginx on 127.0.0.1:$port"
 
     pki=$dir/pki
     {
@@ -871,7 +1068,26 @@ peers_start() ( # DIR
             "AZURITE_CA=$pki/azurite-ca.pem" \
             "ACCESS_LOG=$dir/access.log" \
             "ERROR_LOG=$dir/error.log" \
-            "AZURITE_LOG=$dir/azurite.log"; do
+            "AZURITE_LOG=$dir/azurite.log" \
+            "SPEECH_HOST=$PEERS_SPEECH_HOST" \
+            "SPEECH_ENDPOINT=https://$PEERS_SPEECH_HOST" \
+            "LOGIN_HOST=$PEERS_LOGIN_HOST" \
+            "AUTHORITY_HOST=https://$PEERS_LOGIN_HOST" \
+            "TENANT_ID=$tenant_id" \
+            "CLIENT_ID=$client_id" \
+            "RSA_CLIENT_ID=$rsa_client_id" \
+            "RSA_CLIENT_CERT=$pki/client-rsa.pem" \
+            "RSA_CLIENT_KEY=$pki/client-rsa.key" \
+            "RSA_CLIENT_KEY_DER=$pki/client-rsa.key.der" \
+            "RSA_CLIENT_FINGERPRINT=$PEERS_RSA_CLIENT_FP" \
+            "SPEECH_KEY_PRIMARY_FILE=$pki/speech-key-primary" \
+            "SPEECH_KEY_SECONDARY_FILE=$pki/speech-key-secondary" \
+            "SPEECH_PORT=$PEERS_SPEECH_PORT" \
+            "SPEECH_PID=$(cat "$dir/run/speech.pid")" \
+            "SPEECH_CONTROL=http://127.0.0.1:$control_port" \
+            "SPEECH_LOG=$dir/speech.log" \
+            "CONNECT_TO_SPEECH=$PEERS_SPEECH_HOST:443:127.0.0.1:$port" \
+            "CONNECT_TO_LOGIN=$PEERS_LOGIN_HOST:443:127.0.0.1:$port"; do
             printf '%s=%q\n' "${kv%%=*}" "${kv#*=}"
         done
     } >"$dir/peers.env.new" || fail "writing peers.env"
@@ -881,8 +1097,9 @@ peers_start() ( # DIR
 peers_stop() ( # DIR
     dir=$(peers__absdir "$1") || exit 1
     rc=0
-    # Fault fronts first, Azurite last (nothing proxies to a stopped Azurite).
-    for f in "$dir"/run/fault-*.pid "$dir"/run/nginx.pid "$dir"/run/azurite.pid; do
+    # Fault fronts first, Azurite last (nothing proxies to a stopped Azurite,
+    # and the Speech peer reads from it).
+    for f in "$dir"/run/fault-*.pid "$dir"/run/nginx.pid "$dir"/run/speech.pid "$dir"/run/azurite.pid; do
         [ -f "$f" ] || continue
         peers__stop_pidfile "$dir" "$f" || rc=1
     done
@@ -951,9 +1168,9 @@ peers_fault_stop() ( # DIR PORT
     peers__stop_pidfile "$dir" "$dir/run/fault-$2.pid"
 )
 
-peers_kill() ( # DIR nginx|azurite
+peers_kill() ( # DIR nginx|azurite|speech
     dir=$(peers__absdir "$1") || exit 1
-    case "${2:-}" in nginx | azurite) ;; *) peers__say "usage: peers.sh kill DIR nginx|azurite"; exit 64 ;; esac
+    case "${2:-}" in nginx | azurite | speech) ;; *) peers__say "usage: peers.sh kill DIR nginx|azurite|speech"; exit 64 ;; esac
     pid=$(cat "$dir/run/$2.pid" 2>/dev/null)
     peers__ours "$pid" "$dir" || { peers__say "$2 is not running"; exit 1; }
     kill -KILL "$pid"
@@ -964,7 +1181,7 @@ peers_kill() ( # DIR nginx|azurite
     exit 1
 )
 
-peers_restart() ( # DIR nginx|azurite
+peers_restart() ( # DIR nginx|azurite|speech
     set -u
     dir=$(peers__absdir "$1") || exit 1
     what=${2:-}
@@ -982,8 +1199,16 @@ peers_restart() ( # DIR nginx|azurite
         peers__azurite_run "$dir" "$AZURITE_PORT" || { peers__tail_logs "$dir"; exit 1; }
         peers__setenv "$dir/peers.env" AZURITE_PID "$(cat "$dir/run/azurite.pid")"
         ;;
+    speech)
+        [ -f "$dir/run/speech.pid" ] && peers__stop_pidfile "$dir" "$dir/run/speech.pid"
+        if ! peers__speech_spawn "$dir" "$AZURITE_PORT" || ! peers__speech_wait "$dir" "${SPEECH_CONTROL##*:}"; then
+            peers__tail_logs "$dir"
+            exit 1
+        fi
+        peers__setenv "$dir/peers.env" SPEECH_PID "$(cat "$dir/run/speech.pid")"
+        ;;
     *)
-        peers__say "usage: peers.sh restart DIR nginx|azurite"
+        peers__say "usage: peers.sh restart DIR nginx|azurite|speech"
         exit 64
         ;;
     esac
@@ -1019,11 +1244,24 @@ peers_readback() { # DIR ARGS...
 
 peers_pin() { peers__pin "$1"; }
 
+peers_speech() ( # DIR PATH [JSON]
+    dir=$(peers__absdir "$1") || exit 1
+    peers__load_env "$dir" || exit 1
+    case "$2" in /*) ;; *) peers__say "speech: PATH must start with /"; exit 64 ;; esac
+    if [ $# -ge 3 ]; then
+        curl -sS --fail-with-body --max-time 30 -H 'Content-Type: application/json' \
+            --data-binary "$3" "$SPEECH_CONTROL$2"
+    else
+        curl -sS --fail-with-body --max-time 30 "$SPEECH_CONTROL$2"
+    fi
+)
+
 peers__usage() {
     cat >&2 <<'EOF'
 usage: peers.sh start DIR | stop DIR | env DIR
        peers.sh fault DIR KIND [ARG...] | fault-stop DIR PORT
-       peers.sh kill DIR nginx|azurite | restart DIR nginx|azurite
+       peers.sh kill DIR nginx|azurite|speech | restart DIR nginx|azurite|speech
+       peers.sh speech DIR PATH [JSON]
        peers.sh container DIR NAME [PERMS [HOURS]] | sas DIR NAME [PERMS [HOURS]]
        peers.sh readback DIR --container NAME [--prefix P] [--out-dir D | --cat BLOB]
        peers.sh pin CERT.pem
@@ -1043,6 +1281,7 @@ peers_main() {
     container | sas) [ "$n" -ge 2 ] && [ "$n" -le 4 ] || peers__usage || return ;;
     readback) [ "$n" -ge 2 ] || peers__usage || return ;;
     pin) [ "$n" -eq 1 ] || peers__usage || return ;;
+    speech) [ "$n" -ge 2 ] && [ "$n" -le 3 ] || peers__usage || return ;;
     *) peers__usage || return ;;
     esac
     case "$cmd" in
@@ -1057,6 +1296,7 @@ peers_main() {
     sas) peers_sas "$@" ;;
     readback) peers_readback "$@" ;;
     pin) peers_pin "$1" ;;
+    speech) peers_speech "$@" ;;
     esac
 }
 

@@ -79,11 +79,11 @@ s#^endpoint = .*#endpoint = https://edgecap-speech.cognitiveservices.azure.com#
 s#^allowed_hosts = .*#allowed_hosts = edgecap-speech.cognitiveservices.azure.com#
 s#^target = blob#target = speech#
 s#^mode = sas#mode = key#
-s#^sas_token = .*#subscription_key = $KEY1\nsubscription_key_secondary = $KEY2#")
+s#^sas_token = .*#key_primary = $KEY1\nkey_secondary = $KEY2#")
 ec check-config "$f"
 want_rc 0
-want_out_re '^subscription_key = \*\*\*$'
-want_out_re '^subscription_key_secondary = \*\*\*$'
+want_out_re '^key_primary = \*\*\*$'
+want_out_re '^key_secondary = \*\*\*$'
 want_out_re '^target = speech$'
 want_no_secret "$KEY1" "$OUT" "$ERR"
 want_no_secret "$KEY2" "$OUT" "$ERR"

@@ -1,12 +1,13 @@
 #!/bin/bash
 # `edgecap run --config FILE`: a valid file gives a daemon that logs `ready`,
-# keeps running (SIGHUP included) and exits 0 after logging `stopping` on
-# SIGTERM or SIGINT; a bad file exits 78 before anything starts; and a secret
+# keeps running through a reload (SIGHUP or `edgecap reload`: a valid file is
+# accepted, a broken one refused with FILE:LINE while the daemon goes on) and
+# exits 0 after logging `stopping` on SIGTERM or SIGINT; a bad file exits 78 before anything starts; and a secret
 # from the provisioning file never reaches the log.
 # shellcheck source=lib/tap.sh
 . "$(dirname "$0")/lib/tap.sh"
 
-plan 16
+plan 18
 
 SAS=$(new_secret "sv=2025-11-05&sr=c&sp=cw&sig=")
 CONF=$T/edgecap.conf
@@ -72,9 +73,29 @@ still_running_after "$pid" 500 || fail_because "the daemon exited after ready"
 verdict "run: keeps running after ready" "$LOG"
 
 kill -HUP "$pid"
-wait_for_log "$LOG" 'event=reload_ignored' "$pid" || fail_because "no reload_ignored event"
+wait_for_log "$LOG" 'event=reload_accepted' "$pid" || fail_because "no reload_accepted event"
 still_running_after "$pid" 500 || fail_because "SIGHUP stopped the daemon"
-verdict "run: SIGHUP does not stop it (logged as reload_ignored)" "$LOG"
+verdict "run: SIGHUP re-reads the file (reload_accepted) and goes on" "$LOG"
+
+cp "$CONF" "$T/good.conf"
+sed -i 's/^rate_hz = 16000$/rate_hz = 44100/' "$CONF"
+bad_line=$(line_of "$CONF" '^rate_hz = 44100$')
+kill -HUP "$pid"
+wait_for_log "$LOG" 'event=reload_refused' "$pid" || fail_because "no reload_refused event"
+want_fixed "$LOG" "event=reload_refused reason=\"$CONF:$bad_line: [capture] rate_hz: "
+still_running_after "$pid" 500 || fail_because "a broken file stopped the daemon"
+verdict "run: SIGHUP with a broken file: reload_refused with FILE:LINE, still running" "$LOG"
+cp "$T/good.conf" "$CONF"
+
+ec reload --config "$CONF"
+want_rc 0
+want_out_re "^asked edgecap \\(pid $pid\\) to reload"
+for _ in $(seq 50); do
+    [ "$(grep -c 'event=reload_accepted' "$LOG")" -ge 2 ] && break
+    sleep 0.1
+done
+[ "$(grep -c 'event=reload_accepted' "$LOG")" = 2 ] || fail_because "edgecap reload did not reload"
+verdict "edgecap reload --config: signals the daemon that owns the spool, which reloads" "$LOG"
 
 kill -TERM "$pid"
 wait_exit "$pid" || fail_because "still running ${EC_WAIT_S} s after SIGTERM (killed)"
@@ -139,7 +160,7 @@ want_re "$LOG" '^\{"ts":"[^"]+","level":"info","event":"ready",.*"device":"test-
 verdict "run with json = on: ready is one JSON object per line" "$LOG"
 
 kill -HUP "$pid"
-wait_for_log "$LOG" '"event":"reload_ignored"' "$pid" || fail_because "no reload_ignored event"
+wait_for_log "$LOG" '"event":"reload_accepted"' "$pid" || fail_because "no reload_accepted event"
 kill -TERM "$pid"
 wait_exit "$pid" || fail_because "still running ${EC_WAIT_S} s after SIGTERM (killed)"
 [ "${EXIT_RC:-x}" = 0 ] || fail_because "exit status $EXIT_RC after SIGTERM, expected 0"

@@ -228,8 +228,8 @@ static size_t live_secure_allocations(void)
 static void assert_config_empty(const ec_config *cfg)
 {
     assert_null(cfg->auth.sas_token);
-    assert_null(cfg->auth.subscription_key);
-    assert_null(cfg->auth.subscription_key_secondary);
+    assert_null(cfg->auth.key_primary);
+    assert_null(cfg->auth.key_secondary);
     assert_null(cfg->speech.content_sas);
     assert_null(cfg->logging.audit_hmac_key);
     static const ec_config zero;
@@ -284,7 +284,7 @@ static reject_case cases[] = {
      .at = {[S_AUTH] = "mode = sas\nsas_token sv=1&sig=NOEQ" SECRET_MARK},
      .line = L_AUTH + 1, .key = "[auth]", .fragment = "unknown key (its name is not shown"},
     {.name = "hex key on a line without '='",
-     .at = {[S_AUTH] = "mode = key\nsubscription_key 0123456789abcdef" SECRET_MARK},
+     .at = {[S_AUTH] = "mode = key\nkey_primary 0123456789abcdef" SECRET_MARK},
      .line = L_AUTH + 1, .key = "[auth]", .fragment = "syntax error"},
     {.name = "duplicate key", .at = {[S_DEVICE] = "id = dev-2"},
      .line = L_DEVICE, .key = "[device] id", .fragment = "key given twice (first at line 3)"},
@@ -471,7 +471,7 @@ static reject_case cases[] = {
      .at = {[S_UPLOAD] = "target = speech", [S_AUTH] = "mode = sas\nsas_token_file = @DIR/sas"},
      .line = L_AUTH, .key = "[auth] mode", .fragment = "target speech takes entra or key"},
     {.name = "target blob with key",
-     .at = {[S_AUTH] = "mode = key\nsubscription_key_file = @DIR/sas"},
+     .at = {[S_AUTH] = "mode = key\nkey_primary_file = @DIR/sas"},
      .line = L_AUTH, .key = "[auth] mode", .fragment = "target blob takes sas or entra"},
     {.name = "target speech with container", .at = {[S_UPLOAD] = "target = speech"},
      .line = L_CONTAINER, .key = "[upload] container",
@@ -487,8 +487,8 @@ static reject_case cases[] = {
      .fragment = "required key missing with [auth] mode = sas (or give sas_token_file)"},
     {.name = "key mode without a key", .drop = {"container"},
      .at = {[S_UPLOAD] = "target = speech", [S_AUTH] = "mode = key"},
-     .line = L_AUTH_HDR, .key = "[auth] subscription_key",
-     .fragment = "required key missing with [auth] mode = key (or give subscription_key_file)"},
+     .line = L_AUTH_HDR, .key = "[auth] key_primary",
+     .fragment = "required key missing with [auth] mode = key (or give key_primary_file)"},
     {.name = "secret both inline and as a file",
      .at = {[S_AUTH] = "mode = sas\nsas_token = sv=1&sig=INLINE" SECRET_MARK
                        "\nsas_token_file = @DIR/sas"},
@@ -934,15 +934,15 @@ static void test_speech_target_accepted(void **state)
         [S_UPLOAD] =
             "target = speech\nendpoint = https://edgecap-speech.cognitiveservices.azure.com",
         [S_TLS] = "allowed_hosts = *.cognitiveservices.azure.com",
-        [S_AUTH] = "mode = key\nsubscription_key_file = @DIR/sas\n"
-                   "subscription_key_secondary_file = @DIR/sas2",
+        [S_AUTH] = "mode = key\nkey_primary_file = @DIR/sas\n"
+                   "key_secondary_file = @DIR/sas2",
     };
     load_ok(&cfg, at, drop, "\n");
     assert_int_equal(cfg.upload.target, EC_TARGET_SPEECH);
     assert_int_equal(cfg.auth.mode, EC_AUTH_KEY);
-    assert_non_null(cfg.auth.subscription_key);
-    assert_non_null(cfg.auth.subscription_key_secondary);
-    assert_string_equal((const char *)ec_secret_bytes(cfg.auth.subscription_key_secondary),
+    assert_non_null(cfg.auth.key_primary);
+    assert_non_null(cfg.auth.key_secondary);
+    assert_string_equal((const char *)ec_secret_bytes(cfg.auth.key_secondary),
                         "second-" SECRET_MARK);
     ec_config_free(&cfg);
 }
@@ -1009,8 +1009,8 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.auth.mode, EC_AUTH_ENTRA);
     assert_string_equal(cfg.auth.authority_host, "https://login.microsoftonline.com");
     assert_null(cfg.auth.sas_token);
-    assert_null(cfg.auth.subscription_key);
-    assert_null(cfg.auth.subscription_key_secondary);
+    assert_null(cfg.auth.key_primary);
+    assert_null(cfg.auth.key_secondary);
 
     assert_false(cfg.speech.batch);
     assert_string_equal(cfg.speech.endpoint, "");
@@ -1299,7 +1299,7 @@ static void test_print_redacts_secrets(void **state)
     assert_non_null(strstr(buf, "\nsas_token = ***\n"));
     assert_non_null(strstr(buf, "\ncontent_sas = ***\n"));
     assert_non_null(strstr(buf, "\naudit_hmac_key = ***\n"));
-    assert_non_null(strstr(buf, "\nsubscription_key = (unset)\n"));
+    assert_non_null(strstr(buf, "\nkey_primary = (unset)\n"));
     /* and ordinary values are shown */
     assert_non_null(strstr(buf, "[device]\nid = dev-1\n"));
     assert_non_null(strstr(buf, "\nallowed_hosts = acct.blob.core.windows.net, "
