@@ -201,7 +201,7 @@ static ec_status verify_properties(const blob_conn *t, const char *url, size_t l
 {
     header_set h = {0};
     common_headers(&h);
-    ec_http_response resp;
+    ec_http_response resp = {0};
     ec_status st = send(t, "HEAD", url, &h, NULL, 0, &resp, res);
     if (st == EC_OK)
         st = want_2xx(&resp, res, "Get Blob Properties");
@@ -231,7 +231,7 @@ static ec_status put_blob(const blob_conn *t, const ec_config *cfg, const char *
     hdr(&h, "If-None-Match: *");
     blob_headers(&h, cfg, meta, pcm_frames);
     scope_header(&h, cfg);
-    ec_http_response resp;
+    ec_http_response resp = {0};
     ec_status st = send(t, "PUT", url, &h, data, len, &resp, res);
     if (st == EC_OK && already_exists(&resp)) {
         res->already_existed = true;
@@ -283,7 +283,7 @@ static ec_status put_blocks(const blob_conn *t, const ec_config *cfg, const char
         common_headers(&h);
         hdr(&h, "Content-MD5: %s", bmd5);
         scope_header(&h, cfg);
-        ec_http_response resp;
+        ec_http_response resp = {0};
         st = send(t, "PUT", burl, &h, part, part_len, &resp, res);
         ec_secmem_free(burl);
         if (st == EC_OK)
@@ -309,7 +309,7 @@ static ec_status put_blocks(const blob_conn *t, const ec_config *cfg, const char
             hdr(&h, "If-None-Match: *");
             blob_headers(&h, cfg, meta, pcm_frames);
             scope_header(&h, cfg);
-            ec_http_response resp;
+            ec_http_response resp = {0};
             st = send(t, "PUT", lurl, &h, (const uint8_t *)xml, xl, &resp, res);
             ec_secmem_free(lurl);
             if (st == EC_OK && already_exists(&resp))

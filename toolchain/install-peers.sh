@@ -1,15 +1,20 @@
 #!/bin/sh
 # Installs what the test peers (tests/peers/peers.sh) need, and nothing when it
 # is already there: nginx (Debian nginx-light, which brings its echo module),
-# openssl and curl from Debian, node and npm (Debian's nodejs 18 will do; a
-# node that is already installed is kept), and Azurite plus the Azure Storage
-# Blob SDK from tests/peers/package-lock.json with `npm ci`.
+# openssl, curl and opus-tools (opusinfo, opusdec: the Speech peer checks and
+# measures Ogg Opus with them) from Debian, node and npm (Debian's nodejs 18
+# will do; a node that is already installed is kept), and Azurite, the Azure
+# Storage Blob SDK, ajv + ajv-formats and jose (the Speech peer's contract
+# and client-assertion checks) from tests/peers/package-lock.json with
+# `npm ci`.
 #
 # `npm ci` runs only when tests/peers/node_modules does not match the lock:
 # after a successful install the lock's SHA-256 is written to
 # node_modules/.edgecap-lock.sha256, and a later run with the same lock and
-# both packages present does nothing. (The modules have no native parts, so
-# the node version does not matter for the stamp.)
+# every direct dependency present does nothing; a changed lock (a package
+# added or updated) changes the hash, so the next run installs again. (The
+# modules have no native parts, so the node version does not matter for the
+# stamp.)
 set -eu
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,7 +29,7 @@ installed() {
 }
 
 missing=""
-for p in nginx-light openssl curl ca-certificates; do
+for p in nginx-light openssl curl ca-certificates opus-tools; do
     installed "$p" || missing="$missing $p"
 done
 # A node from elsewhere (NodeSource, nvm) counts; Debian's npm conflicts
@@ -55,9 +60,13 @@ fi
 
 stamp=$PEERS_DIR/node_modules/.edgecap-lock.sha256
 want=$(sha256sum "$PEERS_DIR/package-lock.json" | cut -d' ' -f1)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] &&
-    [ -f "$PEERS_DIR/node_modules/azurite/package.json" ] &&
-    [ -f "$PEERS_DIR/node_modules/@azure/storage-blob/package.json" ]; then
+have_modules() {
+    for m in $(node -p 'Object.keys(require(process.argv[1]).dependencies).join(" ")' \
+        "$PEERS_DIR/package.json"); do
+        [ -f "$PEERS_DIR/node_modules/$m/package.json" ] || return 1
+    done
+}
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && have_modules; then
     exit 0
 fi
 echo "install-peers: npm ci --prefix tests/peers" >&2

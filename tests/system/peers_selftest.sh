@@ -1,7 +1,7 @@
 #!/bin/bash
-# The test peers themselves (Azurite behind nginx, tests/peers/): their own
-# self-test with standard tools, so that an upload test that fails points at
-# edgecap, not at the peer. It does not depend on the build under test, so it
+# The test peers themselves (Azurite and the Speech + Entra ID token peer
+# behind nginx, tests/peers/): their own self-test with standard tools, so
+# that an upload or Speech test that fails points at edgecap, not at the peer. It does not depend on the build under test, so it
 # runs once, in the native configuration.
 if [ "${ARCH:-x86_64}" != x86_64 ] || [ "${EC_VALGRIND:-0}" = 1 ] || [[ "${BUILD:-}" == *-san ]]; then
     echo "1..1"

@@ -796,6 +796,57 @@ static void test_no_plaintext_in_files(void **state)
     ec_spool_close(&s);
 }
 
+/* Small files beside the segments: atomic, 0600, names checked, owner only,
+ * never taken for segments, and a failed rename leaves the old content. */
+static void test_aux_files(void **state)
+{
+    fixture *f = *state;
+    ec_spool *s = open_spool(f, 1 << 30, EC_WHEN_FULL_DROP_OLDEST);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    assert_int_equal(ec_spool_get_file(s, "jobs.json", 64, &data, &len), EC_ERR_NOT_FOUND);
+    assert_int_equal(ec_spool_put_file(s, "jobs.json", (const uint8_t *)"{\"a\":1}", 7), EC_OK);
+    char *path = ts_strf("%s/jobs.json", f->spool_dir);
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    assert_int_equal(ec_spool_get_file(s, "jobs.json", 64, &data, &len), EC_OK);
+    assert_int_equal(len, 7);
+    assert_memory_equal(data, "{\"a\":1}", 7);
+    free(data);
+    assert_int_equal(ec_spool_get_file(s, "jobs.json", 6, &data, &len), EC_ERR_PROTOCOL);
+    /* a rename that fails keeps the old content and leaves no .tmp */
+    ec_fault_arm("spool.put_file", 0, 1);
+    assert_int_equal(ec_spool_put_file(s, "jobs.json", (const uint8_t *)"new", 3), EC_ERR_IO);
+    assert_int_equal(ec_spool_get_file(s, "jobs.json", 64, &data, &len), EC_OK);
+    assert_int_equal(len, 7);
+    free(data);
+    char *tmp = ts_strf("%s/jobs.json.tmp", f->spool_dir);
+    assert_int_not_equal(access(tmp, F_OK), 0);
+    static const char *const bad[] = {"",      "../x",      "a/b",       ".hidden", "state",
+                                      "x.seg", "x.seg.part", "jobs.tmp"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(ec_spool_put_file(s, bad[i], (const uint8_t *)"x", 1), EC_ERR_INVALID);
+        assert_int_equal(ec_spool_get_file(s, bad[i], 8, &data, &len), EC_ERR_INVALID);
+    }
+    ec_spool_entry *entries = NULL;
+    size_t n = 9;
+    assert_int_equal(ec_spool_list(s, &entries, &n), EC_OK);
+    assert_int_equal(n, 0);
+    free(entries);
+    /* an observer reads but never writes */
+    ec_spool_params p = {.dir = f->spool_dir, .keystore = &f->ks, .read_only = true};
+    ec_spool *o = NULL;
+    assert_int_equal(ec_spool_open(&o, &p), EC_OK);
+    assert_int_equal(ec_spool_get_file(o, "jobs.json", 64, &data, &len), EC_OK);
+    free(data);
+    assert_int_equal(ec_spool_put_file(o, "jobs.json", (const uint8_t *)"x", 1), EC_ERR_BUSY);
+    ec_spool_close(&o);
+    ec_spool_close(&s);
+    free(path);
+    free(tmp);
+}
+
 int main(void)
 {
     ec_secmem_init(false);
@@ -821,6 +872,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_quota_drop_oldest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quota_refuse_new, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_plaintext_in_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_aux_files, setup, teardown),
     };
     int rc = cmocka_run_group_tests_name("spool", tests, NULL, NULL);
     ec_rng_free();

@@ -145,12 +145,12 @@ class Entra {
         }
         info.alg = typeof header.alg === "string" ? header.alg : null;
         if (header.alg !== "PS256" && header.alg !== "ES256") {
-            bad(700027, `alg ${JSON.stringify(header.alg ?? null)} not allowed (PS256 or ES256)`);
+            bad(700027, `alg ${String(header.alg ?? "(none)").slice(0, 20)} not allowed (PS256 or ES256)`);
         }
         if (header.alg !== client.alg) {
             bad(700027, `alg ${header.alg} does not fit the registered ${client.type.toUpperCase()} certificate (${client.alg})`);
         }
-        if (header.typ !== "JWT") bad(700027, `typ must be JWT, not ${JSON.stringify(header.typ ?? null)}`);
+        if (header.typ !== "JWT") bad(700027, `typ must be JWT, not ${String(header.typ ?? "(none)").slice(0, 20)}`);
         if (typeof header["x5t#S256"] !== "string") bad(700027, "x5t#S256 missing from the header");
         info.x5t_match = header["x5t#S256"] === client.x5tS256;
         if (!info.x5t_match) {
