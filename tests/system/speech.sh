@@ -15,7 +15,7 @@
 #   - no token, key, assertion or SAS in any output.
 . "$(dirname "$0")/lib/tap.sh"
 
-plan 14
+plan 17
 
 PEERS=$EC_SRCDIR/tests/peers/peers.sh
 TOOL=${TOOL:-$BUILD/results/tool-run}
@@ -90,7 +90,7 @@ verdict "check-config: a regional public Speech endpoint is refused (78, file:li
 if ! "$PEERS" start "$P" >"$T/peers-start.log" 2>&1; then
     diag "peers did not start:"
     diag_file "$T/peers-start.log"
-    for ((i = 1; i < 14; i++)); do not_ok "peers started"; done
+    for ((i = 1; i < 17; i++)); do not_ok "peers started"; done
     finish
 fi
 # shellcheck source=/dev/null
@@ -209,6 +209,19 @@ want_err_re 'token endpoint refused the device: HTTP (400|401) (invalid|unauthor
 [ "$(count transcribe)" = 0 ] || fail_because "audio was sent without a token"
 verdict "a client the token endpoint does not know: refused with Entra's code, no audio sent, nothing lost" "$T/forged-upload.err"
 
+# a device key that does not suit the provisioned algorithm: refused before any request
+REASONS=()
+control /reset '{}' >/dev/null
+speech_config "$T/alg.conf" "$T/spool-alg" entra
+sed -i 's/^assertion_alg = ES256$/assertion_alg = PS256/' "$T/alg.conf"
+run_logged alg-capture capture --config "$T/alg.conf" --seconds 3
+run_logged alg-upload upload-once --config "$T/alg.conf"
+want_rc 78
+want_err_fixed 'what="PS256 needs an RSA key; the private key is an EC key"'
+[ "$(spool_count "$T/spool-alg")" = 1 ] || fail_because "the segment left the spool"
+[ "$(count token)" = 0 ] || fail_because "a token was requested with an unusable key"
+verdict "assertion_alg = PS256 with an EC device key: refused with the reason (78), nothing sent, nothing lost" "$T/alg-upload.err"
+
 # ---- subscription keys ----------------------------------------------------------------
 
 REASONS=()
@@ -226,6 +239,39 @@ want_re "$T/key-upload.err" 'event=auth_key_slot from=primary slot=secondary rea
 grep -q '"event":"auth_key_slot"' "$T/audit-key.log" || fail_because "slot change not audited"
 control /config '{"revoke_primary_key": false}' >/dev/null
 verdict "key mode: a 401 on the primary switches to the secondary (logged and audited by slot)" "$T/key-upload.err"
+
+# rotation by reload: the only key is revoked, audio waits in the spool; the
+# operator provisions the new key and reloads; everything is delivered once
+REASONS=()
+control /reset '{}' >/dev/null
+control /config '{"revoke_primary_key": true}' >/dev/null
+speech_config "$T/rot.conf" "$T/spool-rot" key "" "key_primary_file = $SPEECH_KEY_PRIMARY_FILE"
+sed -i -e '/^tenant_id/d' -e '/^client_id/d' "$T/rot.conf"
+LOG=$T/rot.log
+start_bg "$LOG" run --config "$T/rot.conf"
+pid=$DAEMON_PID
+wait_for_log "$LOG" 'event=transcribe_failed' "$pid" 30 || fail_because "no refused upload"
+for _ in $(seq 50); do
+    [ "$(spool_count "$T/spool-rot")" = 3 ] && break
+    sleep 0.1
+done
+[ "$(spool_count "$T/spool-rot")" = 3 ] || fail_because "the 3 segments are not waiting in the spool"
+sed -i "s#^key_primary_file = .*#key_primary_file = $SPEECH_KEY_SECONDARY_FILE#" "$T/rot.conf"
+ec reload --config "$T/rot.conf"
+want_rc 0
+for _ in $(seq 100); do
+    [ "$(grep -c 'event=segment_transcribed' "$LOG")" -ge 3 ] && break
+    sleep 0.1
+done
+kill -TERM "$pid"
+wait_exit "$pid" || fail_because "the daemon did not stop"
+ALL_OUT+=("$LOG")
+want_re "$LOG" 'event=reload_accepted'
+[ "$(grep -c 'event=segment_transcribed' "$LOG")" = 3 ] || fail_because "not 3 segments transcribed after the reload"
+[ "$(spool_count "$T/spool-rot")" = 0 ] || fail_because "the spool is not empty"
+[ "$(count transcribe 200 key-secondary)" = 3 ] || fail_because "not exactly 3 transcriptions with the new key (lost or duplicated)"
+control /config '{"revoke_primary_key": false}' >/dev/null
+verdict "key rotation by reload: audio waits while the key is refused, the reloaded key delivers each segment once" "$LOG"
 
 # ---- batch transcription (BYOS) --------------------------------------------------------
 
@@ -348,6 +394,33 @@ ec speech jobs --config "$T/batch.conf"
 want_out_re 'state=Succeeded .* blobs=1 attempts=2 '
 grep -q '"event":"batch_job_failed".*"code":"InvalidData"' "$T/audit-batch.log" || fail_because "the failure's code was not audited"
 verdict "batch: a job the service failed (InvalidData) is submitted again and succeeds" "$OUT" "$T/audit-batch.log"
+
+# the daemon stops between submission and completion: the restarted daemon
+# polls the same job to Succeeded, and submits nothing again
+REASONS=()
+control /reset '{}' >/dev/null
+control /config '{"retry_after_s": 2}' >/dev/null
+run_logged restart-capture capture --config "$T/batch.conf" --seconds 3
+LOG=$T/restart-1.log
+start_bg "$LOG" run --config "$T/batch.conf"
+pid=$DAEMON_PID
+wait_for_log "$LOG" 'event=batch_job_submitted' "$pid" 60 || fail_because "no job submitted"
+kill -TERM "$pid"
+wait_exit "$pid" || fail_because "the daemon did not stop"
+self1=$(sed -n 's/.*event=batch_job_submitted .*self=\([^ ]*\).*/\1/p' "$LOG" | head -n 1)
+grep -q 'event=batch_job_succeeded' "$LOG" && fail_because "the job finished before the restart (test too slow to show anything)"
+LOG2=$T/restart-2.log
+start_bg "$LOG2" run --config "$T/batch.conf"
+pid=$DAEMON_PID
+wait_for_log "$LOG2" 'event=batch_job_succeeded' "$pid" 60 || fail_because "the restarted daemon did not finish the job"
+kill -TERM "$pid"
+wait_exit "$pid" || fail_because "the daemon did not stop"
+ALL_OUT+=("$LOG" "$LOG2")
+self2=$(sed -n 's/.*event=batch_job_succeeded .*self=\([^ ]*\).*/\1/p' "$LOG2" | head -n 1)
+[ -n "$self1" ] && [ "$self1" = "$self2" ] || fail_because "succeeded job ($self2) is not the submitted one ($self1)"
+# (the daemon captures its file source again: more windows, each submitted once)
+[ -z "$(submitted_blobs | uniq -d)" ] || fail_because "a blob was submitted twice across the restart"
+verdict "batch: a job submitted before a daemon restart is followed to Succeeded by the next daemon, not resubmitted" "$LOG" "$LOG2"
 
 # tokens that live 4 s: the daemon refreshes before expiry, never sends an expired one
 REASONS=()
