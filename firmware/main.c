@@ -923,10 +923,17 @@ static int cmd_speech(int argc, char **argv)
     if (!submit_now) {
         ec_batch_params bp = {.cfg = &cfg, .spool = spool, .read_only = true};
         st = ec_batch_open(&observed, &bp);
+        if (st == EC_ERR_PROTOCOL) {
+            fprintf(stderr,
+                    "edgecap speech: %s/%s is damaged; it is left in place for inspection\n",
+                    cfg.spool.dir, EC_BATCH_STATE_FILE);
+            rc = EX_DATAERR;
+            goto out;
+        }
         if (st != EC_OK) {
             fprintf(stderr, "edgecap speech: cannot read the job state in %s: %s\n", cfg.spool.dir,
                     ec_strerror(st));
-            rc = EX_DATAERR;
+            rc = EX_IOERR;
             goto out;
         }
         ec_batch_print(observed, stdout);

@@ -592,7 +592,8 @@ http {
         '"x_ms_meta_codec":"\$http_x_ms_meta_codec","auth_scheme":"\$peers_auth_scheme",'
         '"sas":"\$peers_sas","expect":"\$http_expect","user_agent":"\$http_user_agent",'
         '"upstream_status":"\$upstream_status","resp_content_md5":"\$sent_http_content_md5",'
-        '"resp_error_code":"\$sent_http_x_ms_error_code","request_time":\$request_time,'
+        '"resp_error_code":"\$sent_http_x_ms_error_code",'
+        '"upstream_error_code":"\$upstream_http_x_ms_error_code","request_time":\$request_time,'
         '"front":"$front"}';
     access_log $root/access.log peers if=\$peers_loggable;
 
@@ -609,6 +610,13 @@ $([ -n "${PEERS_RSA_CLIENT_FP:-}" ] && echo "        \"$PEERS_RSA_CLIENT_FP\" 1;
 $([ -n "${PEERS_SPEECH_PORT:-}" ] && echo "        $PEERS_SPEECH_HOST http://127.0.0.1:$PEERS_SPEECH_PORT;
         $PEERS_LOGIN_HOST http://127.0.0.1:$PEERS_SPEECH_PORT;")
         default https://127.0.0.1:$PEERS_AZURITE_PORT;
+    }
+    # A Bearer request to Azurite with x-ms-version 2019-12-12 or later:
+    # Azure Storage answers a token it refuses with 401 and a challenge,
+    # Azurite with 403 AuthenticationFailed (see @peers_bearer_refused).
+    map "\$peers_auth_scheme \$peers_upstream \$http_x_ms_version" \$peers_bearer_challenge {
+        "~^Bearer https://[^ ]+ (2019-12-(1[2-9]|[23][0-9])|20[2-9][0-9]-[0-9][0-9]-[0-9][0-9])\$" 1;
+        default 0;
     }
 EOF
 }
@@ -660,6 +668,38 @@ peers__nginx_proxy() { # [HOST]
             proxy_ssl_verify_depth 1;
             proxy_ssl_trusted_certificate $PEERS_PKI/azurite-ca.pem;
             proxy_ssl_protocols TLSv1.2 TLSv1.3;
+            # Only where an error_page says so (the bearer challenge below);
+            # every other answer passes through as the upstream sent it.
+            proxy_intercept_errors on;
+            if (\$peers_bearer_challenge) {
+                error_page 403 = @peers_bearer_refused;
+            }
+EOF
+}
+
+# Azure Storage's answer to a bearer token it refuses (x-ms-version
+# 2019-12-12 and later): 401 InvalidAuthenticationInfo with a challenge that
+# names the tenant's authority and the resource. Azurite (--oauth basic)
+# answers 403 AuthenticationFailed, its "bearer challenge" being a TODO in
+# BlobTokenAuthenticator.js: nginx answers for it, as Azure would. Azurite's
+# body (its AuthenticationErrorDetail) is not kept; the access log has its
+# status and code (upstream_status 403, upstream_error_code). Any other 403
+# of a bearer request keeps its status and code, with a short body.
+peers__nginx_bearer_refused() {
+    local challenge="Bearer authorization_uri=https://$PEERS_LOGIN_HOST/${PEERS_TENANT_ID:-common}/oauth2/authorize resource_id=https://storage.azure.com"
+    cat <<EOF
+        location @peers_bearer_refused {
+            default_type application/xml;
+            if (\$upstream_http_x_ms_error_code != AuthenticationFailed) {
+                add_header x-ms-request-id \$upstream_http_x_ms_request_id always;
+                add_header x-ms-error-code \$upstream_http_x_ms_error_code always;
+                return 403 '<?xml version="1.0" encoding="utf-8"?><Error><Code>\$upstream_http_x_ms_error_code</Code><Message>edgecap test peer: Azurite answered 403 to a bearer request</Message></Error>';
+            }
+            add_header x-ms-request-id \$upstream_http_x_ms_request_id always;
+            add_header x-ms-error-code InvalidAuthenticationInfo always;
+            add_header WWW-Authenticate "$challenge" always;
+            return 401 '<?xml version="1.0" encoding="utf-8"?><Error><Code>InvalidAuthenticationInfo</Code><Message>Server failed to authenticate the request. Please refer to the information in the www-authenticate header.</Message><AuthenticationErrorDetail>edgecap test peer: Azurite refused the token (403 AuthenticationFailed)</AuthenticationErrorDetail></Error>';
+        }
 EOF
 }
 
@@ -767,6 +807,7 @@ $(peers__nginx_tls "$cert" "$key" "$protocols" "$ciphers" on)
 $keepalive
         default_type application/xml;
 $(peers__nginx_pin_client)
+$(peers__nginx_bearer_refused)
         location / {
 EOF
         if [ -n "$location" ]; then
@@ -798,6 +839,7 @@ EOF
         access_log $root/other.log peers if=\$peers_loggable;
         error_log $root/other-error.log info;
 $(peers__nginx_tls "$pki/server.pem" "$pki/server.key" "$PEERS_TLS12" "$PEERS_CIPHERS" optional_no_ca)
+$(peers__nginx_bearer_refused)
         location / {
 $(peers__nginx_proxy "$PEERS_BLOB_HOST")
         }
@@ -844,11 +886,12 @@ peers__azurite_spawn() { # DIR PORT
     mkdir -p "$dir/azurite"
     # --disableTelemetry: otherwise Azurite ignores SIGTERM. --loose and
     # --skipApiVersionCheck: the device and the SDK send newer x-ms-version
-    # values than the emulator knows.
+    # values than the emulator knows. --oauth basic (HTTPS only): bearer
+    # tokens are taken besides SAS and shared key (see the header).
     peers__spawn "$dir" azurite "$dir/azurite.log" \
         node "$PEERS_HOME/node_modules/azurite/dist/src/blob/main.js" \
         --blobHost 127.0.0.1 --blobPort "$port" --location "$dir/azurite" \
-        --disableTelemetry --loose --skipApiVersionCheck \
+        --disableTelemetry --loose --skipApiVersionCheck --oauth basic \
         --cert "$dir/pki/azurite.pem" --key "$dir/pki/azurite.key" >/dev/null
 }
 
@@ -965,6 +1008,8 @@ peers__load_env() { # DIR
     PEERS_CLIENT_FP=$CLIENT_FINGERPRINT
     PEERS_RSA_CLIENT_FP=$RSA_CLIENT_FINGERPRINT
     PEERS_SPEECH_PORT=$SPEECH_PORT
+    # shellcheck disable=SC2153  # TENANT_ID comes from peers.env
+    PEERS_TENANT_ID=$TENANT_ID
 }
 
 # ---- commands -----------------------------------------------------------------
@@ -1012,6 +1057,7 @@ peers_start() ( # DIR
     PEERS_RSA_CLIENT_FP=$(peers__fingerprint "$dir/pki/client-rsa.pem")
 
     tenant_id=$(peers__uuid) client_id=$(peers__uuid) rsa_client_id=$(peers__uuid)
+    PEERS_TENANT_ID=$tenant_id
     for try in 1 2 3 4 5; do
         ports=$(peers__freeports 2) || fail "no free port"
         PEERS_SPEECH_PORT=$(echo "$ports" | sed -n 1p)

@@ -15,7 +15,7 @@
 #   - no token, key, assertion or SAS in any output.
 . "$(dirname "$0")/lib/tap.sh"
 
-plan 17
+plan 18
 
 PEERS=$EC_SRCDIR/tests/peers/peers.sh
 TOOL=${TOOL:-$BUILD/results/tool-run}
@@ -90,7 +90,7 @@ verdict "check-config: a regional public Speech endpoint is refused (78, file:li
 if ! "$PEERS" start "$P" >"$T/peers-start.log" 2>&1; then
     diag "peers did not start:"
     diag_file "$T/peers-start.log"
-    for ((i = 1; i < 17; i++)); do not_ok "peers started"; done
+    for ((i = 1; i < 18; i++)); do not_ok "peers started"; done
     finish
 fi
 # shellcheck source=/dev/null
@@ -437,6 +437,20 @@ ALL_OUT+=("$LOG")
 want_re "$LOG" 'event=token_issued scope=speech .*refresh=true'
 [ "$(control /requests | grep -c '"auth":"expired"')" = 0 ] || fail_because "an expired token reached the peer"
 verdict "short-lived tokens: refreshed before expires_in runs out; no expired token sent" "$LOG"
+
+# a damaged state file is reported and left for a human, never overwritten
+REASONS=()
+cp "$T/spool-batch/speech-jobs.json" "$T/jobs.good"
+printf '{"version":1,"pending":[{"blob":' >"$T/spool-batch/speech-jobs.json"
+cp "$T/spool-batch/speech-jobs.json" "$T/jobs.bad"
+ec speech jobs --config "$T/batch.conf"
+want_rc 65
+want_err_fixed "$T/spool-batch/speech-jobs.json is damaged; it is left in place for inspection"
+ec speech submit-now --config "$T/batch.conf"
+want_rc 69
+cmp -s "$T/jobs.bad" "$T/spool-batch/speech-jobs.json" || fail_because "the damaged state file was changed"
+cp "$T/jobs.good" "$T/spool-batch/speech-jobs.json"
+verdict "a damaged speech-jobs.json: speech jobs exits 65 with the reason, submit-now refuses, the file is left as it was"
 
 # ---- no secret anywhere ------------------------------------------------------------------
 

@@ -4,7 +4,7 @@
 // and the bearer tokens it issued.
 //
 //   const entra = new Entra({tenantId, loginHost, clients: [{id, cert}], skewS, maxAssertionS});
-//   await entra.token(tenant, params, lifetimeS) -> {status, body, info}
+//   await entra.token(tenant, contentType, params, lifetimeS, info, storageMode) -> {status, body}
 //   entra.bearer(token) -> {kind: "bearer"|"expired"|"invalid", reason, scope}
 //
 // Checks, in this order; the first that fails decides the answer, and its
@@ -36,9 +36,19 @@
 //   jti               present, never seen before                     AADSTS50027
 // The AADSTS numbers only resemble Entra's; tests should match the reason.
 //
-// Tokens are JWTs signed by a key made at start (ES256), with the claims a
-// storage-scope token needs for Azurite's --oauth basic (aud
-// https://storage.azure.com, iss https://sts.windows.net/TENANT/, nbf, exp).
+// Tokens are JWTs signed RS256 (as Entra signs its access tokens) by an RSA
+// key made at start, with the claims Azurite's --oauth basic checks on a
+// storage-scope token: aud https://storage.azure.com (exactly), iss starting
+// https://sts.windows.net/ (here https://sts.windows.net/TENANT/), iat, nbf
+// and exp all present, nbf <= now <= exp. Azurite does not verify the
+// signature, the tenant or the scope. A storage token can be made one that
+// Azurite refuses (storageMode, the control setting storage_token_mode):
+//   valid      as above
+//   expired    exp 60 s in the past (iat, nbf before it); expires_in in the
+//              answer still says token_lifetime_s, as when a service
+//              refuses a token its client still believes in
+//   wrong_aud  aud https://cognitiveservices.azure.com (a Speech token)
+//   wrong_iss  iss https://login.example.com/TENANT/ (not an Entra issuer)
 // The peer remembers each token's SHA-256 (never the token) with its scope
 // and expiry, so a token of an earlier peer process is "invalid".
 "use strict";
@@ -53,6 +63,8 @@ const SCOPES = {
     "https://storage.azure.com/.default": "https://storage.azure.com",
 };
 const SPEECH_SCOPE = "https://cognitiveservices.azure.com/.default";
+const STORAGE_SCOPE = "https://storage.azure.com/.default";
+const STORAGE_MODES = ["valid", "expired", "wrong_aud", "wrong_iss"];
 const PARAMS = ["grant_type", "client_id", "scope", "client_assertion_type", "client_assertion"];
 
 function sha256(x) {
@@ -90,7 +102,7 @@ class Entra {
         }
         this.jtis = new Map(); // jti -> exp (s)
         this.tokens = new Map(); // sha256(token) hex -> {scope, exp, clientId}
-        this.keyPromise = jose.generateKeyPair("ES256");
+        this.keyPromise = jose.generateKeyPair("RS256", { modulusLength: 2048 });
     }
 
     endpoint(tenant) {
@@ -197,7 +209,8 @@ class Entra {
 
     // PARAMS: URLSearchParams of the request body (null when the content type
     // was wrong). Returns {status, body}; INFO gets the record fields.
-    async token(tenant, contentType, params, lifetimeS, info) {
+    // STORAGEMODE: one of STORAGE_MODES, for storage-scope tokens only.
+    async token(tenant, contentType, params, lifetimeS, info, storageMode = "valid") {
         try {
             if (tenant !== this.tenantId) {
                 throw new Refusal(400, "invalid_request", 90002, "tenant not found (not the provisioned tenant)");
@@ -236,8 +249,10 @@ class Entra {
                 throw new Refusal(400, "invalid_request", 700025, `client_assertion_type must be ${ASSERTION_TYPE}`);
             }
             await this.verifyAssertion(client, params.get("client_assertion"), tenant, info);
-            const token = await this.issue(client, info.scope, lifetimeS);
+            const mode = info.scope === STORAGE_SCOPE ? storageMode : "valid";
+            const token = await this.issue(client, info.scope, lifetimeS, mode);
             info.result = "issued";
+            if (info.scope === STORAGE_SCOPE) info.token_mode = mode;
             info.expires_in = lifetimeS;
             return {
                 status: 200,
@@ -253,9 +268,14 @@ class Entra {
         }
     }
 
-    async issue(client, scope, lifetimeS) {
+    async issue(client, scope, lifetimeS, mode = "valid") {
         const { privateKey } = await this.keyPromise;
         const now = Math.floor(Date.now() / 1000);
+        // expired: it lapsed a minute ago, after a lifetime of lifetimeS
+        const exp = mode === "expired" ? now - 60 : now + lifetimeS;
+        const iat = exp - lifetimeS;
+        const aud = mode === "wrong_aud" ? SCOPES[SPEECH_SCOPE] : SCOPES[scope];
+        const iss = mode === "wrong_iss" ? `https://login.example.com/${this.tenantId}/` : `https://sts.windows.net/${this.tenantId}/`;
         const token = await new jose.SignJWT({
             appid: client.id,
             azp: client.id,
@@ -264,16 +284,16 @@ class Entra {
             idtyp: "app",
             ver: "1.0",
         })
-            .setProtectedHeader({ alg: "ES256", typ: "JWT", kid: "edgecap-peer" })
-            .setAudience(SCOPES[scope])
-            .setIssuer(`https://sts.windows.net/${this.tenantId}/`)
+            .setProtectedHeader({ alg: "RS256", typ: "JWT", kid: "edgecap-peer" })
+            .setAudience(aud)
+            .setIssuer(iss)
             .setSubject(client.id)
-            .setIssuedAt(now)
-            .setNotBefore(now - 5)
-            .setExpirationTime(now + lifetimeS)
+            .setIssuedAt(iat)
+            .setNotBefore(iat - 5)
+            .setExpirationTime(exp)
             .setJti(crypto.randomUUID())
             .sign(privateKey);
-        this.tokens.set(sha256(token).toString("hex"), { scope, exp: now + lifetimeS, clientId: client.id });
+        this.tokens.set(sha256(token).toString("hex"), { scope, exp, clientId: client.id });
         return token;
     }
 
@@ -289,4 +309,4 @@ class Entra {
     }
 }
 
-module.exports = { Entra, ASSERTION_TYPE, SPEECH_SCOPE };
+module.exports = { Entra, ASSERTION_TYPE, SPEECH_SCOPE, STORAGE_SCOPE, STORAGE_MODES };

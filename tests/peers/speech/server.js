@@ -25,7 +25,7 @@ const http = require("http");
 const path = require("path");
 const contract = require("./contract");
 const { probe } = require("./audio");
-const { Entra } = require("./entra");
+const { Entra, STORAGE_MODES } = require("./entra");
 
 const API_VERSION = "2024-11-15";
 const MAX_JSON_BYTES = 1 << 20;
@@ -33,6 +33,8 @@ const MAX_AUDIO_BYTES = 100 << 20; // nginx's client_max_body_size
 const MAX_RECORDS = 10000;
 const DEFAULTS = {
     token_lifetime_s: 3600,
+    storage_token_mode: "valid",
+    storage_token_mode_count: 0,
     retry_after_s: 1,
     fail_jobs: 0,
     revoke_primary_key: false,
@@ -731,7 +733,11 @@ async function onToken(req, res, rec, tenant) {
     const info = {};
     const ct = req.headers["content-type"] || "";
     const params = new URLSearchParams(/^application\/x-www-form-urlencoded/i.test(ct) ? raw.toString("utf8") : "");
-    const r = await entra.token(tenant, ct, params, settings.token_lifetime_s, info);
+    const r = await entra.token(tenant, ct, params, settings.token_lifetime_s, info, settings.storage_token_mode);
+    // storage_token_mode_count N > 0: the mode is for the next N storage tokens
+    if (info.token_mode && info.token_mode !== "valid" && settings.storage_token_mode_count > 0) {
+        if (--settings.storage_token_mode_count === 0) settings.storage_token_mode = "valid";
+    }
     Object.assign(rec, { tenant_ok: tenant === CFG.tenantId }, info);
     send(res, rec, r.status, r.body, { headers: { "Cache-Control": "no-store", Pragma: "no-cache" } });
 }
@@ -895,6 +901,8 @@ function controlSend(res, status, body) {
 
 const CONFIG_CHECKS = {
     token_lifetime_s: (v) => Number.isInteger(v) && v >= 1 && v <= 86400,
+    storage_token_mode: (v) => STORAGE_MODES.includes(v),
+    storage_token_mode_count: (v) => Number.isInteger(v) && v >= 0,
     retry_after_s: (v) => Number.isInteger(v) && v >= 0 && v <= 3600,
     fail_jobs: (v) => Number.isInteger(v) && v >= 0,
     revoke_primary_key: (v) => typeof v === "boolean",
@@ -926,6 +934,10 @@ function applyConfig(c) {
         } else if (k === "transcribe_status") {
             settings.transcribe_status = v;
             if (c.transcribe_status_count === undefined) settings.transcribe_status_count = 1;
+        } else if (k === "storage_token_mode") {
+            // without a count: every storage token from now on
+            settings.storage_token_mode = v;
+            if (c.storage_token_mode_count === undefined) settings.storage_token_mode_count = 0;
         } else {
             settings[k] = v;
         }
