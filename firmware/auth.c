@@ -256,7 +256,7 @@ static ec_status fetch_token(ec_auth *a, ec_auth_scope scope, char *reason, size
                            .body_len = strlen(form)};
     st = ec_transport_request(a->token_transport, &req, &resp);
     if (st != EC_OK) {
-        snprintf(reason, reason_len, "token endpoint: %s", resp.reason);
+        snprintf(reason, reason_len, "token endpoint: %.140s", resp.reason);
         goto out;
     }
     if (resp.status == 200) {
@@ -329,21 +329,6 @@ static ec_status header_for(ec_auth *a, ec_auth_scope scope, char *out, char *re
     snprintf(out, AUTH_HEADER_MAX, "Authorization: Bearer %s",
              (const char *)ec_secret_bytes(c->token));
     return EC_OK;
-}
-
-ec_status ec_auth_prepare(ec_auth *a, ec_auth_scope scope, char *reason, size_t reason_len)
-{
-    reason[0] = '\0';
-    if (a->scope_mode[scope] != EC_AUTH_ENTRA)
-        return EC_OK;
-    char *line = ec_secmem_alloc(AUTH_HEADER_MAX);
-    if (line == NULL)
-        return EC_ERR_NOMEM;
-    pthread_mutex_lock(&a->lock);
-    ec_status st = header_for(a, scope, line, reason, reason_len);
-    pthread_mutex_unlock(&a->lock);
-    ec_secmem_free(line);
-    return st;
 }
 
 /* After a 401: forget the token (entra) or change slots (key). Whether a

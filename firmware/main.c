@@ -444,6 +444,9 @@ out:
 
 static ec_status delivery_start(delivery *d)
 {
+    ec_log(EC_LOG_INFO, "delivery_ready", EC_LOG_STR("auth", ec_auth_mode_name(d->auth)),
+           EC_LOG_BOOL("batch", d->batch != NULL),
+           EC_LOG_BOOL("keep_transcripts", d->transcripts != NULL));
     ec_status st = d->uploader != NULL ? ec_uploader_start(d->uploader) : EC_OK;
     if (st == EC_OK && d->batch != NULL)
         st = ec_batch_start(d->batch);

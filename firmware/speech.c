@@ -36,13 +36,6 @@ static void speech_error_code(const ec_http_response *resp, char *out, size_t ou
     ec_json_arena_end(&arena);
 }
 
-bool ec_speech_retryable(ec_status st, long http_status)
-{
-    if (st == EC_ERR_NETWORK || st == EC_ERR_TLS || st == EC_ERR_AUTH)
-        return true;
-    return http_status == 408 || http_status == 429 || http_status >= 500;
-}
-
 ec_status ec_speech_failure(const ec_http_response *resp, const char *what, long *http_status,
                             long *retry_after_s, char *code, size_t code_len, char *reason,
                             size_t reason_len)

@@ -74,10 +74,6 @@ ec_status ec_auth_open(ec_auth **out, const ec_auth_params *params, char *why, s
 ec_status ec_auth_request(ec_auth *a, ec_auth_scope scope, ec_transport *t,
                           const ec_http_request *req, ec_http_response *resp);
 
-/* Obtains (or reuses) the scope's token now; for `edgecap` commands that
- * want to fail early. Same statuses as above. */
-ec_status ec_auth_prepare(ec_auth *a, ec_auth_scope scope, char *reason, size_t reason_len);
-
 void ec_auth_get_stats(ec_auth *a, ec_auth_stats *stats);
 
 /* Name of the mode in logs: "entra", "key", "sas". */

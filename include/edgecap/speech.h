@@ -83,9 +83,6 @@ ec_status ec_speech_transcribe(ec_auth *auth, ec_transport *t, const ec_config *
                                uint64_t pcm_frames, const uint8_t *ogg, size_t len,
                                ec_spool *transcripts, ec_speech_result *res);
 
-/* Whether a fast-transcription failure is worth another attempt later. */
-bool ec_speech_retryable(ec_status st, long http_status);
-
 /* A Speech answer other than the expected success, judged: EC_ERR_AUTH
  * (401/403), EC_ERR_NETWORK (408/429/5xx: retry later), else
  * EC_ERR_PROTOCOL; the contract's error code and "WHAT: HTTP N CODE". */
