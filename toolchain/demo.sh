@@ -66,6 +66,8 @@ target = blob
 endpoint = $BLOB_ENDPOINT
 container = audio
 connect_to = $CONNECT_TO
+connect_to = $CONNECT_TO_SPEECH
+connect_to = $CONNECT_TO_LOGIN
 encryption_scope = demoscope
 index_tags = on
 
@@ -74,11 +76,20 @@ ca_file = $CA_FILE
 client_cert = $CLIENT_CERT
 client_key = $CLIENT_KEY
 pin_current = $SERVER_PIN
-allowed_hosts = $BLOB_HOST
+allowed_hosts = $BLOB_HOST, $SPEECH_HOST, $LOGIN_HOST
 
 [auth]
 mode = sas
 sas_token = $SAS
+; Speech takes Entra ID: a client assertion signed with the device key
+tenant_id = $TENANT_ID
+client_id = $CLIENT_ID
+assertion_alg = ES256
+
+[speech]
+batch = on
+endpoint = $SPEECH_ENDPOINT
+time_to_live_hours = 12
 
 [logging]
 audit_file = $DEMO/audit/audit.log
@@ -139,6 +150,15 @@ while read -r blob size; do
 done < <(sed -E 's/.*"name":"([^"]+)","size":([0-9]+).*/\1 \2/' "$DEMO/readback.json")
 grep -oE '"metadata":\{[^}]*\}' "$DEMO/readback.json" | head -n 1 | sed 's/^/  first blob /'
 
+say "batch transcription (BYOS): edgecap speech submit-now, followed to Succeeded"
+for _ in $(seq 15); do
+    "$EDGECAP" speech submit-now --config "$DEMO/edgecap.conf" >"$DEMO/jobs.txt" 2>>"$DEMO/speech.log"
+    grep -qE 'state=(Submitting|NotStarted|Running|Failed)' "$DEMO/jobs.txt" || break
+    sleep 1
+done
+sed 's/^/  /' "$DEMO/jobs.txt"
+job_blobs=$(sed -n 's/.* state=Succeeded .* blobs=\([0-9]*\) .*/\1/p' "$DEMO/jobs.txt" | head -n 1)
+
 say "audit trail ($DEMO/audit/audit.log)"
 head -n 1 "$DEMO/audit/audit.log" | cut -c1-200
 
@@ -152,9 +172,10 @@ if grep -qF "$SAS" "$DEMO"/*.log; then
 fi
 echo "segments: $sealed sealed, $acked acknowledged, $wiped wiped, $left left in the spool"
 echo "blobs:    $decoded read back and decoded, $total_bytes bytes"
+echo "speech:   one batch job for ${job_blobs:-0} blobs, Succeeded (Entra ID token from a device-signed assertion)"
 echo "secrets:  the SAS token appears in no log"
 [ "$hits" -eq 0 ] && [ "$sealed" -gt 0 ] && [ "$acked" -eq "$sealed" ] && [ "$wiped" -eq "$sealed" ] &&
-    [ "$left" -eq 0 ] && [ "$decoded" -eq "$sealed" ] || {
+    [ "$left" -eq 0 ] && [ "$decoded" -eq "$sealed" ] && [ "${job_blobs:-0}" -eq "$sealed" ] || {
     echo "FAIL: the numbers above do not add up"
     exit 1
 }
