@@ -20,7 +20,7 @@
 
 #define MAX_HEADERS 40
 #define AUTH_HEADER_MAX 8192
-#define TOKEN_MAX 8192
+#define TOKEN_MAX (AUTH_HEADER_MAX - 64) /* the header line carries a prefix */
 #define FORM_MAX 16384
 /* A token is replaced this long before it expires (at most a quarter of
  * its lifetime), so no request leaves with one about to lapse. */
@@ -210,6 +210,7 @@ static ec_status parse_token(const ec_http_response *resp, ec_secret **token, in
  * Called with the lock held (one token request at a time). */
 static ec_status fetch_token(ec_auth *a, ec_auth_scope scope, char *reason, size_t reason_len)
 {
+    snprintf(reason, reason_len, "token request: out of secure memory");
     char *assertion = NULL, *form = NULL;
     size_t assertion_len = 0;
     char jti[37];
@@ -242,6 +243,7 @@ static ec_status fetch_token(ec_auth *a, ec_auth_scope scope, char *reason, size
                      "&client_assertion_type=%s&client_assertion=",
                      a->cfg->auth.client_id, scope_q, type_q);
     if (n < 0 || (size_t)n + assertion_len * 3 + 1 > FORM_MAX) {
+        snprintf(reason, reason_len, "token request: the form does not fit %d bytes", FORM_MAX);
         st = EC_ERR_INTERNAL;
         goto out;
     }
@@ -377,7 +379,7 @@ ec_status ec_auth_request(ec_auth *a, ec_auth_scope scope, ec_transport *t,
 
     ec_status st = EC_OK;
     for (int attempt = 0;; attempt++) {
-        char reason[sizeof resp->reason];
+        char reason[sizeof resp->reason] = "";
         pthread_mutex_lock(&a->lock);
         st = header_for(a, scope, line, reason, sizeof reason);
         pthread_mutex_unlock(&a->lock);

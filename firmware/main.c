@@ -453,8 +453,32 @@ static ec_status delivery_start(delivery *d)
     return st;
 }
 
-/* The daemon's pid, beside its spool, for `reload` and `speech submit-now`. */
+/* The daemon's pid and start time, beside its spool, for `reload` and
+ * `speech submit-now`: "PID STARTTICKS". */
 #define PID_FILE "daemon.pid"
+
+/* A process's start time in clock ticks since boot (/proc/PID/stat field
+ * 22), 0 when unknown: with the pid it names one process, never a later
+ * one that reuses the number. */
+static unsigned long long proc_start_ticks(long pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    unsigned long long ticks = 0;
+    if (p == NULL || sscanf(p + 1,
+                            " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d "
+                            "%*d %*d %*d %*d %*d %llu",
+                            &ticks) != 1)
+        return 0;
+    return ticks;
+}
 
 /* Loads `path` for a reload: a new heap config, or NULL with the refusal
  * logged and audited (the daemon keeps its running configuration). */
@@ -474,6 +498,28 @@ static ec_config *reload_config(const char *path, ec_audit *audit)
            EC_LOG_STR("effect", "running on the previous configuration"));
     ec_audit(audit, "reload_refused", EC_LOG_STR("reason", msg));
     return NULL;
+}
+
+/* Whether `cfg`'s device identity loads and suits its auth mode (a reload
+ * checks this before it stops the running delivery). */
+static bool identity_usable(const ec_config *cfg, char *why, size_t why_len)
+{
+    uint8_t *cert = NULL, *key = NULL;
+    size_t cert_len = 0, key_len = 0;
+    ec_auth *auth = NULL;
+    ec_status st = ec_keystore_file_client_credentials(cfg->tls.client_cert, cfg->tls.client_key,
+                                                       &cert, &cert_len, &key, &key_len);
+    if (st != EC_OK) {
+        snprintf(why, why_len, "the device certificate or key: %s", ec_strerror(st));
+    } else {
+        ec_auth_params ap = {
+            .cfg = cfg, .cert_der = cert, .cert_len = cert_len, .key_der = key, .key_len = key_len};
+        st = ec_auth_open(&auth, &ap, why, why_len);
+        ec_auth_close(&auth);
+    }
+    ec_secmem_free(cert);
+    ec_secmem_free(key);
+    return st == EC_OK;
 }
 
 static void free_live(ec_config *live, ec_config *first)
@@ -536,8 +582,9 @@ static int cmd_run(int argc, char **argv)
                EC_LOG_STR("effect", "capturing into the spool only"));
         delivery_close(&dv);
     }
-    char pid_text[32];
-    int pid_len = snprintf(pid_text, sizeof pid_text, "%ld\n", (long)getpid());
+    char pid_text[64];
+    int pid_len = snprintf(pid_text, sizeof pid_text, "%ld %llu\n", (long)getpid(),
+                           proc_start_ticks((long)getpid()));
     if (ec_spool_put_file(spool, PID_FILE, (const uint8_t *)pid_text, (size_t)pid_len) != EC_OK)
         ec_log(EC_LOG_WARN, "pid_file_failed", EC_LOG_STR("effect", "edgecap reload unavailable"));
     int sig = 0;
@@ -556,6 +603,16 @@ static int cmd_run(int argc, char **argv)
             /* Capture goes on throughout: only delivery restarts. Capture,
              * spool and key store settings take effect at the next start. */
             ec_config *next = reload_config(cfg.source_path, audit);
+            char why[EC_CFG_PATH_MAX + 64];
+            /* a working delivery is only replaced by one whose identity loads */
+            if (next != NULL && dv.auth != NULL && !identity_usable(next, why, sizeof why)) {
+                ec_log(EC_LOG_ERROR, "reload_refused", EC_LOG_STR("reason", why),
+                       EC_LOG_STR("effect", "running on the previous configuration"));
+                ec_audit(audit, "reload_refused", EC_LOG_STR("reason", why));
+                ec_config_free(next);
+                free(next);
+                next = NULL;
+            }
             if (next == NULL)
                 continue;
             delivery_close(&dv);
@@ -591,6 +648,8 @@ static int cmd_run(int argc, char **argv)
     ec_log(EC_LOG_INFO, "stopping", EC_LOG_STR("signal", signal_name(sig)));
     rc = EX_OK;
 out:
+    if (spool != NULL)
+        (void)ec_spool_put_file(spool, PID_FILE, (const uint8_t *)"0 0\n", 4);
     ec_capture_join(&cap, NULL);
     delivery_close(&dv);
     ec_audit_close(&audit);
@@ -846,11 +905,16 @@ static pid_t daemon_pid(ec_spool *observer)
 {
     uint8_t *text = NULL;
     size_t len = 0;
-    if (ec_spool_get_file(observer, PID_FILE, 32, &text, &len) != EC_OK)
+    if (ec_spool_get_file(observer, PID_FILE, 64, &text, &len) != EC_OK)
         return 0;
-    long pid = strtol((const char *)text, NULL, 10);
+    long pid = 0;
+    unsigned long long ticks = 0;
+    int got = sscanf((const char *)text, "%ld %llu", &pid, &ticks);
     free(text);
-    return pid > 1 && kill((pid_t)pid, 0) == 0 ? (pid_t)pid : 0;
+    /* the same process that wrote the file, not a later one with its number */
+    if (got != 2 || pid <= 1 || ticks == 0 || proc_start_ticks(pid) != ticks)
+        return 0;
+    return (pid_t)pid;
 }
 
 /* Signals the daemon running on cfg's spool; EX_OK, or EX_UNAVAILABLE. */

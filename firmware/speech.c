@@ -69,7 +69,10 @@ static cJSON *definition(const ec_config *cfg, const ec_segment_meta *meta)
     return def;
 }
 
-/* Checks a 200's body against the contract's result shape. */
+static ec_status check_result(const cJSON *doc, ec_speech_result *res);
+
+/* Checks a 200's body against the contract's result shape, in an arena of
+ * its own sized to the answer (a parsed tree takes several times the text). */
 static ec_status judge_result(const ec_http_response *resp, ec_speech_result *res)
 {
     if (resp->body_truncated) {
@@ -77,10 +80,21 @@ static ec_status judge_result(const ec_http_response *resp, ec_speech_result *re
                  TRANSCRIPT_MAX);
         return EC_ERR_PROTOCOL;
     }
-    cJSON *doc = ec_json_parse(resp->body, resp->body_len);
+    ec_json_arena *arena = NULL;
+    ec_status st = ec_json_arena_begin(&arena, resp->body_len * 8 + 64 * 1024);
+    if (st != EC_OK)
+        return st;
+    st = check_result(ec_json_parse(resp->body, resp->body_len), res);
+    ec_json_arena_end(&arena);
+    return st;
+}
+
+static ec_status check_result(const cJSON *doc, ec_speech_result *res)
+{
     double duration = -1;
     if (doc == NULL || !cJSON_IsObject(doc)) {
-        snprintf(res->reason, sizeof res->reason, "transcribe answer is not a JSON object");
+        snprintf(res->reason, sizeof res->reason,
+                 "transcribe answer is not a JSON object (or too large to parse)");
         return EC_ERR_PROTOCOL;
     }
     if (!ec_json_number(doc, "durationMilliseconds", &duration) || duration < 0 ||

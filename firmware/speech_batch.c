@@ -27,6 +27,7 @@
 
 #define STATE_MAX (8u * 1024 * 1024)
 #define KEEP_FINISHED 50
+#define KEEP_FINISHED_BLOBS 2000
 #define POLL_DEFAULT_S 30
 #define POLL_MAX_S 600
 #define RETRY_MIN_S 5
@@ -41,11 +42,17 @@ typedef enum {
     JOB_SUCCEEDED,
     JOB_FAILED,   /* failed; will be submitted again */
     JOB_GIVEN_UP, /* failed EC_BATCH_ATTEMPTS times */
+    JOB_EXPIRED,  /* the service deleted it (time to live) before we saw it end */
     JOB_STATES
 } job_state;
 
-static const char *const state_names[JOB_STATES] = {"Submitting", "NotStarted", "Running",
-                                                    "Succeeded",  "Failed",     "GivenUp"};
+static const char *const state_names[JOB_STATES] = {
+    "Submitting", "NotStarted", "Running", "Succeeded", "Failed", "GivenUp", "Expired"};
+
+static bool finished(int state)
+{
+    return state == JOB_SUCCEEDED || state == JOB_GIVEN_UP || state == JOB_EXPIRED;
+}
 
 typedef struct {
     char endpoint[EC_CFG_URL_MAX];
@@ -130,7 +137,8 @@ static bool read_item(const cJSON *o, item *it)
     double seq, start;
     if (ep == NULL || blob == NULL || !ec_json_number(o, "seq", &seq) ||
         !ec_json_number(o, "start", &start) || strlen(ep) >= sizeof it->endpoint ||
-        strlen(blob) >= sizeof it->blob || seq < 0)
+        strlen(blob) >= sizeof it->blob || !(seq >= 0 && seq <= 9007199254740991.0) ||
+        !(start >= 0 && start <= 9007199254740991.0))
         return false;
     snprintf(it->endpoint, sizeof it->endpoint, "%s", ep);
     snprintf(it->blob, sizeof it->blob, "%s", blob);
@@ -246,7 +254,11 @@ static ec_status load(ec_batch *b)
             !ec_json_number(o, "submitted", &sub) || !ec_json_number(o, "finished", &fin) ||
             !ec_json_number(o, "next", &next) || !ec_json_number(o, "resultFiles", &rf) ||
             strlen(display) >= sizeof j->display || strlen(self) >= sizeof j->self ||
-            strlen(files) >= sizeof j->files)
+            strlen(files) >= sizeof j->files || cJSON_GetArraySize(items) < 1 ||
+            cJSON_GetArraySize(items) > EC_BATCH_CONTENT_URLS_MAX ||
+            !(attempts >= 0 && attempts <= EC_BATCH_ATTEMPTS) || !(rf >= 0 && rf <= 1e6) ||
+            !(ws >= 0 && ws < 1e15) || !(we >= 0 && we < 1e15) || !(sub >= 0 && sub < 1e15) ||
+            !(fin >= 0 && fin < 1e15) || !(next >= 0 && next < 1e15))
             goto out;
         snprintf(j->display, sizeof j->display, "%s", display);
         snprintf(j->self, sizeof j->self, "%s", self);
@@ -428,8 +440,10 @@ static cJSON *content_url(const ec_config *cfg, const item *it)
         if (*p == '/')
             p++;
     }
-    if (sas != NULL && n > 0 && (size_t)n < cap)
-        snprintf(url + n, cap - (size_t)n, "?%s", (const char *)ec_secret_bytes(sas));
+    if (sas != NULL && n > 0 && (size_t)n < cap) {
+        const char *q = (const char *)ec_secret_bytes(sas);
+        snprintf(url + n, cap - (size_t)n, "?%s", q[0] == '?' ? q + 1 : q);
+    }
     cJSON *s = cJSON_CreateString(url);
     return s;
 }
@@ -620,48 +634,55 @@ out:
     ec_json_arena_end(&arena);
 }
 
-/* Lists the result files of a finished job: names only, into the audit. */
-static void list_files(ec_batch *b, job *j)
+/* Lists the result files of a finished job (every page): names only, into
+ * the audit. Returns how many. */
+static unsigned list_files(ec_batch *b, const job *j)
 {
-    if (j->files[0] == '\0')
-        return;
-    ec_http_response resp = {0};
-    ec_json_arena *arena = NULL;
-    if (ec_json_arena_begin(&arena, 0) != EC_OK)
-        return;
-    ec_status st = speech_call(b, "GET", j->files, NULL, &resp);
-    const cJSON *values = NULL;
-    cJSON *doc = NULL;
-    if (st == EC_OK && resp.status == 200) {
-        doc = ec_json_parse(resp.body, resp.body_len);
-        values = cJSON_GetObjectItemCaseSensitive(doc, "values");
-    }
-    if (!cJSON_IsArray(values)) {
-        ec_log(EC_LOG_WARN, "batch_files_unavailable", EC_LOG_STR("job", j->display),
-               EC_LOG_INT("http_status", resp.status), EC_LOG_STR("reason", resp.reason));
-        goto out;
-    }
+    char url[EC_CFG_URL_MAX];
+    snprintf(url, sizeof url, "%s", j->files);
     char names[900] = "";
     size_t used = 0;
     unsigned n = 0;
-    const cJSON *f;
-    cJSON_ArrayForEach(f, values)
-    {
-        const char *name = ec_json_string(f, "name");
-        if (name == NULL)
-            continue;
-        n++;
-        size_t k = strcspn(name, "\"\\\n\r\t");
-        if (used + k + 2 < sizeof names)
-            used += (size_t)snprintf(names + used, sizeof names - used, "%s%.*s",
-                                     used > 0 ? "," : "", (int)k, name);
+    for (int page = 0; url[0] != '\0' && page < 50; page++) {
+        ec_http_response resp = {0};
+        ec_json_arena *arena = NULL;
+        if (ec_json_arena_begin(&arena, 0) != EC_OK)
+            break;
+        ec_status st = speech_call(b, "GET", url, NULL, &resp);
+        const cJSON *values = NULL;
+        cJSON *doc = NULL;
+        if (st == EC_OK && resp.status == 200) {
+            doc = ec_json_parse(resp.body, resp.body_len);
+            values = cJSON_GetObjectItemCaseSensitive(doc, "values");
+        }
+        url[0] = '\0';
+        if (!cJSON_IsArray(values)) {
+            ec_log(EC_LOG_WARN, "batch_files_unavailable", EC_LOG_STR("job", j->display),
+                   EC_LOG_INT("http_status", resp.status), EC_LOG_STR("reason", resp.reason));
+        } else {
+            const cJSON *f;
+            cJSON_ArrayForEach(f, values)
+            {
+                const char *name = ec_json_string(f, "name");
+                if (name == NULL)
+                    continue;
+                n++;
+                size_t k = strcspn(name, "\"\\\n\r\t");
+                if (used + k + 2 < sizeof names)
+                    used += (size_t)snprintf(names + used, sizeof names - used, "%s%.*s",
+                                             used > 0 ? "," : "", (int)k, name);
+            }
+            const char *next = ec_json_string(doc, "@nextLink");
+            if (next != NULL && https_on_endpoint(next, b->cfg->speech.endpoint) &&
+                strlen(next) < sizeof url)
+                snprintf(url, sizeof url, "%s", next);
+        }
+        ec_http_response_free(&resp);
+        ec_json_arena_end(&arena);
     }
-    j->result_files = n;
     ec_audit(b->audit, "batch_job_results", EC_LOG_STR("job", j->display),
              EC_LOG_STR("self", j->self), EC_LOG_UINT("files", n), EC_LOG_STR("names", names));
-out:
-    ec_http_response_free(&resp);
-    ec_json_arena_end(&arena);
+    return n;
 }
 
 static void poll_job(ec_batch *b, job *j)
@@ -673,6 +694,7 @@ static void poll_job(ec_batch *b, job *j)
     ec_status st = speech_call(b, "GET", j->self, NULL, &resp);
     bool finished_ok = false;
     pthread_mutex_lock(&b->lock);
+    int state_before = j->state;
     b->stats.polls++;
     int64_t now = utc_ms();
     long wait_s = resp.retry_after_s > 0 ? resp.retry_after_s : POLL_DEFAULT_S;
@@ -680,6 +702,17 @@ static void poll_job(ec_batch *b, job *j)
         j->next_ms = now + clamp_s(wait_s, RETRY_MIN_S, POLL_MAX_S) * 1000;
         ec_log(EC_LOG_WARN, "batch_poll_failed", EC_LOG_STR("job", j->display), EC_LOG_STATUS(st),
                EC_LOG_INT("http_status", resp.status), EC_LOG_STR("reason", resp.reason));
+    } else if (resp.status == 404 &&
+               now - j->submitted_ms > (int64_t)b->cfg->speech.time_to_live_hours * 3600 * 1000) {
+        /* deleted by its time to live while we could not look: its results
+         * (if any) are gone too, but submitting the audio again would
+         * transcribe it twice */
+        j->state = JOB_EXPIRED;
+        j->finished_ms = now;
+        ec_log(EC_LOG_WARN, "batch_job_expired", EC_LOG_STR("job", j->display),
+               EC_LOG_STR("reason", "deleted by the service after its time to live"));
+        ec_audit(b->audit, "batch_job_expired", EC_LOG_STR("job", j->display),
+                 EC_LOG_STR("self", j->self), EC_LOG_UINT("blobs", j->n_items));
     } else if (resp.status == 404) {
         job_failed(b, j, "NotFound", "the service no longer knows the job");
     } else {
@@ -710,13 +743,15 @@ static void poll_job(ec_batch *b, job *j)
                    EC_LOG_STR("reason", "no known status in the answer"));
         }
     }
-    (void)save(b);
+    if (j->state != state_before)
+        (void)save(b); /* polls that change nothing do not wear the flash */
     pthread_mutex_unlock(&b->lock);
     ec_http_response_free(&resp);
     ec_json_arena_end(&arena);
     if (finished_ok) {
-        list_files(b, j);
+        unsigned files = j->files[0] != '\0' ? list_files(b, j) : 0;
         pthread_mutex_lock(&b->lock);
+        j->result_files = files;
         j->state = JOB_SUCCEEDED;
         j->finished_ms = utc_ms();
         b->stats.succeeded++;
@@ -772,16 +807,24 @@ static bool cut_window(ec_batch *b, bool now)
     memmove(b->pending, b->pending + take, (b->n_pending - take) * sizeof *b->pending);
     b->n_pending -= take;
     b->window_opened_ms = b->n_pending > 0 ? t : 0;
-    /* old finished jobs leave the state (their results live in the audit) */
-    size_t finished = 0;
-    for (size_t k = 0; k < b->n_jobs; k++)
-        finished += b->jobs[k].state == JOB_SUCCEEDED || b->jobs[k].state == JOB_GIVEN_UP;
-    for (size_t k = 0; k < b->n_jobs && finished > KEEP_FINISHED;) {
-        if (b->jobs[k].state == JOB_SUCCEEDED || b->jobs[k].state == JOB_GIVEN_UP) {
+    /* old finished jobs leave the state (their results live in the audit):
+     * at most KEEP_FINISHED of them and KEEP_FINISHED_BLOBS blobs, so the
+     * file (rewritten on every change) stays small */
+    size_t done = 0, done_blobs = 0;
+    for (size_t k = 0; k < b->n_jobs; k++) {
+        if (finished(b->jobs[k].state)) {
+            done++;
+            done_blobs += b->jobs[k].n_items;
+        }
+    }
+    for (size_t k = 0;
+         k < b->n_jobs && (done > KEEP_FINISHED || done_blobs > KEEP_FINISHED_BLOBS);) {
+        if (finished(b->jobs[k].state)) {
+            done--;
+            done_blobs -= b->jobs[k].n_items;
             job_free(&b->jobs[k]);
             memmove(&b->jobs[k], &b->jobs[k + 1], (b->n_jobs - k - 1) * sizeof *b->jobs);
             b->n_jobs--;
-            finished--;
         } else {
             k++;
         }
@@ -803,8 +846,8 @@ ec_status ec_batch_step(ec_batch *b, bool submit_now, int64_t *next_ms)
     int64_t now = utc_ms();
     for (size_t k = 0; k < b->n_jobs; k++) {
         job *j = &b->jobs[k];
-        if (j->next_ms > now && !(submit_now && j->state == JOB_SUBMITTING))
-            continue;
+        if (j->next_ms > now)
+            continue; /* a new job's next_ms is 0: submitted at once */
         if (j->state == JOB_SUBMITTING || j->state == JOB_FAILED)
             submit(b, j);
         else if (j->state == JOB_NOT_STARTED || j->state == JOB_RUNNING)
@@ -816,7 +859,7 @@ ec_status ec_batch_step(ec_batch *b, bool submit_now, int64_t *next_ms)
     now = utc_ms();
     for (size_t k = 0; k < b->n_jobs; k++) {
         const job *j = &b->jobs[k];
-        if (j->state == JOB_SUCCEEDED || j->state == JOB_GIVEN_UP)
+        if (finished(j->state))
             continue;
         int64_t in = j->next_ms - now;
         wake = in < wake ? in : wake;

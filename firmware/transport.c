@@ -7,11 +7,13 @@
 #include "edgecap/transport.h"
 
 #include <ctype.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include <curl/curl.h>
+#include <mbedtls/platform_util.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_ciphersuites.h>
 
@@ -51,9 +53,40 @@ static CURLcode restrict_tls(CURL *curl, void *ssl_config, void *user)
     return CURLE_OK;
 }
 
+/* curl keeps copies of what it is given (URLs with a SAS, header lines with
+ * a bearer token or subscription key) on the ordinary heap: every block it
+ * frees is wiped first. */
+static void wiping_free(void *p)
+{
+    if (p == NULL)
+        return;
+    mbedtls_platform_zeroize(p, malloc_usable_size(p));
+    free(p);
+}
+
+static void *wiping_realloc(void *p, size_t n)
+{
+    if (p == NULL)
+        return malloc(n);
+    if (n == 0) {
+        wiping_free(p);
+        return NULL;
+    }
+    void *q = malloc(n);
+    if (q == NULL)
+        return NULL;
+    size_t old = malloc_usable_size(p);
+    memcpy(q, p, old < n ? old : n);
+    wiping_free(p);
+    return q;
+}
+
 ec_status ec_transport_global_init(void)
 {
-    return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? EC_OK : EC_ERR_INTERNAL;
+    return curl_global_init_mem(CURL_GLOBAL_DEFAULT, malloc, wiping_free, wiping_realloc, strdup,
+                                calloc) == CURLE_OK
+               ? EC_OK
+               : EC_ERR_INTERNAL;
 }
 
 void ec_transport_global_cleanup(void)
@@ -445,8 +478,15 @@ ec_status ec_transport_request(ec_transport *t, const ec_http_request *req, ec_h
     struct curl_slist *headers = NULL;
     /* no "Expect: 100-continue" round trip */
     headers = curl_slist_append(headers, "Expect:");
-    for (const char *const *h = req->headers; h != NULL && *h != NULL && headers != NULL; h++)
-        headers = curl_slist_append(headers, *h);
+    for (const char *const *h = req->headers; h != NULL && *h != NULL && headers != NULL; h++) {
+        struct curl_slist *longer = curl_slist_append(headers, *h);
+        if (longer == NULL) {
+            curl_slist_free_all(headers); /* (wiped: they may hold a credential) */
+            headers = NULL;
+            break;
+        }
+        headers = longer;
+    }
     if (headers == NULL)
         return EC_ERR_NOMEM;
 
