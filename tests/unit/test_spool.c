@@ -823,8 +823,8 @@ static void test_aux_files(void **state)
     free(data);
     char *tmp = ts_strf("%s/jobs.json.tmp", f->spool_dir);
     assert_int_not_equal(access(tmp, F_OK), 0);
-    static const char *const bad[] = {"",      "../x",      "a/b",       ".hidden", "state",
-                                      "x.seg", "x.seg.part", "jobs.tmp"};
+    static const char *const bad[] = {"",      "../x",  "a/b",        ".hidden",
+                                      "state", "x.seg", "x.seg.part", "jobs.tmp"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(ec_spool_put_file(s, bad[i], (const uint8_t *)"x", 1), EC_ERR_INVALID);
         assert_int_equal(ec_spool_get_file(s, bad[i], 8, &data, &len), EC_ERR_INVALID);
