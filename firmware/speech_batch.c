@@ -6,10 +6,12 @@
  * changed by the uploader (enqueue) and by the batch thread; jobs only by
  * the batch thread. Both under `lock`; requests go out without it.
  *
- * A job is saved as "Submitting" before its POST and updated after the 201,
- * so a crash in between is the one case where a window may be submitted
- * twice (the contract has no idempotency key); every other restart resumes
- * polling the recorded job.
+ * A job is saved as "Submitting" with `posting` set before its POST, under
+ * a displayName unique to the attempt ("... #N"). When the outcome of a POST
+ * is unknown (a crash, a lost answer), the next round first lists the
+ * service's transcriptions with filter=displayName eq '...' and adopts the
+ * job it finds; only when there is none is the window posted again. So a
+ * window is submitted again only after its job failed.
  */
 #include "edgecap/speech.h"
 
@@ -67,6 +69,7 @@ typedef struct {
     char self[EC_CFG_URL_MAX];
     char files[EC_CFG_URL_MAX];
     int attempts;
+    bool posting; /* a POST of this attempt may have reached the service */
     char error[64];
     int64_t window_start_ms, window_end_ms; /* UTC: first and last blob's start */
     int64_t submitted_ms, finished_ms;      /* UTC */
@@ -170,6 +173,7 @@ static ec_status save(ec_batch *b)
         cJSON_AddStringToObject(o, "self", j->self);
         cJSON_AddStringToObject(o, "files", j->files);
         cJSON_AddNumberToObject(o, "attempts", j->attempts);
+        cJSON_AddBoolToObject(o, "posting", j->posting);
         cJSON_AddStringToObject(o, "error", j->error);
         cJSON_AddNumberToObject(o, "windowStart", (double)j->window_start_ms);
         cJSON_AddNumberToObject(o, "windowEnd", (double)j->window_end_ms);
@@ -246,15 +250,17 @@ static ec_status load(ec_batch *b)
         const char *display = ec_json_string(o, "displayName"), *self = ec_json_string(o, "self"),
                    *files = ec_json_string(o, "files"), *error = ec_json_string(o, "error");
         const cJSON *items = cJSON_GetObjectItemCaseSensitive(o, "blobs");
+        const cJSON *posting = cJSON_GetObjectItemCaseSensitive(o, "posting");
         double attempts, ws, we, sub, fin, next, rf;
         j->state = state_from_name(ec_json_string(o, "state"));
         if (j->state < 0 || display == NULL || self == NULL || files == NULL || error == NULL ||
-            !cJSON_IsArray(items) || !ec_json_number(o, "attempts", &attempts) ||
-            !ec_json_number(o, "windowStart", &ws) || !ec_json_number(o, "windowEnd", &we) ||
-            !ec_json_number(o, "submitted", &sub) || !ec_json_number(o, "finished", &fin) ||
-            !ec_json_number(o, "next", &next) || !ec_json_number(o, "resultFiles", &rf) ||
-            strlen(display) >= sizeof j->display || strlen(self) >= sizeof j->self ||
-            strlen(files) >= sizeof j->files || cJSON_GetArraySize(items) < 1 ||
+            !cJSON_IsBool(posting) || !cJSON_IsArray(items) ||
+            !ec_json_number(o, "attempts", &attempts) || !ec_json_number(o, "windowStart", &ws) ||
+            !ec_json_number(o, "windowEnd", &we) || !ec_json_number(o, "submitted", &sub) ||
+            !ec_json_number(o, "finished", &fin) || !ec_json_number(o, "next", &next) ||
+            !ec_json_number(o, "resultFiles", &rf) || strlen(display) >= sizeof j->display ||
+            strlen(self) >= sizeof j->self || strlen(files) >= sizeof j->files ||
+            cJSON_GetArraySize(items) < 1 ||
             cJSON_GetArraySize(items) > EC_BATCH_CONTENT_URLS_MAX ||
             !(attempts >= 0 && attempts <= EC_BATCH_ATTEMPTS) || !(rf >= 0 && rf <= 1e6) ||
             !(ws >= 0 && ws < 1e15) || !(we >= 0 && we < 1e15) || !(sub >= 0 && sub < 1e15) ||
@@ -265,6 +271,7 @@ static ec_status load(ec_batch *b)
         snprintf(j->files, sizeof j->files, "%s", files);
         snprintf(j->error, sizeof j->error, "%s", error);
         j->attempts = (int)attempts;
+        j->posting = cJSON_IsTrue(posting);
         j->window_start_ms = (int64_t)ws;
         j->window_end_ms = (int64_t)we;
         j->submitted_ms = (int64_t)sub;
@@ -448,11 +455,11 @@ static cJSON *content_url(const ec_config *cfg, const item *it)
     return s;
 }
 
-static cJSON *submit_body(const ec_batch *b, const job *j)
+static cJSON *submit_body(const ec_batch *b, const job *j, const char *name)
 {
     const ec_config *cfg = b->cfg;
     cJSON *doc = cJSON_CreateObject();
-    cJSON_AddStringToObject(doc, "displayName", j->display);
+    cJSON_AddStringToObject(doc, "displayName", name);
     cJSON_AddStringToObject(doc, "locale", cfg->speech.locale);
     cJSON *urls = cJSON_AddArrayToObject(doc, "contentUrls");
     for (size_t i = 0; i < j->n_items; i++) {
@@ -545,42 +552,141 @@ static void job_failed(ec_batch *b, job *j, const char *code, const char *reason
     j->self[0] = j->files[0] = '\0';
 }
 
+/* The displayName of the job's current attempt: unique per attempt, so a
+ * lookup by name finds this attempt and never an earlier failed one. */
+static void attempt_name(const job *j, char *out, size_t out_len)
+{
+    snprintf(out, out_len, "%s #%d", j->display, j->attempts);
+}
+
+/*
+ * A POST of this attempt may have reached the service (a crash or a lost
+ * answer): look for a job with its name before posting again. 1 = found
+ * and adopted, 0 = not there, -1 = could not look (try later).
+ */
+static int adopt_existing(ec_batch *b, job *j)
+{
+    char name[200], filter[256], filter_q[768], url[EC_CFG_URL_MAX + 1024];
+    attempt_name(j, name, sizeof name);
+    snprintf(filter, sizeof filter, "displayName eq '%s'", name);
+    ec_url_encode(filter, filter_q, sizeof filter_q);
+    snprintf(url, sizeof url, "%s/speechtotext/transcriptions?api-version=%s&filter=%s",
+             b->cfg->speech.endpoint, EC_SPEECH_API_VERSION, filter_q);
+    ec_http_response resp = {0};
+    ec_json_arena *arena = NULL;
+    if (ec_json_arena_begin(&arena, 0) != EC_OK)
+        return -1;
+    int found = -1;
+    ec_status st = speech_call(b, "GET", url, NULL, &resp);
+    const cJSON *values = NULL;
+    if (st == EC_OK && resp.status == 200)
+        values =
+            cJSON_GetObjectItemCaseSensitive(ec_json_parse(resp.body, resp.body_len), "values");
+    if (cJSON_IsArray(values)) {
+        found = 0;
+        const cJSON *t;
+        cJSON_ArrayForEach(t, values)
+        {
+            const char *dn = ec_json_string(t, "displayName"), *self = ec_json_string(t, "self");
+            const char *files =
+                ec_json_string(cJSON_GetObjectItemCaseSensitive(t, "links"), "files");
+            const char *ep = b->cfg->speech.endpoint;
+            if (dn == NULL || strcmp(dn, name) != 0 || self == NULL ||
+                !https_on_endpoint(self, ep) || strlen(self) >= sizeof j->self ||
+                (files != NULL &&
+                 (!https_on_endpoint(files, ep) || strlen(files) >= sizeof j->files)))
+                continue;
+            int state = state_from_name(ec_json_string(t, "status"));
+            pthread_mutex_lock(&b->lock);
+            snprintf(j->self, sizeof j->self, "%s", self);
+            snprintf(j->files, sizeof j->files, "%s", files != NULL ? files : "");
+            j->state = state == JOB_RUNNING ? JOB_RUNNING : JOB_NOT_STARTED;
+            j->posting = false;
+            j->next_ms = utc_ms(); /* its real state comes with the next poll */
+            (void)save(b);
+            pthread_mutex_unlock(&b->lock);
+            ec_log(EC_LOG_INFO, "batch_job_found", EC_LOG_STR("job", name),
+                   EC_LOG_STR("self", j->self),
+                   EC_LOG_STR("effect", "the earlier POST had arrived: not submitted again"));
+            ec_audit(b->audit, "batch_job_found", EC_LOG_STR("job", name),
+                     EC_LOG_STR("self", j->self));
+            found = 1;
+            break;
+        }
+    } else if (st == EC_OK && resp.status == 404) {
+        found = 0; /* a service without the list operation: nothing to find */
+    }
+    if (found < 0)
+        ec_log(EC_LOG_WARN, "batch_lookup_failed", EC_LOG_STR("job", name), EC_LOG_STATUS(st),
+               EC_LOG_INT("http_status", resp.status),
+               EC_LOG_STR("effect", "looked up again later"));
+    ec_http_response_free(&resp);
+    ec_json_arena_end(&arena);
+    return found;
+}
+
 /* POSTs a job (Submitting or Failed). */
 static void submit(ec_batch *b, job *j)
 {
+    if (j->posting) {
+        int found = adopt_existing(b, j);
+        if (found != 0) {
+            if (found < 0) {
+                pthread_mutex_lock(&b->lock);
+                j->next_ms = utc_ms() + RETRY_MIN_S * 6 * 1000;
+                pthread_mutex_unlock(&b->lock);
+            }
+            return;
+        }
+    } else {
+        pthread_mutex_lock(&b->lock);
+        j->attempts++;
+        pthread_mutex_unlock(&b->lock);
+    }
     ec_http_response resp = {0};
     ec_json_arena *arena = NULL;
     if (ec_json_arena_begin(&arena, 0) != EC_OK)
         return;
-    char *body = ec_json_print(submit_body(b, j));
+    char name[200];
+    attempt_name(j, name, sizeof name);
+    char *body = ec_json_print(submit_body(b, j, name));
     char url[EC_CFG_URL_MAX + 96];
     snprintf(url, sizeof url, "%s/speechtotext/transcriptions:submit?api-version=%s",
              b->cfg->speech.endpoint, EC_SPEECH_API_VERSION);
     pthread_mutex_lock(&b->lock);
-    j->attempts++;
     j->state = JOB_SUBMITTING;
+    j->posting = true;
     j->submitted_ms = utc_ms();
-    ec_status saved = save(b);
-    pthread_mutex_unlock(&b->lock);
-    if (body == NULL || saved != EC_OK) {
-        pthread_mutex_lock(&b->lock);
+    ec_status saved = body != NULL ? save(b) : EC_ERR_NOMEM;
+    if (saved != EC_OK) {
+        j->posting = false;
         j->attempts--;
         j->next_ms = utc_ms() + RETRY_MIN_S * 1000;
         pthread_mutex_unlock(&b->lock);
         ec_json_arena_end(&arena);
         return;
     }
+    pthread_mutex_unlock(&b->lock);
     ec_status st = speech_call(b, "POST", url, body, &resp);
     pthread_mutex_lock(&b->lock);
     b->stats.submissions++;
-    if (st != EC_OK || resp.status != 201) {
+    if (st != EC_OK) {
+        /* the POST may or may not have arrived: posting stays set, so the
+         * next round looks for the job before it posts again */
+        j->next_ms = utc_ms() + RETRY_MIN_S * 6 * 1000;
+        ec_log(EC_LOG_WARN, "batch_submit_failed", EC_LOG_STR("job", name), EC_LOG_STATUS(st),
+               EC_LOG_STR("reason", resp.reason),
+               EC_LOG_STR("effect", "looked up, then submitted again if absent"));
+        (void)save(b);
+        pthread_mutex_unlock(&b->lock);
+        goto out;
+    }
+    if (resp.status != 201) {
         long http = 0, retry_after = -1;
         char code[64] = "", reason[200];
-        if (st == EC_OK)
-            st = ec_speech_failure(&resp, "submit", &http, &retry_after, code, sizeof code, reason,
-                                   sizeof reason);
-        else
-            snprintf(reason, sizeof reason, "submit: %s", resp.reason);
+        st = ec_speech_failure(&resp, "submit", &http, &retry_after, code, sizeof code, reason,
+                               sizeof reason);
+        j->posting = false; /* an error answer creates no job */
         if (st == EC_ERR_PROTOCOL) {
             job_failed(b, j, code, reason); /* the service refused this body */
         } else {
@@ -589,9 +695,8 @@ static void submit(ec_batch *b, job *j)
             j->next_ms = utc_ms() + clamp_s(retry_after > 0 ? retry_after : RETRY_MIN_S * 6,
                                             RETRY_MIN_S, RETRY_MAX_S) *
                                         1000;
-            ec_log(EC_LOG_WARN, "batch_submit_failed", EC_LOG_STR("job", j->display),
-                   EC_LOG_STATUS(st), EC_LOG_STR("reason", reason),
-                   EC_LOG_STR("effect", "retried later"));
+            ec_log(EC_LOG_WARN, "batch_submit_failed", EC_LOG_STR("job", name), EC_LOG_STATUS(st),
+                   EC_LOG_STR("reason", reason), EC_LOG_STR("effect", "retried later"));
         }
         (void)save(b);
         pthread_mutex_unlock(&b->lock);
@@ -604,11 +709,10 @@ static void submit(ec_batch *b, job *j)
     const char *ep = b->cfg->speech.endpoint;
     if (self == NULL || !https_on_endpoint(self, ep) || strlen(self) >= sizeof j->self ||
         (files != NULL && (!https_on_endpoint(files, ep) || strlen(files) >= sizeof j->files))) {
-        /* the job may exist: keep it as Submitting, the next round posts
-         * again only after the retry delay; a human can see it in the log */
-        j->attempts--;
+        /* the job exists but its answer is unusable: posting stays set, the
+         * next round looks it up by name */
         j->next_ms = utc_ms() + RETRY_MAX_S * 1000;
-        ec_log(EC_LOG_ERROR, "batch_submit_answer_invalid", EC_LOG_STR("job", j->display),
+        ec_log(EC_LOG_ERROR, "batch_submit_answer_invalid", EC_LOG_STR("job", name),
                EC_LOG_STR("reason", "201 without a self link on the Speech endpoint"));
         (void)save(b);
         pthread_mutex_unlock(&b->lock);
@@ -617,17 +721,17 @@ static void submit(ec_batch *b, job *j)
     snprintf(j->self, sizeof j->self, "%s", self);
     snprintf(j->files, sizeof j->files, "%s", files != NULL ? files : "");
     j->state = state == JOB_RUNNING ? JOB_RUNNING : JOB_NOT_STARTED;
+    j->posting = false;
     j->error[0] = '\0';
     j->next_ms =
         utc_ms() + clamp_s(resp.retry_after_s > 0 ? resp.retry_after_s : 1, 1, POLL_MAX_S) * 1000;
     (void)save(b);
-    ec_log(EC_LOG_INFO, "batch_job_submitted", EC_LOG_STR("job", j->display),
-           EC_LOG_STR("self", j->self), EC_LOG_UINT("blobs", j->n_items),
-           EC_LOG_INT("attempt", j->attempts));
-    ec_audit(
-        b->audit, "batch_job_submitted", EC_LOG_STR("job", j->display), EC_LOG_STR("self", j->self),
-        EC_LOG_UINT("blobs", j->n_items), EC_LOG_UINT("first_seq", j->items[0].seq),
-        EC_LOG_UINT("last_seq", j->items[j->n_items - 1].seq), EC_LOG_INT("attempt", j->attempts));
+    ec_log(EC_LOG_INFO, "batch_job_submitted", EC_LOG_STR("job", name), EC_LOG_STR("self", j->self),
+           EC_LOG_UINT("blobs", j->n_items), EC_LOG_INT("attempt", j->attempts));
+    ec_audit(b->audit, "batch_job_submitted", EC_LOG_STR("job", name), EC_LOG_STR("self", j->self),
+             EC_LOG_UINT("blobs", j->n_items), EC_LOG_UINT("first_seq", j->items[0].seq),
+             EC_LOG_UINT("last_seq", j->items[j->n_items - 1].seq),
+             EC_LOG_INT("attempt", j->attempts));
     pthread_mutex_unlock(&b->lock);
 out:
     ec_http_response_free(&resp);

@@ -21,8 +21,9 @@
  * (the service's error code is logged and the window is submitted again, at
  * most EC_BATCH_ATTEMPTS times). Pending blobs and jobs live in
  * SPOOL/speech-jobs.json, written atomically, so a restart neither loses
- * nor repeats a submission; a blob is submitted again only after its job
- * failed. contentUrls carry no SAS (Speech reads BYOS with its managed
+ * nor repeats a submission (a POST whose outcome is unknown is looked up by
+ * its per-attempt displayName before anything is posted again); a blob is
+ * submitted again only after its job failed. contentUrls carry no SAS (Speech reads BYOS with its managed
  * identity) unless [speech] content_sas is provisioned;
  * destinationContainerUrl is never sent.
  *
