@@ -32,6 +32,7 @@ static const char *const slot_name[2] = {"primary", "secondary"};
 
 typedef struct {
     ec_secret *token;
+    bool rejected;         /* dropped after a 401: the next fetch is a refresh */
     int64_t refresh_at_ms; /* monotonic */
     int64_t expires_at_ms;
 } cached_token;
@@ -268,7 +269,8 @@ static ec_status fetch_token(ec_auth *a, ec_auth_scope scope, char *reason, size
         if (st != EC_OK)
             goto out;
         cached_token *c = &a->tokens[scope];
-        bool refresh = c->token != NULL;
+        bool refresh = c->token != NULL || c->rejected;
+        c->rejected = false;
         ec_secret_free(&c->token);
         c->token = token;
         int64_t margin_s =
@@ -340,6 +342,7 @@ static bool on_unauthorized(ec_auth *a, ec_auth_scope scope)
     a->stats.unauthorized++;
     if (a->scope_mode[scope] == EC_AUTH_ENTRA) {
         ec_secret_free(&a->tokens[scope].token);
+        a->tokens[scope].rejected = true;
         ec_log(EC_LOG_WARN, "auth_unauthorized", EC_LOG_STR("scope", scope_name[scope]),
                EC_LOG_STR("effect", "fetching a new token, retrying once"));
         return true;

@@ -166,6 +166,17 @@ static size_t on_read(char *buf, size_t size, size_t n, void *user)
     return k;
 }
 
+/* curl rewinds a body it must send again (a kept-alive connection that died
+ * under the request): the body is in memory, so any offset is fine. */
+static int on_seek(void *user, curl_off_t offset, int origin)
+{
+    exchange *x = user;
+    if (origin != SEEK_SET || offset < 0 || (size_t)offset > x->body_len)
+        return CURL_SEEKFUNC_FAIL;
+    x->body_off = (size_t)offset;
+    return CURL_SEEKFUNC_OK;
+}
+
 static size_t on_write(char *data, size_t size, size_t n, void *user)
 {
     exchange *x = user;
@@ -505,6 +516,8 @@ ec_status ec_transport_request(ec_transport *t, const ec_http_request *req, ec_h
         SET(CURLOPT_UPLOAD, 1L);
         SET(CURLOPT_READFUNCTION, on_read);
         SET(CURLOPT_READDATA, &x);
+        SET(CURLOPT_SEEKFUNCTION, on_seek);
+        SET(CURLOPT_SEEKDATA, &x);
         SET(CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->body_len);
     } else if (strcmp(req->method, "POST") == 0 && req->n_parts > 0) {
         mime = build_mime(t->curl, req->parts, req->n_parts);

@@ -20,6 +20,30 @@
 # other host to Azurite. Fault fronts (below) do the same, so a fault applies
 # to Speech traffic too (their injected bodies are Azure Storage XML).
 #
+# Azurite authorises a request by shared key, SAS (account or service) or,
+# since it runs with --oauth basic (HTTPS only), an Entra bearer token. Its
+# "basic" check (dist/src/blob/authentication/BlobTokenAuthenticator.js)
+# decodes the JWT without verifying the signature, the tenant or the scope,
+# and wants: iat, nbf and exp present and nbf <= now <= exp (no skew); iss
+# starting https://sts.windows.net/ (or the sovereign clouds' sts hosts); aud
+# exactly https://storage.azure.com[/], the storage app id
+# e406a681-f3d4-42a8-90b6-c2b029497af1 or https://ACCOUNT.blob.core.windows.net[/]
+# of this account. The Speech peer's token endpoint issues such tokens for
+# https://storage.azure.com/.default (setting storage_token_mode makes them
+# expired, wrong_aud or wrong_iss). Azurite refuses a token with 403
+# AuthenticationFailed (its AuthenticationErrorDetail says why); Azure Storage
+# answers 401 InvalidAuthenticationInfo with a challenge for x-ms-version
+# 2019-12-12 and later, so every front answers for Azurite there: a Bearer
+# request to Azurite with such a version whose answer is 403
+# AuthenticationFailed gets 401, x-ms-error-code InvalidAuthenticationInfo,
+# Azurite's x-ms-request-id and
+#   WWW-Authenticate: Bearer authorization_uri=https://login.microsoftonline.com/TENANT_ID/oauth2/authorize resource_id=https://storage.azure.com
+# (Azurite's body, with its reason, is not kept; the access log has
+# upstream_status 403 and upstream_error_code AuthenticationFailed.) Any other
+# 403 to a Bearer request keeps its status and x-ms-error-code. Nothing else
+# is changed: SAS and shared-key requests, and older versions, get Azurite's
+# own answers.
+#
 # Use it as a command, or source it and call the peers_* functions (each runs
 # in a subshell, so it never exits or changes the caller's shell):
 #
@@ -102,6 +126,15 @@
 #         /config JSON    change settings (below)     /reset '{}'
 #       Settings (POST /config; GET /config shows them; /reset restores them):
 #         token_lifetime_s N     lifetime of issued tokens (default 3600)
+#         storage_token_mode M   storage-scope tokens that Azurite refuses:
+#                                expired (exp 60 s ago; expires_in still
+#                                token_lifetime_s), wrong_aud (aud
+#                                https://cognitiveservices.azure.com),
+#                                wrong_iss (not an sts issuer); valid (default)
+#         storage_token_mode_count N   only the next N storage tokens get the
+#                                mode, then it is valid again (0, the default,
+#                                and when storage_token_mode is set alone:
+#                                every one)
 #         retry_after_s N        Retry-After of polls and injected 429/503 (1)
 #         fail_jobs N            the next N submitted jobs end Failed
 #                                (properties.error.code InvalidData)
@@ -172,7 +205,10 @@
 # x_ms_blob_content_type if_none_match x_ms_encryption_scope x_ms_tags
 # x_ms_meta_device x_ms_meta_seq x_ms_meta_start x_ms_meta_duration_ms
 # x_ms_meta_codec auth_scheme sas expect user_agent upstream_status
-# resp_content_md5 resp_error_code request_time front (main|KIND|other).
+# resp_content_md5 resp_error_code upstream_error_code (the upstream's
+# x-ms-error-code) msec (when the request ended: epoch seconds, ms
+# resolution; nginx logs a request when it ends, so msec - request_time
+# orders requests by start) request_time front (main|KIND|other).
 # The readiness probe of `start` (header X-Edgecap-Peers-Probe) is not logged.
 # Only the access logs are free of the SAS: ERROR_LOG (level info, so that
 # failed handshakes show) quotes request lines of rejected requests whole, and
@@ -194,8 +230,9 @@
 # job_outcome; get/files: job_id job_status; transcribe: parts definition
 # audio_bytes audio_content_type ogg_opus samples duration_ms opusinfo_ms;
 # token: client_id scope grant_type alg x5t_match jti assertion_lifetime_s
-# result (issued|refused) reason error error_code expires_in. Never a token,
-# key, assertion or SAS signature.
+# result (issued|refused) reason error error_code expires_in, token_mode
+# (storage scope: valid|expired|wrong_aud|wrong_iss). Never a token, key,
+# assertion or SAS signature.
 #
 # Needs: bash, openssl, curl, node, nginx (Debian nginx-light, with its echo
 # module for `stall`), opusinfo and opusdec (opus-tools), and
@@ -593,7 +630,8 @@ http {
         '"sas":"\$peers_sas","expect":"\$http_expect","user_agent":"\$http_user_agent",'
         '"upstream_status":"\$upstream_status","resp_content_md5":"\$sent_http_content_md5",'
         '"resp_error_code":"\$sent_http_x_ms_error_code",'
-        '"upstream_error_code":"\$upstream_http_x_ms_error_code","request_time":\$request_time,'
+        '"upstream_error_code":"\$upstream_http_x_ms_error_code","msec":\$msec,'
+        '"request_time":\$request_time,'
         '"front":"$front"}';
     access_log $root/access.log peers if=\$peers_loggable;
 

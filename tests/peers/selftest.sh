@@ -110,7 +110,7 @@ fault() { # KIND [ARG...]: starts a fault front and sources its fault.env
     . "$P/fault-$port/fault.env"
 }
 
-plan 51
+plan 52
 T0=$EPOCHREALTIME
 
 # ---- start ------------------------------------------------------------------
@@ -440,6 +440,70 @@ for c in "401 invalid_client alg RS256 not allowed|--key $RSA_CLIENT_KEY --cert 
 done
 verdict "token endpoint also refuses RS256, an alg that does not fit the key, typ JOSE, iat in the future, iss != client_id, an unknown client, a foreign scope, another tenant" \
     "$T/b"
+
+# ---- Azurite --oauth basic: storage tokens through nginx ----
+# Valid: Put Blob and HEAD with the bearer token, no SAS. Refused: Azurite's
+# own answer (straight to it) is 403 AuthenticationFailed with its reason;
+# through nginx (x-ms-version 2019-12-12 and later) Azure's 401 challenge.
+bearer_curl() { # TOKEN VERSION [CURL ARGS...] URL: as the device, through nginx
+    local token=$1 version=$2
+    shift 2
+    device_curl "$NGINX_PORT" -H "x-ms-version: $version" -H "Authorization: Bearer $token" "$@"
+}
+OAUTH_BLOB=edgecap/oauth/2026/01/02/oauth-0001-20260102T050000Z-000001.ogg
+bearer_curl "$STORAGE_TOKEN" 2025-11-05 -X PUT -H "x-ms-blob-type: BlockBlob" -H "Content-MD5: $MD5" \
+    --data-binary "@$T/seg1.ogg" "https://$BLOB_HOST/audio/$OAUTH_BLOB"
+want_eq "Put Blob with the storage token" "$CODE" 201
+want_eq "echoed Content-MD5" "$(header content-md5)" "$MD5"
+tail -n 1 "$ACCESS_LOG" >"$T/line"
+want_re "$T/line" '"method":"PUT",.*"status":201,.*"auth_scheme":"Bearer","sas":"no"'
+bearer_curl "$STORAGE_TOKEN" 2025-11-05 -I "https://$BLOB_HOST/audio/$OAUTH_BLOB"
+want_eq "HEAD with the storage token" "$CODE $(header content-length)" "200 70000"
+bearer_curl "$TOKEN" 2025-11-05 -I "https://$BLOB_HOST/audio/$OAUTH_BLOB"
+want_eq "HEAD with a Speech token (aud cognitiveservices)" "$CODE" 401
+want_eq "x-ms-error-code" "$(header x-ms-error-code)" InvalidAuthenticationInfo
+want_eq "WWW-Authenticate" "$(header www-authenticate)" \
+    "Bearer authorization_uri=https://$LOGIN_HOST/$TENANT_ID/oauth2/authorize resource_id=https://storage.azure.com"
+[ -n "$(header x-ms-request-id)" ] || fail_because "no x-ms-request-id on the 401"
+tail -n 1 "$ACCESS_LOG" >"$T/line"
+want_re "$T/line" '"status":401,.*"upstream_status":"403",.*"resp_error_code":"InvalidAuthenticationInfo","upstream_error_code":"AuthenticationFailed"'
+bearer_curl "$TOKEN" 2019-07-07 -I "https://$BLOB_HOST/audio/$OAUTH_BLOB"
+want_eq "the same with x-ms-version 2019-07-07 (no challenge before 2019-12-12)" \
+    "$CODE $(header x-ms-error-code)" "403 AuthenticationFailed"
+modes=""
+for m in "expired|Lifetime validation failed. The token is expired." "wrong_aud|Invalid token audience." \
+    "wrong_iss|Invalid token issuer."; do
+    IFS='|' read -r mode detail <<<"$m"
+    control /config "{\"storage_token_mode\":\"$mode\"}" >/dev/null
+    token_req "$(assertion)" "" https://storage.azure.com/.default
+    tok=$(access_token)
+    SECRETS+=("$tok")
+    last_record token
+    modes="$modes $(sed -n 's/.*"token_mode":"\([a-z_]*\)".*/\1/p' "$T/rec")"
+    CODE=$(curl -sS --max-time 20 -o "$T/b" -w '%{http_code}' --cacert "$AZURITE_CA" -X PUT \
+        -H "x-ms-version: 2025-11-05" -H "x-ms-blob-type: BlockBlob" -H "Authorization: Bearer $tok" \
+        --data-binary "@$T/seg1.ogg" "$AZURITE_URL/audio/edgecap/oauth/$mode.ogg" 2>"$T/e")
+    want_eq "$mode token straight to Azurite" "$CODE" 403
+    want_fixed "$T/b" "<AuthenticationErrorDetail>$detail</AuthenticationErrorDetail>"
+    bearer_curl "$tok" 2025-11-05 -X PUT -H "x-ms-blob-type: BlockBlob" --data-binary "@$T/seg1.ogg" \
+        "https://$BLOB_HOST/audio/edgecap/oauth/$mode.ogg"
+    want_eq "$mode token through nginx" "$CODE $(header x-ms-error-code)" "401 InvalidAuthenticationInfo"
+done
+want_eq "token_mode of the records" "$modes" " expired wrong_aud wrong_iss"
+control /config '{"storage_token_mode":"expired","storage_token_mode_count":1}' >/dev/null
+token_req "$(assertion)" "" https://storage.azure.com/.default
+last_record token
+c1=$(sed -n 's/.*"token_mode":"\([a-z_]*\)".*/\1/p' "$T/rec")
+SECRETS+=("$(access_token)")
+token_req "$(assertion)" "" https://storage.azure.com/.default
+last_record token
+SECRETS+=("$(access_token)")
+want_eq "storage_token_mode_count 1: the next two storage tokens" "$c1 $(sed -n 's/.*"token_mode":"\([a-z_]*\)".*/\1/p' "$T/rec")" \
+    "expired valid"
+"$PEERS" readback "$P" --container audio --prefix edgecap/oauth/ --no-tags >"$T/rb.json" 2>"$T/e"
+want_eq "blobs under edgecap/oauth/ (the valid token's only)" "$(grep -c '"name"' "$T/rb.json")" 1
+verdict "Azurite --oauth basic: the storage token writes and reads through nginx (Bearer, no SAS); expired, wrong_aud, wrong_iss tokens and a Speech token are refused (Azurite 403 with its reason; through nginx Azure's 401 challenge)" \
+    "$T/b" "$T/line" "$T/e"
 
 # ---- Speech: submit ----
 # A real Ogg Opus segment in the blob container (espeak-ng -> opusenc).
