@@ -23,9 +23,9 @@
  * SPOOL/speech-jobs.json, written atomically, so a restart neither loses
  * nor repeats a submission (a POST whose outcome is unknown is looked up by
  * its per-attempt displayName before anything is posted again); a blob is
- * submitted again only after its job failed. contentUrls carry no SAS (Speech reads BYOS with its managed
- * identity) unless [speech] content_sas is provisioned;
- * destinationContainerUrl is never sent.
+ * submitted again only after its job failed. contentUrls carry no SAS
+ * (Speech reads BYOS with its managed identity) unless [speech] content_sas
+ * is provisioned; destinationContainerUrl is never sent.
  *
  * Owned by main and firmware/upload.
  */
