@@ -686,12 +686,16 @@ static void submit(ec_batch *b, job *j)
         char code[64] = "", reason[200];
         st = ec_speech_failure(&resp, "submit", &http, &retry_after, code, sizeof code, reason,
                                sizeof reason);
-        j->posting = false; /* an error answer creates no job */
+        /* a 4xx creates no job; behind a gateway a 5xx (or 408) may come
+         * after the service created it: then look before posting again */
+        j->posting = resp.status == 408 || resp.status >= 500;
         if (st == EC_ERR_PROTOCOL) {
             job_failed(b, j, code, reason); /* the service refused this body */
         } else {
-            /* not the job's fault: the same POST later, the attempt not counted */
-            j->attempts--;
+            /* not the job's fault: the same POST later, the attempt not
+             * counted (while posting, its name is kept for the lookup) */
+            if (!j->posting)
+                j->attempts--;
             j->next_ms = utc_ms() + clamp_s(retry_after > 0 ? retry_after : RETRY_MIN_S * 6,
                                             RETRY_MIN_S, RETRY_MAX_S) *
                                         1000;
@@ -950,8 +954,11 @@ ec_status ec_batch_step(ec_batch *b, bool submit_now, int64_t *next_ms)
     int64_t now = utc_ms();
     for (size_t k = 0; k < b->n_jobs; k++) {
         job *j = &b->jobs[k];
-        if (j->next_ms > now)
-            continue; /* a new job's next_ms is 0: submitted at once */
+        /* a new job's next_ms is 0: submitted at once; submit-now also
+         * looks up at once a job whose POST had an unknown outcome (a
+         * lookup never submits twice) */
+        if (j->next_ms > now && !(submit_now && j->posting))
+            continue;
         if (j->state == JOB_SUBMITTING || j->state == JOB_FAILED)
             submit(b, j);
         else if (j->state == JOB_NOT_STARTED || j->state == JOB_RUNNING)

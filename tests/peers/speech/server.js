@@ -37,6 +37,7 @@ const DEFAULTS = {
     storage_token_mode_count: 0,
     retry_after_s: 1,
     fail_jobs: 0,
+    drop_submit_answers: 0,
     revoke_primary_key: false,
     revoke_secondary_key: false,
     unauthorized_next: 0,
@@ -46,7 +47,7 @@ const DEFAULTS = {
     strict: true,
     transcript_text: "edgecap test transcript",
 };
-const OPS = ["submit", "get", "delete", "files", "file", "transcribe", "token", "any"];
+const OPS = ["submit", "list", "get", "delete", "files", "file", "transcribe", "token", "any"];
 
 const o = parseArgs(process.argv.slice(2), { config: "value" });
 if (!o.config) {
@@ -497,6 +498,13 @@ async function onSubmit(req, res, rec) {
     jobs.set(id, job);
     rec.job_id = id;
     rec.job_outcome = job.outcome;
+    if (settings.drop_submit_answers > 0) {
+        // the job exists, but its 201 never reaches the device (a lost answer)
+        settings.drop_submit_answers--;
+        rec.status = 0;
+        rec.dropped = true;
+        return res.destroy(); // nginx answers 502 (upstream closed), as a gateway would
+    }
     return send(res, rec, 201, transcriptionView(job), { def: "Transcription", headers: { Location: jobUrls(id).self } });
 }
 
@@ -539,6 +547,26 @@ function onGet(res, rec, id) {
     advance(job);
     rec.job_status = job.status;
     send(res, rec, 200, transcriptionView(job), { def: "Transcription", headers: pollHeaders(job) });
+}
+
+// Transcriptions_List: every job, or those whose displayName equals the one
+// in filter=displayName eq '...' (the only expression the device sends).
+function onList(res, rec, url) {
+    const filter = url.searchParams.get("filter");
+    let name = null;
+    if (filter !== null) {
+        const m = /^displayName eq '((?:[^']|'')*)'$/.exec(filter);
+        if (!m) {
+            rec.schema_valid = false;
+            rec.errors = [`filter: unsupported expression ${JSON.stringify(filter)}`];
+            return send(res, rec, 400, errorBody("InvalidArgument", "the peer serves only filter=displayName eq '...'"), { def: "Error" });
+        }
+        name = m[1].replace(/''/g, "'");
+    }
+    rec.filter_display_name = name;
+    const values = [...jobs.values()].filter((j) => !j.deleted && (name === null || j.body.displayName === name)).map(transcriptionView);
+    rec.listed = values.length;
+    send(res, rec, 200, { values }, { def: "PaginatedTranscriptions" });
 }
 
 function onDelete(res, rec, id) {
@@ -747,6 +775,7 @@ async function onToken(req, res, rec, tenant) {
 const UUID = "([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})";
 const ROUTES = [
     ["POST", /^\/speechtotext\/transcriptions:submit$/, "submit"],
+    ["GET", /^\/speechtotext\/transcriptions$/, "list"],
     ["POST", /^\/speechtotext\/transcriptions:transcribe$/, "transcribe"],
     ["GET", new RegExp(`^/speechtotext/transcriptions/${UUID}$`), "get"],
     ["DELETE", new RegExp(`^/speechtotext/transcriptions/${UUID}$`), "delete"],
@@ -819,6 +848,8 @@ async function onSpeech(req, res, rec, url) {
             return onSubmit(req, res, rec);
         case "transcribe":
             return onTranscribe(req, res, rec);
+        case "list":
+            return onList(res, rec, url);
         case "get":
             return onGet(res, rec, args[0].toLowerCase());
         case "delete":
@@ -905,6 +936,7 @@ const CONFIG_CHECKS = {
     storage_token_mode_count: (v) => Number.isInteger(v) && v >= 0,
     retry_after_s: (v) => Number.isInteger(v) && v >= 0 && v <= 3600,
     fail_jobs: (v) => Number.isInteger(v) && v >= 0,
+    drop_submit_answers: (v) => Number.isInteger(v) && v >= 0,
     revoke_primary_key: (v) => typeof v === "boolean",
     revoke_secondary_key: (v) => typeof v === "boolean",
     unauthorized_next: (v) => Number.isInteger(v) && v >= 0,
