@@ -23,12 +23,6 @@ P=$T/peers
 peers_down() { "$PEERS" stop "$P" >/dev/null 2>&1; }
 trap 'peers_down; ec_cleanup' EXIT
 
-# ec, keeping the reasons already given (ec itself starts a fresh list)
-ec_keep() {
-    local saved=("${REASONS[@]}")
-    ec "$@"
-    REASONS=("${saved[@]}" "${REASONS[@]}")
-}
 
 # ---- without peers -------------------------------------------------------------
 
@@ -88,7 +82,7 @@ want_rc 78
 line=$(line_of "$T/public.conf" '^endpoint = ')
 want_err_fixed "$T/public.conf:$line: [upload] endpoint: westus.api.cognitive.microsoft.com is not a Speech custom domain"
 sed -i 's/^\[speech\]$/[speech]\nallow_public_endpoint = on/' "$T/public.conf"
-ec_keep check-config "$T/public.conf"
+ec check-config "$T/public.conf"
 want_rc 0
 verdict "check-config: a regional public Speech endpoint is refused (78, file:line) unless allow_public_endpoint = on"
 
@@ -119,7 +113,7 @@ ALL_OUT=()
 run_logged() { # NAME ARGS...: runs edgecap, keeps its output for the secret scan
     local name=$1
     shift
-    ec_keep "$@"
+    ec "$@"
     cp "$OUT" "$T/$name.out"
     cp "$ERR" "$T/$name.err"
     ALL_OUT+=("$T/$name.out" "$T/$name.err")
@@ -264,7 +258,7 @@ for _ in $(seq 50); do
 done
 [ "$(spool_count "$T/spool-rot")" = 3 ] || fail_because "the 3 segments are not waiting in the spool"
 sed -i "s#^key_primary_file = .*#key_primary_file = $SPEECH_KEY_SECONDARY_FILE#" "$T/rot.conf"
-ec_keep reload --config "$T/rot.conf"
+ec reload --config "$T/rot.conf"
 want_rc 0
 for _ in $(seq 100); do
     [ "$(grep -c 'event=segment_transcribed' "$LOG")" -ge 3 ] && break
@@ -343,7 +337,7 @@ batch_config "$T/batch.conf"
 follow_jobs() { # N
     local i
     for ((i = 0; i < $1; i++)); do
-        ec_keep speech submit-now --config "$T/batch.conf"
+        ec speech submit-now --config "$T/batch.conf"
         cat "$ERR" >>"$T/batch-follow.err"
         ALL_OUT+=("$OUT")
         if ! grep -qE 'state=(Submitting|NotStarted|Running|Failed)' "$OUT" &&
@@ -367,14 +361,14 @@ run_logged batch-upload upload-once --config "$T/batch.conf"
 want_rc 0
 [ "$(spool_count "$T/spool-batch")" = 0 ] || fail_because "the spool is not empty"
 [ "$(count submit 201)" = 1 ] || fail_because "not one job submitted at batch_max_files = 2"
-ec_keep speech jobs --config "$T/batch.conf"
+ec speech jobs --config "$T/batch.conf"
 want_out_re '^pending: 1 blob'
 want_out_re '^job [0-9a-f-]{36} state=NotStarted .* blobs=2 attempts=1$'
 verdict "batch: 3 blobs acknowledged, one job for the first 2 (batch_max_files), one blob pending" "$T/batch-upload.err" "$OUT"
 
 REASONS=()
 follow_jobs 12 || fail_because "jobs did not all finish"
-ec_keep speech jobs --config "$T/batch.conf"
+ec speech jobs --config "$T/batch.conf"
 [ "$(grep -c 'state=Succeeded' "$OUT")" = 2 ] || fail_because "not 2 jobs Succeeded"
 "$PEERS" readback "$P" --container batch >"$T/readback.json"
 node -e '
@@ -396,7 +390,7 @@ sed -i 's/^batch_max_files = 2$/batch_max_files = 1/' "$T/batch.conf"
 run_logged batch2-capture capture --config "$T/batch.conf" --seconds 3
 run_logged batch2-upload upload-once --config "$T/batch.conf"
 follow_jobs 12 || fail_because "the retried job did not finish"
-ec_keep speech jobs --config "$T/batch.conf"
+ec speech jobs --config "$T/batch.conf"
 want_out_re 'state=Succeeded .* blobs=1 attempts=2 '
 grep -q '"event":"batch_job_failed".*"code":"InvalidData"' "$T/audit-batch.log" || fail_because "the failure's code was not audited"
 verdict "batch: a job the service failed (InvalidData) is submitted again and succeeds" "$OUT" "$T/audit-batch.log"
@@ -414,7 +408,7 @@ follow_jobs 12 || fail_because "the job did not finish"
     fail_because "not exactly one job at the service"
 [ "$(count list 200)" -ge 1 ] || fail_because "no lookup by name"
 grep -q '"event":"batch_job_found"' "$T/audit-batch.log" || fail_because "the adoption was not audited"
-ec_keep speech jobs --config "$T/batch.conf"
+ec speech jobs --config "$T/batch.conf"
 tail -n 1 "$OUT" | grep -qE 'state=Succeeded .* attempts=1 ' || fail_because "the adopted job did not succeed as attempt 1"
 verdict "batch: a lost 201 (502 after the job was created): found by its attempt's displayName, adopted, not posted again" "$OUT" "$T/lost-upload.err"
 
@@ -466,10 +460,10 @@ REASONS=()
 cp "$T/spool-batch/speech-jobs.json" "$T/jobs.good"
 printf '{"version":1,"pending":[{"blob":' >"$T/spool-batch/speech-jobs.json"
 cp "$T/spool-batch/speech-jobs.json" "$T/jobs.bad"
-ec_keep speech jobs --config "$T/batch.conf"
+ec speech jobs --config "$T/batch.conf"
 want_rc 65
 want_err_fixed "$T/spool-batch/speech-jobs.json is damaged; it is left in place for inspection"
-ec_keep speech submit-now --config "$T/batch.conf"
+ec speech submit-now --config "$T/batch.conf"
 want_rc 69
 cmp -s "$T/jobs.bad" "$T/spool-batch/speech-jobs.json" || fail_because "the damaged state file was changed"
 cp "$T/jobs.good" "$T/spool-batch/speech-jobs.json"

@@ -111,8 +111,8 @@ OUT=$T/last.out
 ERR=$T/last.err
 
 # Runs the binary under test with ARGS; stdout to $OUT, stderr to $ERR.
+# Reasons already given in the current check are kept (verdict clears them).
 ec() {
-    REASONS=()
     timeout "$EC_CMD_TIMEOUT_S" "$EDGECAP" "$@" >"$OUT" 2>"$ERR" </dev/null
     RC=$?
     [ "$RC" -eq 124 ] && REASONS+=("timed out after ${EC_CMD_TIMEOUT_S} s: edgecap $*")
