@@ -342,3 +342,13 @@ void ec_log_set_stream(FILE *stream)
     stream_override = stream;
     pthread_mutex_unlock(&lock);
 }
+
+void ec_hex_encode(const uint8_t *bytes, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[bytes[i] >> 4];
+        out[2 * i + 1] = digits[bytes[i] & 15];
+    }
+    out[2 * n] = '\0';
+}

@@ -54,6 +54,7 @@ static int cmd_upload_once(int argc, char **argv);
 static int cmd_pin(int argc, char **argv);
 static int cmd_speech(int argc, char **argv);
 static int cmd_reload(int argc, char **argv);
+static int cmd_audit(int argc, char **argv);
 static int cmd_check_config(int argc, char **argv);
 static int cmd_version(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
@@ -76,6 +77,10 @@ static const command commands[] = {
     {"reload", cmd_reload, "reload --config FILE",
      "Ask the daemon running on FILE's spool to re-read its provisioning file\n"
      "(as SIGHUP does). A file that does not validate leaves it on the old one."},
+    {"audit", cmd_audit, "audit verify [--config CONF] FILE",
+     "Check an audit log's hash chain (each line carries the SHA-256 of the one before)\n"
+     "and, with --config naming [logging] audit_hmac_key, every line's HMAC. Exits 0\n"
+     "when intact, 65 (EX_DATAERR) with FILE:LINE and why at the first broken line."},
     {"pin", cmd_pin, "pin CERT.pem",
      "Print the sha256// pin of a certificate's public key (SubjectPublicKeyInfo), the\n"
      "form [tls] pin_current and pin_next take."},
@@ -181,16 +186,6 @@ static int load_config(const char *path, ec_config *cfg)
     return st == EC_ERR_NOT_FOUND ? EX_NOINPUT : EX_CONFIG;
 }
 
-static void hex(const uint8_t *bytes, size_t n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[bytes[i] >> 4];
-        out[2 * i + 1] = digits[bytes[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 static int cmd_check_config(int argc, char **argv)
 {
     const command *c = find_command("check-config");
@@ -207,7 +202,7 @@ static int cmd_check_config(int argc, char **argv)
     if (rc != EX_OK)
         return rc;
     char digest[65];
-    hex(cfg.sha256, sizeof cfg.sha256, digest);
+    ec_hex_encode(cfg.sha256, sizeof cfg.sha256, digest);
     printf("# %s: valid (sha256 %s)\n", argv[optind], digest);
     ec_config_print(&cfg, stdout);
     ec_config_free(&cfg);
@@ -558,7 +553,7 @@ static int cmd_run(int argc, char **argv)
         goto out;
 
     char digest[65];
-    hex(cfg.sha256, sizeof cfg.sha256, digest);
+    ec_hex_encode(cfg.sha256, sizeof cfg.sha256, digest);
     ec_secmem_stats ms;
     ec_secmem_get_stats(&ms);
     ec_log(EC_LOG_INFO, "ready", EC_LOG_STR("version", EC_VERSION),
@@ -575,13 +570,16 @@ static int cmd_run(int argc, char **argv)
     }
     /* Upload runs beside capture; if it cannot start, capture goes on and
      * the spool keeps the audio until it can. */
-    if ((st = ec_audit_open(&audit, cfg.logging.audit_file)) != EC_OK ||
+    if ((st = ec_audit_open(&audit, cfg.logging.audit_file, cfg.logging.audit_hmac_key)) != EC_OK ||
         (st = delivery_open(&dv, live, &ks, spool, audit, true)) != EC_OK ||
         (st = delivery_start(&dv)) != EC_OK) {
         ec_log(EC_LOG_ERROR, "upload_unavailable", EC_LOG_STATUS(st),
                EC_LOG_STR("effect", "capturing into the spool only"));
         delivery_close(&dv);
     }
+    ec_audit(audit, "started", EC_LOG_STR("version", EC_VERSION),
+             EC_LOG_STR("device", cfg.device.id), EC_LOG_STR("config_sha256", digest),
+             EC_LOG_INT("pid", (long long)getpid()));
     char pid_text[64];
     int pid_len = snprintf(pid_text, sizeof pid_text, "%ld %llu\n", (long)getpid(),
                            proc_start_ticks((long)getpid()));
@@ -619,7 +617,7 @@ static int cmd_run(int argc, char **argv)
             free_live(live, &cfg);
             live = next;
             char next_digest[65];
-            hex(live->sha256, sizeof live->sha256, next_digest);
+            ec_hex_encode(live->sha256, sizeof live->sha256, next_digest);
             st = delivery_open(&dv, live, &ks, spool, audit, true);
             if (st == EC_OK)
                 st = delivery_start(&dv);
@@ -648,6 +646,7 @@ static int cmd_run(int argc, char **argv)
     ec_log(EC_LOG_INFO, "stopping", EC_LOG_STR("signal", signal_name(sig)));
     rc = EX_OK;
 out:
+    ec_audit(audit, "stopped", EC_LOG_INT("exit_status", rc));
     if (spool != NULL)
         (void)ec_spool_put_file(spool, PID_FILE, (const uint8_t *)"0 0\n", 4);
     ec_capture_join(&cap, NULL);
@@ -860,7 +859,7 @@ static int cmd_upload_once(int argc, char **argv)
         return rc;
     if ((rc = start_secure(&cfg)) != EX_OK || (rc = open_spool(&cfg, &ks, &spool, false)) != EX_OK)
         goto out;
-    ec_status st = ec_audit_open(&audit, cfg.logging.audit_file);
+    ec_status st = ec_audit_open(&audit, cfg.logging.audit_file, cfg.logging.audit_hmac_key);
     if (st == EC_OK)
         st = delivery_open(&dv, &cfg, &ks, spool, audit, true);
     ec_uploader *u = dv.uploader;
@@ -1007,7 +1006,7 @@ static int cmd_speech(int argc, char **argv)
         rc = EX_OK;
         goto out;
     }
-    if ((st = ec_audit_open(&audit, cfg.logging.audit_file)) != EC_OK ||
+    if ((st = ec_audit_open(&audit, cfg.logging.audit_file, cfg.logging.audit_hmac_key)) != EC_OK ||
         (st = delivery_open(&dv, &cfg, &ks, spool, audit, false)) != EC_OK) {
         fprintf(stderr, "edgecap speech: cannot reach Speech: %s (see the log above)\n",
                 ec_strerror(st));
@@ -1026,6 +1025,56 @@ out:
     ec_keystore_close(&ks);
     ec_config_free(&cfg);
     ec_rng_free();
+    return rc;
+}
+
+static int cmd_audit(int argc, char **argv)
+{
+    const command *c = find_command("audit");
+    if (argc < 2 || strcmp(argv[1], "verify") != 0) {
+        if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+            print_command_help(c, stdout);
+            return EX_OK;
+        }
+        fprintf(stderr, "edgecap audit: expected verify\n");
+        print_command_help(c, stderr);
+        return EX_USAGE;
+    }
+    const char *path = NULL;
+    int rc = parse_common(c, argc - 1, argv + 1, &path);
+    if (rc >= 0)
+        return rc;
+    if (optind != argc - 2) {
+        fprintf(stderr, "edgecap audit verify: expected one FILE\n");
+        print_command_help(c, stderr);
+        return EX_USAGE;
+    }
+    const char *file = argv[optind + 1];
+    ec_config cfg;
+    ec_config_init(&cfg);
+    if (path != NULL && (rc = load_config(path, &cfg)) != EX_OK)
+        return rc;
+    if (path != NULL && cfg.logging.audit_hmac_key == NULL) {
+        fprintf(stderr, "edgecap audit verify: %s provisions no [logging] audit_hmac_key\n", path);
+        ec_config_free(&cfg);
+        return EX_CONFIG;
+    }
+    ec_audit_report r;
+    ec_status st = ec_audit_verify(file, cfg.logging.audit_hmac_key, &r);
+    if (st == EC_OK) {
+        printf("%s: %zu lines, hash chain intact, %s\n", file, r.lines,
+               r.macs_checked ? "every HMAC verified"
+                              : "HMACs not checked (no --config with audit_hmac_key)");
+        rc = EX_OK;
+    } else if (st == EC_ERR_CRYPTO) {
+        fprintf(stderr, "edgecap: %s:%zu: %s\n", file, r.first_bad_line, r.reason);
+        rc = EX_DATAERR;
+    } else {
+        fprintf(stderr, "edgecap: cannot read %s: %s\n", file,
+                st == EC_ERR_NOT_FOUND ? "no such file" : ec_strerror(st));
+        rc = st == EC_ERR_NOT_FOUND ? EX_NOINPUT : EX_IOERR;
+    }
+    ec_config_free(&cfg);
     return rc;
 }
 

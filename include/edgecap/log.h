@@ -98,6 +98,10 @@ void ec_log_configure(const ec_log_options *options);
 /* Test seam: write lines to `stream` instead of stderr (NULL = stderr). */
 void ec_log_set_stream(FILE *stream);
 
+/* Lower-case hex of `n` bytes into `out` (2n + 1 bytes), for digests in log
+ * and audit lines. */
+void ec_hex_encode(const uint8_t *bytes, size_t n, char *out);
+
 /* Parses "debug|info|warn|error"; false when unknown. */
 bool ec_log_level_parse(const char *name, ec_log_level *level);
 

@@ -15,7 +15,7 @@
 #   - no token, key, assertion or SAS in any output.
 . "$(dirname "$0")/lib/tap.sh"
 
-plan 19
+plan 20
 
 PEERS=$EC_SRCDIR/tests/peers/peers.sh
 TOOL=${TOOL:-$BUILD/results/tool-run}
@@ -91,7 +91,7 @@ verdict "check-config: a regional public Speech endpoint is refused (78, file:li
 if ! "$PEERS" start "$P" >"$T/peers-start.log" 2>&1; then
     diag "peers did not start:"
     diag_file "$T/peers-start.log"
-    for ((i = 1; i < 19; i++)); do not_ok "peers started"; done
+    for ((i = 1; i < 20; i++)); do not_ok "peers started"; done
     finish
 fi
 # shellcheck source=/dev/null
@@ -277,6 +277,7 @@ verdict "key rotation by reload: audio waits while the key is refused, the reloa
 # ---- batch transcription (BYOS) --------------------------------------------------------
 
 SAS=$("$PEERS" container "$P" batch)
+AUDIT_KEY=$(new_secret "audit-key-")
 batch_config() { # FILE
     (
         umask 077
@@ -327,6 +328,7 @@ max_speakers = 3
 
 [logging]
 audit_file = $T/audit-batch.log
+audit_hmac_key = $AUDIT_KEY
 CONF
     )
 }
@@ -469,6 +471,30 @@ cmp -s "$T/jobs.bad" "$T/spool-batch/speech-jobs.json" || fail_because "the dama
 cp "$T/jobs.good" "$T/spool-batch/speech-jobs.json"
 verdict "a damaged speech-jobs.json: speech jobs exits 65 with the reason, submit-now refuses, the file is left as it was"
 
+# the batch device's audit trail, written by a dozen processes one after
+# another: its hash chain and HMACs verify; an edited line is found
+REASONS=()
+ec audit verify --config "$T/batch.conf" "$T/audit-batch.log"
+want_rc 0
+want_out_re "^$T/audit-batch.log: [0-9]+ lines, hash chain intact, every HMAC verified$"
+n=$(wc -l <"$T/audit-batch.log")
+[ "$n" -ge 20 ] || fail_because "only $n audit lines"
+cp "$T/audit-batch.log" "$T/audit-edited.log"
+sed -i '5s/"event":"[a-z_]*"/"event":"nothing_happened"/' "$T/audit-edited.log"
+ec audit verify --config "$T/batch.conf" "$T/audit-edited.log"
+want_rc 65
+want_err_fixed "edgecap: $T/audit-edited.log:5: hmac does not match"
+ec audit verify "$T/audit-edited.log"
+want_rc 65
+want_err_fixed "edgecap: $T/audit-edited.log:6: prev does not match the line before"
+sed -i '5d' "$T/audit-batch.log"
+ec audit verify "$T/audit-batch.log"
+want_rc 65
+want_err_fixed "edgecap: $T/audit-batch.log:5: prev does not match the line before"
+ec audit verify "$T/no-such.log"
+want_rc 66
+verdict "audit verify: the chain and HMACs of a real trail verify; an edited line (5) and a removed one are found"
+
 # ---- no secret anywhere ------------------------------------------------------------------
 
 REASONS=()
@@ -477,7 +503,7 @@ KEY2=$(cat "$SPEECH_KEY_SECONDARY_FILE")
 SIG=$(printf '%s' "$SAS" | sed -n 's/.*sig=\([^&]*\).*/\1/p')
 for f in "${ALL_OUT[@]}" "$T"/audit-*.log; do
     [ -f "$f" ] || continue
-    for secret in "$KEY1" "$KEY2" "$SIG"; do
+    for secret in "$KEY1" "$KEY2" "$SIG" "$AUDIT_KEY"; do
         grep -qF -- "$secret" "$f" && fail_because "a secret in $(basename "$f")"
     done
     grep -qE 'eyJ[A-Za-z0-9_-]{10,}\.' "$f" && fail_because "a JWT (token or assertion) in $(basename "$f")"
