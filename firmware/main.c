@@ -28,6 +28,7 @@
 #include "edgecap/json.h"
 #include "edgecap/keystore.h"
 #include "edgecap/log.h"
+#include "edgecap/metrics.h"
 #include "edgecap/rng.h"
 #include "edgecap/secmem.h"
 #include "edgecap/speech.h"
@@ -448,6 +449,55 @@ static ec_status delivery_start(delivery *d)
     return st;
 }
 
+/* One snapshot of every stage's counters to [metrics] textfile. */
+static void write_metrics(const ec_config *cfg, ec_capture *cap, ec_spool *spool,
+                          const delivery *dv)
+{
+    if (cfg->metrics.textfile[0] == '\0')
+        return;
+    ec_metrics_snapshot m = {.device_id = cfg->device.id, .delivering = dv->uploader != NULL};
+    if (cap != NULL) {
+        ec_capture_get_stats(cap, &m.capture);
+        m.have_capture = true;
+    }
+    ec_spool_get_stats(spool, &m.spool);
+    m.spool_bytes = ec_spool_used_bytes(spool);
+    ec_spool_entry *entries = NULL;
+    size_t n = 0;
+    if (ec_spool_list(spool, &entries, &n) == EC_OK) {
+        int64_t now = (int64_t)time(NULL) * 1000, oldest = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (entries[i].state != EC_SEG_CLOSED)
+                continue;
+            m.spool_segments++;
+            if (oldest == 0 || entries[i].meta.start_utc_ms < oldest)
+                oldest = entries[i].meta.start_utc_ms;
+        }
+        m.spool_oldest_age_s = oldest > 0 && now > oldest ? (double)(now - oldest) / 1000.0 : 0;
+        free(entries);
+    }
+    if (dv->uploader != NULL) {
+        ec_uploader_get_stats(dv->uploader, &m.upload);
+        m.have_upload = true;
+    }
+    if (dv->auth != NULL) {
+        ec_auth_get_stats(dv->auth, &m.auth);
+        m.have_auth = true;
+    }
+    if (dv->batch != NULL) {
+        ec_batch_get_stats(dv->batch, &m.batch);
+        m.have_batch = true;
+    }
+    static char text[EC_METRICS_TEXT_MAX];
+    size_t len = 0;
+    ec_status st = ec_metrics_format(&m, text, sizeof text, &len);
+    if (st == EC_OK)
+        st = ec_metrics_write_textfile(cfg->metrics.textfile, text, len);
+    if (st != EC_OK)
+        ec_log(EC_LOG_WARN, "metrics_write_failed", EC_LOG_STR("path", cfg->metrics.textfile),
+               EC_LOG_STATUS(st));
+}
+
 /* The daemon's pid and start time, beside its spool, for `reload` and
  * `speech submit-now`: "PID STARTTICKS". */
 #define PID_FILE "daemon.pid"
@@ -587,7 +637,15 @@ static int cmd_run(int argc, char **argv)
         ec_log(EC_LOG_WARN, "pid_file_failed", EC_LOG_STR("effect", "edgecap reload unavailable"));
     int sig = 0;
     const struct timespec tick = {0, 200 * 1000 * 1000};
+    struct timespec last_metrics = {0, 0};
     for (;;) {
+        struct timespec mono;
+        clock_gettime(CLOCK_MONOTONIC, &mono);
+        if (last_metrics.tv_sec == 0 ||
+            mono.tv_sec - last_metrics.tv_sec >= live->metrics.interval_seconds) {
+            write_metrics(live, cap, spool, &dv);
+            last_metrics = mono;
+        }
         sig = sigtimedwait(&wanted, NULL, &tick);
         if (sig == SIGUSR1) {
             if (dv.batch != NULL)
@@ -646,6 +704,8 @@ static int cmd_run(int argc, char **argv)
     ec_log(EC_LOG_INFO, "stopping", EC_LOG_STR("signal", signal_name(sig)));
     rc = EX_OK;
 out:
+    if (spool != NULL)
+        write_metrics(live, cap, spool, &dv); /* the last word, at shutdown */
     ec_audit(audit, "stopped", EC_LOG_INT("exit_status", rc));
     if (spool != NULL)
         (void)ec_spool_put_file(spool, PID_FILE, (const uint8_t *)"0 0\n", 4);

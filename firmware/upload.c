@@ -270,14 +270,23 @@ static void note_failure(ec_uploader *u, ec_status st, const char *reason)
 {
     pthread_mutex_lock(&u->lock);
     u->stats.attempts_failed++;
+    if (st == EC_ERR_TLS)
+        u->stats.tls_failures++;
     u->stats.last_error = st;
     snprintf(u->stats.last_reason, sizeof u->stats.last_reason, "%s", reason);
     pthread_mutex_unlock(&u->lock);
 }
 
-static void count_success(ec_uploader *u, int i, uint64_t bytes, bool existed)
+static void count_success(ec_uploader *u, int i, uint64_t bytes, bool existed, int64_t took_ms)
 {
+    static const double bounds[] = EC_UPLOAD_LATENCY_BOUNDS;
+    double s = (double)took_ms / 1000.0;
+    size_t b = 0;
+    while (b < sizeof bounds / sizeof bounds[0] && s > bounds[b])
+        b++;
     pthread_mutex_lock(&u->lock);
+    u->stats.latency_buckets[b]++;
+    u->stats.latency_sum_s += s;
     u->stats.segments_acknowledged++;
     u->stats.bytes_acknowledged += bytes;
     if (existed)
@@ -330,7 +339,7 @@ static segment_outcome deliver_blob(ec_uploader *u, int i, const ec_spool_entry 
                EC_LOG_UINT("requests", res.requests), EC_LOG_INT("ms", took),
                EC_LOG_STR("tls_version", res.tls_version), EC_LOG_STR("tls_cipher", res.tls_cipher),
                EC_LOG_BOOL("wiped", rm == EC_OK));
-        count_success(u, i, res.size_bytes, res.already_existed);
+        count_success(u, i, res.size_bytes, res.already_existed, took);
         return SEG_DONE;
     }
 
@@ -380,7 +389,7 @@ static segment_outcome deliver_speech(ec_uploader *u, int i, const ec_spool_entr
                EC_LOG_UINT("transcript_bytes", res.transcript_bytes),
                EC_LOG_BOOL("transcript_kept", res.transcript_kept), EC_LOG_INT("ms", took),
                EC_LOG_STR("tls_version", res.tls_version), EC_LOG_BOOL("wiped", rm == EC_OK));
-        count_success(u, i, len, false);
+        count_success(u, i, len, false, took);
         return SEG_DONE;
     }
     ec_log(EC_LOG_WARN, "transcribe_failed", EC_LOG_STR("segment", e->name),

@@ -24,7 +24,8 @@ PEER_PKGS="nginx-light libnginx-mod-http-echo openssl curl ca-certificates"
 # Lint and test tools: formatting check, static analysis, memory checking,
 # speech synthesis plus sox for test and demo audio, and PyJWT (on
 # cryptography) to verify the client assertion independently.
-TOOL_PKGS="clang-format cppcheck valgrind espeak-ng sox time python3-jwt python3-cryptography"
+TOOL_PKGS="clang-format cppcheck valgrind espeak-ng sox time python3-jwt python3-cryptography
+ python3-prometheus-client"
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

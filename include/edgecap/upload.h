@@ -27,6 +27,9 @@
 
 typedef enum { EC_BREAKER_CLOSED = 0, EC_BREAKER_OPEN = 1, EC_BREAKER_HALF_OPEN = 2 } ec_breaker;
 
+#define EC_UPLOAD_LATENCY_BUCKETS 10
+#define EC_UPLOAD_LATENCY_BOUNDS {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+
 typedef struct {
     uint64_t segments_acknowledged;
     uint64_t bytes_acknowledged;
@@ -36,6 +39,12 @@ typedef struct {
     uint64_t failovers;        /* uploads that went to the secondary */
     uint64_t breaker_opens[2]; /* primary, secondary */
     int breaker_state[2];      /* ec_breaker */
+    uint64_t tls_failures;     /* attempts refused in the TLS handshake */
+    /* seconds from the first request to the proven acknowledgment, per
+     * acknowledged segment: counts per upper bound of EC_UPLOAD_LATENCY_BOUNDS
+     * (the last bucket is +Inf), and their sum */
+    uint64_t latency_buckets[EC_UPLOAD_LATENCY_BUCKETS];
+    double latency_sum_s;
     ec_status last_error;
     char last_reason[160];
 } ec_upload_stats;

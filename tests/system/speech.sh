@@ -15,7 +15,7 @@
 #   - no token, key, assertion or SAS in any output.
 . "$(dirname "$0")/lib/tap.sh"
 
-plan 20
+plan 21
 
 PEERS=$EC_SRCDIR/tests/peers/peers.sh
 TOOL=${TOOL:-$BUILD/results/tool-run}
@@ -91,7 +91,7 @@ verdict "check-config: a regional public Speech endpoint is refused (78, file:li
 if ! "$PEERS" start "$P" >"$T/peers-start.log" 2>&1; then
     diag "peers did not start:"
     diag_file "$T/peers-start.log"
-    for ((i = 1; i < 20; i++)); do not_ok "peers started"; done
+    for ((i = 1; i < 21; i++)); do not_ok "peers started"; done
     finish
 fi
 # shellcheck source=/dev/null
@@ -446,6 +446,7 @@ REASONS=()
 control /reset '{}' >/dev/null
 control /config '{"token_lifetime_s": 4, "retry_after_s": 2}' >/dev/null
 run_logged batch3-capture capture --config "$T/batch.conf" --seconds 3
+printf '\n[metrics]\ntextfile = %s\ninterval_seconds = 1\n' "$T/edgecap.prom" >>"$T/batch.conf"
 LOG=$T/batch-daemon.log
 start_bg "$LOG" run --config "$T/batch.conf"
 pid=$DAEMON_PID
@@ -456,6 +457,27 @@ ALL_OUT+=("$LOG")
 want_re "$LOG" 'event=token_issued scope=speech .*refresh=true'
 [ "$(control /requests | grep -c '"auth":"expired"')" = 0 ] || fail_because "an expired token reached the peer"
 verdict "short-lived tokens: refreshed before expires_in runs out; no expired token sent" "$LOG"
+
+# the same daemon's metrics: valid Prometheus text (the reference parser),
+# agreeing with what the daemon logged
+REASONS=()
+PROM=$T/prom.txt
+if /usr/bin/python3 "$EC_SRCDIR/tests/tools/prom_check.py" "$T/edgecap.prom" >"$PROM" 2>"$T/prom.err"; then
+    acked=$(grep -c 'event=segment_uploaded' "$LOG")
+    want_re "$PROM" "^edgecap_segments_acknowledged_total\\{\\} $acked$"
+    want_re "$PROM" "^edgecap_upload_latency_seconds_count\\{\\} $acked$"
+    want_re "$PROM" '^edgecap_upload_latency_seconds_bucket\{le="\+Inf"\} [1-9]'
+    want_re "$PROM" '^edgecap_token_refreshes_total\{\} [1-9]'
+    want_re "$PROM" '^edgecap_batch_submissions_total\{\} [1-9]'
+    want_re "$PROM" '^edgecap_breaker_state\{endpoint="primary"\} 0$'
+    want_re "$PROM" '^edgecap_spool_segments\{\} 0$'
+    want_re "$PROM" '^edgecap_delivering\{\} 1$'
+    [ "$acked" -ge 1 ] || fail_because "the daemon acknowledged nothing"
+else
+    fail_because "the textfile does not parse: $(cat "$T/prom.err")"
+fi
+[ ! -e "$T/edgecap.prom.tmp" ] || fail_because "a temporary file was left"
+verdict "metrics textfile: parsed by prometheus_client, counters agree with the log" "$PROM" "$T/prom.err"
 
 # a damaged state file is reported and left for a human, never overwritten
 REASONS=()
