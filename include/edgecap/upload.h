@@ -28,7 +28,10 @@
 typedef enum { EC_BREAKER_CLOSED = 0, EC_BREAKER_OPEN = 1, EC_BREAKER_HALF_OPEN = 2 } ec_breaker;
 
 #define EC_UPLOAD_LATENCY_BUCKETS 10
-#define EC_UPLOAD_LATENCY_BOUNDS {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+#define EC_UPLOAD_LATENCY_BOUNDS                                                                   \
+    {                                                                                              \
+        0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60                                                      \
+    }
 
 typedef struct {
     uint64_t segments_acknowledged;
