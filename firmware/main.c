@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sysexits.h>
 #include <time.h>
 #include <unistd.h>
@@ -498,32 +500,8 @@ static void write_metrics(const ec_config *cfg, ec_capture *cap, ec_spool *spool
                EC_LOG_STATUS(st));
 }
 
-/* The daemon's pid and start time, beside its spool, for `reload` and
- * `speech submit-now`: "PID STARTTICKS". */
+/* The daemon's pid, beside its spool, for `reload` and `speech submit-now`. */
 #define PID_FILE "daemon.pid"
-
-/* A process's start time in clock ticks since boot (/proc/PID/stat field
- * 22), 0 when unknown: with the pid it names one process, never a later
- * one that reuses the number. */
-static unsigned long long proc_start_ticks(long pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
-        return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
-    unsigned long long ticks = 0;
-    if (p == NULL || sscanf(p + 1,
-                            " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d "
-                            "%*d %*d %*d %*d %*d %llu",
-                            &ticks) != 1)
-        return 0;
-    return ticks;
-}
 
 /* Loads `path` for a reload: a new heap config, or NULL with the refusal
  * logged and audited (the daemon keeps its running configuration). */
@@ -630,9 +608,8 @@ static int cmd_run(int argc, char **argv)
     ec_audit(audit, "started", EC_LOG_STR("version", EC_VERSION),
              EC_LOG_STR("device", cfg.device.id), EC_LOG_STR("config_sha256", digest),
              EC_LOG_INT("pid", (long long)getpid()));
-    char pid_text[64];
-    int pid_len = snprintf(pid_text, sizeof pid_text, "%ld %llu\n", (long)getpid(),
-                           proc_start_ticks((long)getpid()));
+    char pid_text[32];
+    int pid_len = snprintf(pid_text, sizeof pid_text, "%ld\n", (long)getpid());
     if (ec_spool_put_file(spool, PID_FILE, (const uint8_t *)pid_text, (size_t)pid_len) != EC_OK)
         ec_log(EC_LOG_WARN, "pid_file_failed", EC_LOG_STR("effect", "edgecap reload unavailable"));
     int sig = 0;
@@ -708,7 +685,7 @@ out:
         write_metrics(live, cap, spool, &dv); /* the last word, at shutdown */
     ec_audit(audit, "stopped", EC_LOG_INT("exit_status", rc));
     if (spool != NULL)
-        (void)ec_spool_put_file(spool, PID_FILE, (const uint8_t *)"0 0\n", 4);
+        (void)ec_spool_put_file(spool, PID_FILE, (const uint8_t *)"0\n", 2);
     ec_capture_join(&cap, NULL);
     delivery_close(&dv);
     ec_audit_close(&audit);
@@ -960,20 +937,44 @@ out:
 
 /* The pid of the daemon that owns cfg's spool (from its pid file), or 0
  * when none runs. */
-static pid_t daemon_pid(ec_spool *observer)
+/* The pid holding the flock on `dir` (from /proc/locks), or 0. */
+static long lock_holder(const char *dir)
+{
+    struct stat sb;
+    if (stat(dir, &sb) != 0)
+        return 0;
+    FILE *f = fopen("/proc/locks", "re");
+    if (f == NULL)
+        return 0;
+    char line[256];
+    long holder = 0;
+    while (holder == 0 && fgets(line, sizeof line, f) != NULL) {
+        char kind[16], mode[16];
+        long pid = 0;
+        unsigned maj = 0, min = 0;
+        unsigned long long ino = 0;
+        if (sscanf(line, "%*[^:]: %15s %*s %15s %ld %x:%x:%llu", kind, mode, &pid, &maj, &min,
+                   &ino) == 6 &&
+            strcmp(kind, "FLOCK") == 0 && ino == (unsigned long long)sb.st_ino &&
+            maj == major(sb.st_dev) && min == minor(sb.st_dev))
+            holder = pid;
+    }
+    fclose(f);
+    return holder;
+}
+
+/* The pid of the daemon that owns cfg's spool, or 0: its pid file must name
+ * the process that holds the spool's lock right now (a stale file, a reused
+ * pid or `edgecap capture` holding the lock all give 0). */
+static pid_t daemon_pid(ec_spool *observer, const char *dir)
 {
     uint8_t *text = NULL;
     size_t len = 0;
     if (ec_spool_get_file(observer, PID_FILE, 64, &text, &len) != EC_OK)
         return 0;
-    long pid = 0;
-    unsigned long long ticks = 0;
-    int got = sscanf((const char *)text, "%ld %llu", &pid, &ticks);
+    long pid = strtol((const char *)text, NULL, 10);
     free(text);
-    /* the same process that wrote the file, not a later one with its number */
-    if (got != 2 || pid <= 1 || ticks == 0 || proc_start_ticks(pid) != ticks)
-        return 0;
-    return (pid_t)pid;
+    return pid > 1 && lock_holder(dir) == pid ? (pid_t)pid : 0;
 }
 
 /* Signals the daemon running on cfg's spool; EX_OK, or EX_UNAVAILABLE. */
@@ -983,7 +984,7 @@ static int signal_daemon(const ec_config *cfg, ec_keystore *ks, int sig, const c
     int rc = open_spool(cfg, ks, &observer, true);
     if (rc != EX_OK)
         return rc;
-    pid_t pid = daemon_pid(observer);
+    pid_t pid = daemon_pid(observer, cfg->spool.dir);
     ec_spool_close(&observer);
     ec_keystore_close(ks);
     if (pid == 0 || kill(pid, sig) != 0) {

@@ -7,7 +7,7 @@
 # shellcheck source=lib/tap.sh
 . "$(dirname "$0")/lib/tap.sh"
 
-plan 18
+plan 19
 
 SAS=$(new_secret "sv=2025-11-05&sr=c&sp=cw&sig=")
 CONF=$T/edgecap.conf
@@ -103,6 +103,13 @@ wait_exit "$pid" || fail_because "still running ${EC_WAIT_S} s after SIGTERM (ki
 want_re "$LOG" 'level=info event=stopping signal=SIGTERM( |$)'
 want_re "$LOG" 'event=stopped( |$)'
 verdict "run: SIGTERM: logs stopping signal=SIGTERM, exits 0" "$LOG"
+
+REASONS=()
+echo "$pid" >"$T/spool/daemon.pid" # as a crash would leave it
+ec reload --config "$CONF"
+want_rc 69
+want_err_fixed "no running edgecap owns the spool $T/spool"
+verdict "edgecap reload with no daemon (even with a stale pid file): exit 69, nothing signalled"
 
 REASONS=()
 grep -vqE "$EVENT_LINE" "$LOG" && fail_because "a line is not one logfmt event"
