@@ -821,13 +821,24 @@ static void test_signer_refusals(void **state)
 {
     (void)state;
     static const uint8_t garbage[] = {0x30, 0x03, 0x02, 0x01, 0x00};
-    /* mbedTLS asks for a password before it decrypts anything. */
-    static const char encrypted[] = "-----BEGIN EC PRIVATE KEY-----\n"
-                                    "Proc-Type: 4,ENCRYPTED\n"
-                                    "DEK-Info: AES-128-CBC,00112233445566778899AABBCCDDEEFF\n"
-                                    "\n"
-                                    "AAAAAAAAAAAAAAAAAAAAAA==\n"
-                                    "-----END EC PRIVATE KEY-----\n";
+    /* A key marked encrypted, made here from the test's own EC key (its PEM
+     * with the RFC 1421 headers added): mbedTLS asks for a password before
+     * it decrypts anything. */
+    static char encrypted[4096];
+    {
+        mbedtls_pk_context pk;
+        mbedtls_pk_init(&pk);
+        assert_int_equal(
+            mbedtls_pk_parse_key(&pk, creds[EC_A].key_der, creds[EC_A].key_len, NULL, 0), 0);
+        char pem[2048];
+        assert_int_equal(mbedtls_pk_write_key_pem(&pk, (unsigned char *)pem, sizeof pem), 0);
+        mbedtls_pk_free(&pk);
+        const char *body = strchr(pem, '\n') + 1;
+        snprintf(encrypted, sizeof encrypted,
+                 "%.*sProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,"
+                 "00112233445566778899AABBCCDDEEFF\n\n%s",
+                 (int)(body - pem), pem, body);
+    }
     const struct {
         const char *name;
         ec_jwt_alg alg;
@@ -862,7 +873,7 @@ static void test_signer_refusals(void **state)
          creds[EC_A].cert_len, "the private key is not a DER private key (PKCS#8, PKCS#1 or SEC1)"},
         {"certificate not DER", EC_JWT_ES256, creds[EC_A].key_der, creds[EC_A].key_len, garbage,
          sizeof garbage, "the certificate is not a DER X.509 certificate"},
-        {"encrypted key", EC_JWT_ES256, (const uint8_t *)encrypted, sizeof encrypted,
+        {"encrypted key", EC_JWT_ES256, (const uint8_t *)encrypted, strlen(encrypted) + 1,
          creds[EC_A].cert_der, creds[EC_A].cert_len,
          "the private key is encrypted (an unencrypted key is needed)"},
         {"certificate given as key", EC_JWT_ES256, creds[EC_A].cert_der, creds[EC_A].cert_len,
