@@ -21,21 +21,9 @@
 
 plan 11
 
-PEERS=$EC_SRCDIR/tests/peers/peers.sh
 TOOL=${TOOL:-$BUILD/results/tool-run}
-P=$T/peers
-# shellcheck disable=SC2317  # called from the EXIT trap
-peers_down() { "$PEERS" stop "$P" >/dev/null 2>&1; }
-trap 'peers_down; ec_cleanup' EXIT
 
-if ! "$PEERS" start "$P" >"$T/peers-start.log" 2>&1; then
-    diag "peers did not start:"
-    diag_file "$T/peers-start.log"
-    for ((i = 0; i < 11; i++)); do not_ok "peers started"; done
-    finish
-fi
-# shellcheck source=/dev/null
-. "$P/peers.env"
+start_peers
 # The container is made with the account key (shared key), as an operator
 # would: Azurite's --oauth basic leaves shared key and SAS as they were.
 "$PEERS" container "$P" audio >/dev/null 2>"$T/container.err" ||

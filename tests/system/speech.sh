@@ -17,11 +17,7 @@
 
 plan 21
 
-PEERS=$EC_SRCDIR/tests/peers/peers.sh
 TOOL=${TOOL:-$BUILD/results/tool-run}
-P=$T/peers
-peers_down() { "$PEERS" stop "$P" >/dev/null 2>&1; }
-trap 'peers_down; ec_cleanup' EXIT
 
 
 # Under valgrind (its runs are the slowest of `make test`) only the core
@@ -96,14 +92,7 @@ verdict "check-config: a regional public Speech endpoint is refused (78, file:li
 
 # ---- peers -------------------------------------------------------------------------
 
-if ! "$PEERS" start "$P" >"$T/peers-start.log" 2>&1; then
-    diag "peers did not start:"
-    diag_file "$T/peers-start.log"
-    for ((i = 1; i < 21; i++)); do not_ok "peers started"; done
-    finish
-fi
-# shellcheck source=/dev/null
-. "$P/peers.env"
+start_peers
 sox -q -n -r 16000 -c 1 -b 16 "$T/tone.wav" synth 9 sine 200-700 vol 0.5
 
 control() { "$PEERS" speech "$P" "$@"; }

@@ -12,20 +12,9 @@
 
 plan 18
 
-PEERS=$EC_SRCDIR/tests/peers/peers.sh
 TOOL=${TOOL:-$BUILD/results/tool-run}
-P=$T/peers
-peers_down() { "$PEERS" stop "$P" >/dev/null 2>&1; }
-trap 'peers_down; ec_cleanup' EXIT
 
-if ! "$PEERS" start "$P" >"$T/peers-start.log" 2>&1; then
-    diag "peers did not start:"
-    diag_file "$T/peers-start.log"
-    for ((i = 0; i < 18; i++)); do not_ok "peers started"; done
-    finish
-fi
-# shellcheck source=/dev/null
-. "$P/peers.env"
+start_peers
 SAS=$("$PEERS" container "$P" audio)
 ORIG=$T/orig
 mkdir -p "$ORIG"

@@ -307,3 +307,22 @@ line_of() { # FILE REGEX
 }
 
 is_native() { [ -z "$EC_QEMU" ] && [ "$EC_VALGRIND" != 1 ]; }
+
+# ---- the test peers (tests/peers/peers.sh) -------------------------------------
+
+# Starts the peers in $T/peers (PEERS, P), stops them on exit, and sources
+# their peers.env. If they do not start, every check still planned fails
+# with the reason and the script ends.
+start_peers() {
+    PEERS=$EC_SRCDIR/tests/peers/peers.sh
+    P=$T/peers
+    trap '"$PEERS" stop "$P" >/dev/null 2>&1; ec_cleanup' EXIT
+    if ! "$PEERS" start "$P" >"$T/peers-start.log" 2>&1; then
+        diag "peers did not start:"
+        diag_file "$T/peers-start.log"
+        while [ "$TAP_N" -lt "$TAP_PLANNED" ]; do not_ok "peers started"; done
+        finish
+    fi
+    # shellcheck source=/dev/null
+    . "$P/peers.env"
+}
