@@ -361,6 +361,16 @@ typedef struct {
     ec_uploader *uploader;
 } delivery;
 
+/* Stops the delivery threads (an upload in flight finishes or is abandoned
+ * unacknowledged); their stats stay readable until delivery_close. */
+static void delivery_stop(delivery *d)
+{
+    if (d->uploader != NULL)
+        ec_uploader_stop(d->uploader);
+    if (d->batch != NULL)
+        ec_batch_stop(d->batch);
+}
+
 static void delivery_close(delivery *d)
 {
     ec_uploader_close(&d->uploader);
@@ -452,14 +462,15 @@ static ec_status delivery_start(delivery *d)
 }
 
 /* One snapshot of every stage's counters to [metrics] textfile. */
-static void write_metrics(const ec_config *cfg, ec_capture *cap, ec_spool *spool,
+/* `capture` is NULL when nothing captures (or the last stats when it stopped). */
+static void write_metrics(const ec_config *cfg, const ec_capture_stats *capture, ec_spool *spool,
                           const delivery *dv)
 {
     if (cfg->metrics.textfile[0] == '\0')
         return;
     ec_metrics_snapshot m = {.device_id = cfg->device.id, .delivering = dv->uploader != NULL};
-    if (cap != NULL) {
-        ec_capture_get_stats(cap, &m.capture);
+    if (capture != NULL) {
+        m.capture = *capture;
         m.have_capture = true;
     }
     ec_spool_get_stats(spool, &m.spool);
@@ -620,7 +631,9 @@ static int cmd_run(int argc, char **argv)
         clock_gettime(CLOCK_MONOTONIC, &mono);
         if (last_metrics.tv_sec == 0 ||
             mono.tv_sec - last_metrics.tv_sec >= live->metrics.interval_seconds) {
-            write_metrics(live, cap, spool, &dv);
+            ec_capture_stats cs;
+            ec_capture_get_stats(cap, &cs);
+            write_metrics(live, &cs, spool, &dv);
             last_metrics = mono;
         }
         sig = sigtimedwait(&wanted, NULL, &tick);
@@ -681,12 +694,16 @@ static int cmd_run(int argc, char **argv)
     ec_log(EC_LOG_INFO, "stopping", EC_LOG_STR("signal", signal_name(sig)));
     rc = EX_OK;
 out:
-    if (spool != NULL)
-        write_metrics(live, cap, spool, &dv); /* the last word, at shutdown */
+    /* Everything that moves stops first, so the last metrics are final. */
+    bool had_capture = cap != NULL;
+    ec_capture_stats final_capture;
+    ec_capture_join(&cap, &final_capture);
+    delivery_stop(&dv);
+    if (spool != NULL) /* the last word, at shutdown */
+        write_metrics(live, had_capture ? &final_capture : NULL, spool, &dv);
     ec_audit(audit, "stopped", EC_LOG_INT("exit_status", rc));
     if (spool != NULL)
         (void)ec_spool_put_file(spool, PID_FILE, (const uint8_t *)"0\n", 2);
-    ec_capture_join(&cap, NULL);
     delivery_close(&dv);
     ec_audit_close(&audit);
     ec_audio_close(&src);

@@ -619,10 +619,20 @@ for u in "$MISSING" "$NOT_OPUS" "$INJECTED" "$AFTER"; do
     cat "$T/b" >>"$T/failed"
 done
 want_eq "outcomes" "$got" " Failed:InvalidData Failed:InvalidData Failed:InvalidData Succeeded:"
+control /config '{"hold_jobs":true}' >/dev/null
+submit "$(body "[\"$GOOD_URL\"]")"
+HELD=$(header location)
+held=""
+for i in 1 2 3 4; do
+    [ "$i" = 4 ] && control /config '{"hold_jobs":false}' >/dev/null
+    speech_curl -H "Authorization: Bearer $TOKEN" "$HELD"
+    held="$held $(sed -n 's/.*"status":"\([A-Za-z]*\)".*/\1/p' "$T/b")"
+done
+want_eq "a job held (hold_jobs), then released" "$held" " Running Running Running Succeeded"
 want_fixed "$T/failed" "contentUrls[0] (audio/edgecap/missing.ogg): blob not found"
 want_fixed "$T/failed" "contentUrls[0] (audio/$BLOB): not Ogg Opus: not an Ogg file"
 want_fixed "$T/failed" 'injected failure (fail_jobs)'
-verdict "jobs end Failed (InvalidData) for a missing blob, a blob that is not Ogg Opus, and fail_jobs 1; the next one Succeeded" \
+verdict "jobs end Failed (InvalidData) for a missing blob, a blob that is not Ogg Opus, and fail_jobs 1; the next one Succeeded; hold_jobs keeps one Running" \
     "$T/b" "$T/failed"
 
 # ---- Speech: fast transcription ----

@@ -46,6 +46,7 @@ const DEFAULTS = {
     inject: [],
     strict: true,
     transcript_text: "edgecap test transcript",
+    hold_jobs: false,
 };
 const OPS = ["submit", "list", "get", "delete", "files", "file", "transcribe", "token", "any"];
 
@@ -288,7 +289,7 @@ function advance(job) {
     job.polls++;
     const before = job.status;
     if (job.status === "NotStarted") job.status = "Running";
-    else if (job.status === "Running") job.status = job.outcome;
+    else if (job.status === "Running" && !settings.hold_jobs) job.status = job.outcome;
     if (job.status !== before) job.lastAction = isoNow();
     if (job.status === "Succeeded" && !job.files) makeFiles(job);
     if (job.status === "Failed" && !job.files) makeFiles(job);
@@ -950,6 +951,8 @@ const CONFIG_CHECKS = {
         ),
     strict: (v) => typeof v === "boolean",
     transcript_text: (v) => typeof v === "string" && v.length > 0 && v.length <= 1000,
+    // jobs stay Running while set (a test holds them across a daemon restart)
+    hold_jobs: (v) => typeof v === "boolean",
 };
 
 function applyConfig(c) {
