@@ -25,7 +25,6 @@ struct ec_consent {
     time_t window_sec; /* when in_window was last evaluated */
     bool in_window;
     ec_switch_state sw_state;
-    char sw_why[96]; /* why the switch was last unreadable */
 };
 
 /* ---- windows ------------------------------------------------------------ */
@@ -157,14 +156,14 @@ bool ec_consent_poll(ec_consent *g, time_t now)
         }
     }
     if (g->sw != NULL) {
-        char why[sizeof g->sw_why];
+        char why[96];
         g->sw_state = ec_switch_read(g->sw, why, sizeof why);
-        /* once per spell of unreadability (or a new reason), not per frame */
+        /* once per spell of unreadability, not per frame (nor per reason:
+         * a file replaced by a directory passes through "missing") */
         if (g->sw_state == EC_SWITCH_UNREADABLE &&
-            (was_sw != EC_SWITCH_UNREADABLE || !g->started || strcmp(why, g->sw_why) != 0)) {
+            (was_sw != EC_SWITCH_UNREADABLE || !g->started)) {
             ec_log(EC_LOG_WARN, "consent_switch_unreadable", EC_LOG_STR("path", g->sw->path),
                    EC_LOG_STR("reason", why), EC_LOG_STR("effect", "counted as off"));
-            snprintf(g->sw_why, sizeof g->sw_why, "%s", why);
         }
     } else {
         g->sw_state = EC_SWITCH_ON;

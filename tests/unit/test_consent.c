@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -365,6 +366,10 @@ static void test_transitions_logged_and_audited_once(void **state)
     remove(f->switch_path); /* missing: off, and said once */
     for (int i = 0; i < 50; i++)
         assert_false(ec_consent_poll(g, t));
+    assert_int_equal(mkdir(f->switch_path, 0700), 0); /* another reason, same spell */
+    for (int i = 0; i < 50; i++)
+        assert_false(ec_consent_poll(g, t));
+    assert_int_equal(rmdir(f->switch_path), 0);
     put(f, "on");
     for (int i = 0; i < 50; i++)
         assert_true(ec_consent_poll(g, t + 1));
