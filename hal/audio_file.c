@@ -106,9 +106,11 @@ static void pace(file_source *fs)
 {
     if (fs->t0.tv_sec == 0 && fs->t0.tv_nsec == 0)
         clock_gettime(CLOCK_MONOTONIC, &fs->t0);
-    uint64_t ns = fs->stats.frames_read * 1000000000ULL / fs->rate_hz;
-    struct timespec due = {.tv_sec = fs->t0.tv_sec + (time_t)(ns / 1000000000ULL),
-                           .tv_nsec = fs->t0.tv_nsec + (long)(ns % 1000000000ULL)};
+    /* split so that frames * 1e9 cannot overflow on a long replay */
+    uint64_t frames = fs->stats.frames_read;
+    uint64_t ns = frames % fs->rate_hz * 1000000000ULL / fs->rate_hz;
+    struct timespec due = {.tv_sec = fs->t0.tv_sec + (time_t)(frames / fs->rate_hz),
+                           .tv_nsec = fs->t0.tv_nsec + (long)ns};
     if (due.tv_nsec >= 1000000000L) {
         due.tv_sec++;
         due.tv_nsec -= 1000000000L;
