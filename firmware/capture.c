@@ -19,6 +19,10 @@
 
 typedef struct {
     size_t frames;
+    /* Before this slot's frames: end the open segment and move the sample
+     * clock on by `skip` frames (capture was withheld). */
+    bool cut;
+    uint64_t skip;
 } slot_info;
 
 struct ec_capture {
@@ -52,11 +56,20 @@ static size_t slot_samples(const ec_capture *c)
 
 /* ---- capture thread ----------------------------------------------------- */
 
+/* Whether consent allows the block just read; NULL gate = always. */
+static bool allowed(ec_capture *c)
+{
+    return c->p.consent == NULL || ec_consent_poll(c->p.consent, time(NULL));
+}
+
 static void *capture_main(void *arg)
 {
     ec_capture *c = arg;
     ec_audio_source *src = c->p.source;
     uint64_t captured = 0;
+    /* consent: a cut not yet queued, and frames withheld since the last slot */
+    bool pending_cut = false, withholding = false;
+    uint64_t pending_skip = 0;
     ec_status st = EC_OK;
     for (;;) {
         size_t want = c->p.block_frames;
@@ -85,20 +98,43 @@ static void *capture_main(void *arg)
         if (st != EC_OK || got == 0)
             break;
         captured += got;
+        /* Judged after the read: a block during which consent went off is
+         * not kept, so nothing from the off period reaches the queue. */
+        bool ok = allowed(c);
+        if (!ok) {
+            mbedtls_platform_zeroize(dst, got * src->channels * sizeof(int16_t));
+            pending_cut = pending_cut || !withholding; /* the first block withheld */
+            pending_skip += got;
+        }
+        withholding = !ok;
 
         pthread_mutex_lock(&c->lock);
         c->stats.frames_captured += got;
-        if (full) {
+        if (!ok) {
+            c->stats.frames_withheld += got;
+            /* queue the cut (no frames) so the open segment is sealed now,
+             * not when consent returns */
+            if (pending_cut && !full) {
+                c->slots[slot] = (slot_info){.frames = 0, .cut = true, .skip = pending_skip};
+                pending_cut = false;
+                pending_skip = 0;
+                c->count++;
+                pthread_cond_signal(&c->not_empty);
+            }
+        } else if (full) {
             c->stats.frames_dropped += got;
             c->stats.overruns++;
         } else {
-            c->slots[slot].frames = got;
+            c->slots[slot] = (slot_info){
+                .frames = got, .cut = pending_cut || pending_skip > 0, .skip = pending_skip};
+            pending_cut = false;
+            pending_skip = 0;
             c->count++;
             pthread_cond_signal(&c->not_empty);
         }
         uint64_t overruns = c->stats.overruns;
         pthread_mutex_unlock(&c->lock);
-        if (full) {
+        if (ok && full) {
             mbedtls_platform_zeroize(c->scratch, got * src->channels * sizeof(int16_t));
             /* every overrun is counted; the log is rate-limited to powers of two */
             if ((overruns & (overruns - 1)) == 0)
@@ -228,7 +264,7 @@ static void *worker_main(void *arg)
             break;
         }
         size_t slot = c->head;
-        size_t frames = c->slots[slot].frames;
+        slot_info info = c->slots[slot];
         pthread_mutex_unlock(&c->lock);
 
         int16_t *pcm = c->ring + slot * slot_samples(c);
@@ -236,8 +272,12 @@ static void *worker_main(void *arg)
             struct timespec ts = {0, 50 * 1000 * 1000};
             nanosleep(&ts, NULL);
         }
-        (void)ec_segmenter_push(&c->segmenter, pcm, frames);
-        mbedtls_platform_zeroize(pcm, frames * c->p.source->channels * sizeof(int16_t));
+        if (info.cut)
+            (void)ec_segmenter_skip(&c->segmenter, info.skip);
+        if (info.frames > 0) {
+            (void)ec_segmenter_push(&c->segmenter, pcm, info.frames);
+            mbedtls_platform_zeroize(pcm, info.frames * c->p.source->channels * sizeof(int16_t));
+        }
 
         pthread_mutex_lock(&c->lock);
         c->head = (c->head + 1) % c->p.queue_blocks;
@@ -320,7 +360,7 @@ ec_status ec_capture_start(ec_capture **out, const ec_capture_params *p)
            EC_LOG_BOOL("realtime", p->source->realtime),
            EC_LOG_UINT("queue_blocks", p->queue_blocks),
            EC_LOG_UINT("segment_seconds", p->segment.segment_seconds),
-           EC_LOG_BOOL("vad", p->segment.vad));
+           EC_LOG_BOOL("vad", p->segment.vad), EC_LOG_BOOL("consent_gate", p->consent != NULL));
     *out = c;
     return EC_OK;
 }
@@ -371,7 +411,8 @@ void ec_capture_join(ec_capture **cp, ec_capture_stats *final_stats)
            EC_LOG_UINT("overruns", c->stats.overruns),
            EC_LOG_UINT("frames_dropped", c->stats.frames_dropped),
            EC_LOG_UINT("frames_refused", c->stats.frames_refused),
-           EC_LOG_UINT("frames_gated", c->stats.segmenter.frames_gated));
+           EC_LOG_UINT("frames_gated", c->stats.segmenter.frames_gated),
+           EC_LOG_UINT("frames_withheld", c->stats.frames_withheld));
     capture_free(c);
     *cp = NULL;
 }

@@ -24,6 +24,7 @@
 #include <mbedtls/platform_util.h>
 #include <mbedtls/sha256.h>
 
+#include "edgecap/consent.h"
 #include "edgecap/log.h"
 #include "edgecap/secmem.h"
 
@@ -73,6 +74,7 @@ static bool check_scope(const char *v);
 static bool check_tag(const char *v);
 static bool check_alsa_name(const char *v);
 static bool check_listen(const char *v);
+static bool check_window(const char *v);
 
 static const int rates_hz[] = {8000, 16000, 48000, 0};
 static const int frame_sizes_ms[] = {10, 20, 40, 60, 0};
@@ -158,6 +160,7 @@ static const key_def keys[] = {
     INT("capture", "vad_threshold_dbfs", capture.vad_threshold_dbfs, -90, 0, "-50"),
     INT("capture", "vad_hangover_ms", capture.vad_hangover_ms, 0, 10000, "800"),
     INT("capture", "queue_ms", capture.queue_ms, 100, 60000, "4000"),
+    BOOL("capture", "file_realtime", capture.file_realtime, "off"),
 
     INT("encoder", "bitrate_bps", encoder.bitrate_bps, 6000, 256000, "24000"),
     INT("encoder", "complexity", encoder.complexity, 0, 10, "5"),
@@ -259,6 +262,12 @@ static const key_def keys[] = {
     BOOL("consent", "required", consent.required, "off"),
     STR("consent", "state_file", consent.state_file, check_path_or_empty, "an absolute path", "",
         false),
+    STR("consent", "switch", consent.switch_path, check_path_or_empty, "an absolute path", "",
+        false),
+    LIST("consent", "window", consent.windows, consent.n_windows, check_window,
+         "DAYS HH:MM-HH:MM (DAYS: mon..sun, a range such as mon-fri, or daily; times 00:00 to "
+         "24:00, start and end differ; an end before the start crosses midnight)",
+         "", false),
 };
 
 #define N_KEYS (sizeof keys / sizeof keys[0])
@@ -577,6 +586,14 @@ static bool check_listen(const char *v)
     else
         return false;
     return check_port(port, strlen(port));
+}
+
+_Static_assert(EC_CFG_WINDOWS_MAX <= EC_CONSENT_WINDOWS_MAX, "every window fits the gate");
+
+static bool check_window(const char *v)
+{
+    ec_consent_window w;
+    return ec_consent_window_parse(v, &w);
 }
 
 /* ---- parse state and errors --------------------------------------------- */
@@ -1370,7 +1387,12 @@ static void validate(parse_state *st)
     }
     if (c->speech.keep_transcripts)
         require(st, "speech", "transcript_dir", "with [speech] keep_transcripts = on");
-    if (c->consent.required)
+    if (is_set(st, "consent", "switch") && is_set(st, "consent", "state_file"))
+        set_error(st, line_of(st, "consent", "state_file"), "consent", "state_file",
+                  "state_file is the older name of switch: set one of them");
+    else if (c->consent.required && !is_set(st, "consent", "state_file"))
+        require(st, "consent", "switch", "with [consent] required = on");
+    else if (c->consent.required)
         require(st, "consent", "state_file", "with [consent] required = on");
     if (c->tls.pin_next[0] != '\0' && strcmp(c->tls.pin_next, c->tls.pin_current) == 0)
         set_error(st, line_of(st, "tls", "pin_next"), "tls", "pin_next",

@@ -26,6 +26,7 @@
 #include "edgecap/audit.h"
 #include "edgecap/auth.h"
 #include "edgecap/capture.h"
+#include "edgecap/consent.h"
 #include "edgecap/config.h"
 #include "edgecap/json.h"
 #include "edgecap/keystore.h"
@@ -281,7 +282,8 @@ static int open_source(const ec_config *cfg, ec_audio_source *src)
     ec_audio_params ap = {.rate_hz = (uint32_t)cfg->capture.rate_hz,
                           .channels = (uint8_t)cfg->capture.channels,
                           .period_frames = (uint32_t)cfg->capture.period_frames,
-                          .buffer_frames = (uint32_t)cfg->capture.buffer_frames};
+                          .buffer_frames = (uint32_t)cfg->capture.buffer_frames,
+                          .paced = cfg->capture.file_realtime};
     ec_status st;
     if (cfg->capture.source == EC_SOURCE_FILE) {
         ap.device_or_path = cfg->capture.file;
@@ -294,6 +296,37 @@ static int open_source(const ec_config *cfg, ec_audio_source *src)
         fprintf(stderr, "edgecap: cannot open the audio source %s: %s\n", ap.device_or_path,
                 ec_strerror(st));
         return st == EC_ERR_NOT_FOUND ? EX_NOINPUT : EX_UNAVAILABLE;
+    }
+    return EX_OK;
+}
+
+/* The consent gate the config asks for ([consent] window, switch or
+ * state_file), or none (*gate NULL) when it asks for neither. */
+static int open_consent(const ec_config *cfg, ec_audit *audit, ec_switch *sw, ec_consent **gate)
+{
+    *gate = NULL;
+    const char *path =
+        cfg->consent.switch_path[0] != '\0' ? cfg->consent.switch_path : cfg->consent.state_file;
+    if (cfg->consent.n_windows == 0 && path[0] == '\0')
+        return EX_OK;
+    ec_consent_window w[EC_CFG_WINDOWS_MAX];
+    for (size_t i = 0; i < cfg->consent.n_windows; i++) {
+        if (!ec_consent_window_parse(cfg->consent.windows[i], &w[i]))
+            return EX_SOFTWARE; /* validated when the config was loaded */
+    }
+    /* the local time zone, read once (TZ, else /etc/localtime) */
+    tzset();
+    ec_status st = path[0] != '\0' ? ec_switch_file_open(sw, path) : EC_OK;
+    ec_consent_params p = {.windows = w,
+                           .n_windows = cfg->consent.n_windows,
+                           .sw = path[0] != '\0' ? sw : NULL,
+                           .audit = audit};
+    if (st == EC_OK)
+        st = ec_consent_new(gate, &p);
+    if (st != EC_OK) {
+        fprintf(stderr, "edgecap: cannot set up the consent gate: %s\n", ec_strerror(st));
+        ec_switch_close(sw);
+        return EX_SOFTWARE;
     }
     return EX_OK;
 }
@@ -581,6 +614,8 @@ static int cmd_run(int argc, char **argv)
     ec_audio_source src = {0};
     ec_capture *cap = NULL;
     ec_audit *audit = NULL;
+    ec_switch sw = {0};
+    ec_consent *gate = NULL;
     delivery dv = {0};
     ec_config *live = &cfg; /* what delivery runs on; a reload replaces it */
     rc = load_config(path, &cfg);
@@ -600,7 +635,16 @@ static int cmd_run(int argc, char **argv)
            EC_LOG_STR("config_sha256", digest), EC_LOG_INT("pid", (long long)getpid()),
            EC_LOG_BOOL("mlock", ms.mlock_refusals == 0));
 
+    /* The audit log opens before capture: the consent gate audits its
+     * state from the first frame on. */
+    ec_status audit_st = ec_audit_open(&audit, cfg.logging.audit_file, cfg.logging.audit_hmac_key);
+    ec_audit(audit, "started", EC_LOG_STR("version", EC_VERSION),
+             EC_LOG_STR("device", cfg.device.id), EC_LOG_STR("config_sha256", digest),
+             EC_LOG_INT("pid", (long long)getpid()));
+    if ((rc = open_consent(&cfg, audit, &sw, &gate)) != EX_OK)
+        goto out;
     ec_capture_params cp = capture_params(&cfg, &src, spool, 0);
+    cp.consent = gate;
     ec_status st = ec_capture_start(&cap, &cp);
     if (st != EC_OK) {
         ec_log(EC_LOG_ERROR, "capture_start_failed", EC_LOG_STATUS(st));
@@ -609,16 +653,13 @@ static int cmd_run(int argc, char **argv)
     }
     /* Upload runs beside capture; if it cannot start, capture goes on and
      * the spool keeps the audio until it can. */
-    if ((st = ec_audit_open(&audit, cfg.logging.audit_file, cfg.logging.audit_hmac_key)) != EC_OK ||
+    if ((st = audit_st) != EC_OK ||
         (st = delivery_open(&dv, live, &ks, spool, audit, true)) != EC_OK ||
         (st = delivery_start(&dv)) != EC_OK) {
         ec_log(EC_LOG_ERROR, "upload_unavailable", EC_LOG_STATUS(st),
                EC_LOG_STR("effect", "capturing into the spool only"));
         delivery_close(&dv);
     }
-    ec_audit(audit, "started", EC_LOG_STR("version", EC_VERSION),
-             EC_LOG_STR("device", cfg.device.id), EC_LOG_STR("config_sha256", digest),
-             EC_LOG_INT("pid", (long long)getpid()));
     char pid_text[32];
     int pid_len = snprintf(pid_text, sizeof pid_text, "%ld\n", (long)getpid());
     if (ec_spool_put_file(spool, PID_FILE, (const uint8_t *)pid_text, (size_t)pid_len) != EC_OK)
@@ -704,6 +745,8 @@ out:
     ec_audit(audit, "stopped", EC_LOG_INT("exit_status", rc));
     if (spool != NULL)
         (void)ec_spool_put_file(spool, PID_FILE, (const uint8_t *)"0\n", 2);
+    ec_consent_free(&gate);
+    ec_switch_close(&sw);
     delivery_close(&dv);
     ec_audit_close(&audit);
     ec_audio_close(&src);
@@ -741,14 +784,18 @@ static int cmd_capture(int argc, char **argv)
     ec_audio_source src = {0};
     ec_capture *cap = NULL;
     ec_capture_stats stats = {0};
+    ec_switch sw = {0};
+    ec_consent *gate = NULL;
     if ((rc = load_config(path, &cfg)) != EX_OK)
         return rc;
     if ((rc = start_secure(&cfg)) != EX_OK ||
         (rc = open_spool(&cfg, &ks, &spool, false)) != EX_OK ||
-        (rc = open_source(&cfg, &src)) != EX_OK)
+        (rc = open_source(&cfg, &src)) != EX_OK ||
+        (rc = open_consent(&cfg, NULL, &sw, &gate)) != EX_OK)
         goto out;
     ec_capture_params cp =
         capture_params(&cfg, &src, spool, (uint64_t)seconds * (uint64_t)cfg.capture.rate_hz);
+    cp.consent = gate;
     ec_status st = ec_capture_start(&cap, &cp);
     if (st != EC_OK) {
         ec_log(EC_LOG_ERROR, "capture_start_failed", EC_LOG_STATUS(st));
@@ -767,13 +814,15 @@ static int cmd_capture(int argc, char **argv)
     ec_capture_join(&cap, &stats);
     printf("captured %" PRIu64 " frames (%.3f s), sealed %" PRIu64 " segments, failed %" PRIu64
            ", overruns %" PRIu64 ", dropped %" PRIu64 " frames, refused %" PRIu64
-           " frames, gated %" PRIu64 " frames\n",
+           " frames, gated %" PRIu64 " frames, withheld %" PRIu64 " frames\n",
            stats.frames_captured, (double)stats.frames_captured / cfg.capture.rate_hz,
            stats.segments_sealed, stats.segments_failed, stats.overruns, stats.frames_dropped,
-           stats.frames_refused, stats.segmenter.frames_gated);
+           stats.frames_refused, stats.segmenter.frames_gated, stats.frames_withheld);
     rc = stats.segments_failed > 0 || stats.source_error != EC_OK ? EX_IOERR : EX_OK;
 out:
     ec_capture_join(&cap, NULL);
+    ec_consent_free(&gate);
+    ec_switch_close(&sw);
     ec_audio_close(&src);
     ec_spool_close(&spool);
     ec_keystore_close(&ks);

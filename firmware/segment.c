@@ -121,3 +121,10 @@ ec_status ec_segmenter_finish(ec_segmenter *s)
 {
     return close_open(s);
 }
+
+ec_status ec_segmenter_skip(ec_segmenter *s, uint64_t frames)
+{
+    ec_status st = close_open(s);
+    s->frames_total += frames;
+    return st;
+}

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "edgecap/log.h"
@@ -20,6 +21,9 @@ typedef struct {
     uint8_t channels;
     uint64_t remaining_bytes; /* of the data chunk; UINT64_MAX for raw */
     ec_audio_stats stats;
+    uint32_t rate_hz;
+    bool paced;
+    struct timespec t0; /* CLOCK_MONOTONIC at the first read (paced) */
 } file_source;
 
 static uint32_t le32(const uint8_t *p)
@@ -96,6 +100,25 @@ static ec_status parse_wav(file_source *fs, const ec_audio_params *p)
     return EC_ERR_UNSUPPORTED;
 }
 
+/* Sleeps until the last frame read would have arrived in real time; the
+ * schedule is absolute from the first read, so it does not drift. */
+static void pace(file_source *fs)
+{
+    if (fs->t0.tv_sec == 0 && fs->t0.tv_nsec == 0)
+        clock_gettime(CLOCK_MONOTONIC, &fs->t0);
+    /* split so that frames * 1e9 cannot overflow on a long replay */
+    uint64_t frames = fs->stats.frames_read;
+    uint64_t ns = frames % fs->rate_hz * 1000000000ULL / fs->rate_hz;
+    struct timespec due = {.tv_sec = fs->t0.tv_sec + (time_t)(frames / fs->rate_hz),
+                           .tv_nsec = fs->t0.tv_nsec + (long)ns};
+    if (due.tv_nsec >= 1000000000L) {
+        due.tv_sec++;
+        due.tv_nsec -= 1000000000L;
+    }
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &due, NULL) == EINTR)
+        ;
+}
+
 static ec_status file_read(void *ctx, int16_t *pcm, size_t frames, size_t *got)
 {
     file_source *fs = ctx;
@@ -119,6 +142,8 @@ static ec_status file_read(void *ctx, int16_t *pcm, size_t frames, size_t *got)
     *got = have / frame_bytes;
     fs->remaining_bytes -= have;
     fs->stats.frames_read += *got;
+    if (fs->paced && *got > 0)
+        pace(fs);
     return EC_OK;
 }
 
@@ -149,6 +174,8 @@ ec_status ec_audio_file_open(ec_audio_source *src, const ec_audio_params *p)
         return EC_ERR_NOMEM;
     fs->channels = p->channels;
     fs->remaining_bytes = UINT64_MAX;
+    fs->rate_hz = p->rate_hz;
+    fs->paced = p->paced;
     fs->fd = open(p->device_or_path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fs->fd < 0) {
         ec_log(EC_LOG_ERROR, "audio_file_open", EC_LOG_STR("path", p->device_or_path),
@@ -170,6 +197,7 @@ ec_status ec_audio_file_open(ec_audio_source *src, const ec_audio_params *p)
     src->ctx = fs;
     src->rate_hz = p->rate_hz;
     src->channels = p->channels;
+    src->realtime = p->paced;
     return EC_OK;
 }
 

@@ -57,6 +57,9 @@ typedef struct {
     uint8_t channels; /* 1 or 2 */
     uint32_t period_frames;
     uint32_t buffer_frames;
+    /* File source: deliver frames no faster than the sample rate, like a
+     * card (the source then counts as real time). For replay and tests. */
+    bool paced;
 } ec_audio_params;
 
 /*
@@ -69,7 +72,8 @@ ec_status ec_audio_alsa_open(ec_audio_source *src, const ec_audio_params *params
 /*
  * Opens a file: a RIFF/WAVE file (PCM, 16-bit) whose rate and channels must
  * equal the params (else EC_ERR_UNSUPPORTED), or — for any other extension
- * than .wav — raw S16_LE at the params' rate and channels.
+ * than .wav — raw S16_LE at the params' rate and channels. With `paced`, a
+ * read returns when its last frame would have arrived from a card.
  */
 ec_status ec_audio_file_open(ec_audio_source *src, const ec_audio_params *params);
 

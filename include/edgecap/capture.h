@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "edgecap/audio.h"
+#include "edgecap/consent.h"
 #include "edgecap/encode.h"
 #include "edgecap/segment.h"
 #include "edgecap/spool.h"
@@ -31,13 +32,18 @@ typedef struct {
     uint32_t queue_blocks; /* queue capacity */
     uint64_t max_frames;   /* stop after this many frames; 0 = until stopped or end */
     int64_t start_utc_ms;  /* UTC time of the first frame */
+    /* Polled by the capture thread after every read; while it says no, each
+     * block is wiped at once and never queued, and the open segment is
+     * closed (sealed). NULL = always allowed. Owned by the caller. */
+    ec_consent *consent;
 } ec_capture_params;
 
 typedef struct {
     uint64_t frames_captured;
-    uint64_t frames_dropped; /* lost to a full queue (real-time source) */
-    uint64_t overruns;       /* times the queue was full */
-    uint64_t frames_refused; /* the spool refused them (quota, refuse-new) */
+    uint64_t frames_dropped;  /* lost to a full queue (real-time source) */
+    uint64_t overruns;        /* times the queue was full */
+    uint64_t frames_refused;  /* the spool refused them (quota, refuse-new) */
+    uint64_t frames_withheld; /* read while consent was off, wiped unqueued */
     uint64_t segments_sealed;
     uint64_t segments_failed; /* encode or spool errors; .part left for recovery */
     ec_segment_stats segmenter;

@@ -30,6 +30,8 @@
 #define EC_CFG_TAGS_MAX 10
 #define EC_CFG_TAG_MAX 256
 #define EC_CFG_CONNECT_TO_MAX 4
+#define EC_CFG_WINDOWS_MAX 16 /* EC_CONSENT_WINDOWS_MAX */
+#define EC_CFG_WINDOW_MAX 32
 
 typedef enum { EC_SOURCE_ALSA = 0, EC_SOURCE_FILE = 1 } ec_capture_source;
 typedef enum { EC_VBR_ON = 0, EC_VBR_CONSTRAINED = 1, EC_VBR_OFF = 2 } ec_encoder_vbr;
@@ -75,6 +77,7 @@ typedef struct {
         int vad_threshold_dbfs;
         int vad_hangover_ms;
         int queue_ms;
+        bool file_realtime; /* pace the file source like a card */
     } capture;
     struct {
         int bitrate_bps;
@@ -162,7 +165,10 @@ typedef struct {
     } metrics;
     struct {
         bool required;
-        char state_file[EC_CFG_PATH_MAX];
+        char state_file[EC_CFG_PATH_MAX]; /* older name of switch_path */
+        char switch_path[EC_CFG_PATH_MAX];
+        char windows[EC_CFG_WINDOWS_MAX][EC_CFG_WINDOW_MAX]; /* "mon-fri 08:00-17:30" */
+        size_t n_windows;
     } consent;
 
     char source_path[EC_CFG_PATH_MAX];

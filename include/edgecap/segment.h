@@ -68,4 +68,9 @@ ec_status ec_segmenter_push(ec_segmenter *s, const int16_t *pcm, size_t frames);
 /* Ends the open segment, if any. */
 ec_status ec_segmenter_finish(ec_segmenter *s);
 
+/* A gap in the stream (capture withheld `frames` frames, e.g. consent off):
+ * ends the open segment, if any, and moves the sample clock on by `frames`,
+ * so the next segment starts at its true time. */
+ec_status ec_segmenter_skip(ec_segmenter *s, uint64_t frames);
+
 #endif

@@ -3,7 +3,8 @@
  * real time reaches the spool (backpressure, no drops); a real-time source
  * whose worker stalls overruns the queue, which is counted and logged and
  * never crashes; stopping mid-segment closes the segment cleanly; a full
- * spool refuses frames and counts them.
+ * spool refuses frames and counts them; consent turned off closes the segment
+ * and withholds the frames until it is on again.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -33,11 +34,27 @@ typedef struct {
     uint64_t total;
     uint64_t pos;
     ec_audio_stats stats;
+    /* consent switch file flipped to "0" / "1" when a read starts at these
+     * frames (0 = never) */
+    const char *switch_path;
+    uint64_t off_at, on_at;
 } gen_source;
+
+static void flip(const char *path, const char *content)
+{
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs(content, fp);
+    fclose(fp);
+}
 
 static ec_status gen_read(void *ctx, int16_t *pcm, size_t frames, size_t *got)
 {
     gen_source *g = ctx;
+    if (g->switch_path != NULL && g->off_at != 0 && g->pos == g->off_at)
+        flip(g->switch_path, "0\n");
+    if (g->switch_path != NULL && g->on_at != 0 && g->pos == g->on_at)
+        flip(g->switch_path, "1\n");
     if (g->total != 0 && g->total - g->pos < frames)
         frames = (size_t)(g->total - g->pos);
     for (size_t i = 0; i < frames; i++)
@@ -335,6 +352,51 @@ static void test_full_spool_refuses_and_counts(void **state)
     assert_true(sealed < st.frames_captured);
 }
 
+static void test_consent_off_closes_segment_and_withholds(void **state)
+{
+    fixture *f = *state;
+    char *sw_path = ts_strf("%s/switch", f->dir);
+    flip(sw_path, "1\n");
+    f->gen.total = RATE * 3;
+    f->gen.switch_path = sw_path;
+    f->gen.off_at = RATE; /* the second second is withheld */
+    f->gen.on_at = RATE * 2;
+    ec_switch sw;
+    assert_int_equal(ec_switch_file_open(&sw, sw_path), EC_OK);
+    ec_consent *gate = NULL;
+    ec_consent_params cp = {.sw = &sw};
+    assert_int_equal(ec_consent_new(&gate, &cp), EC_OK);
+    ec_capture_params p = params(f, 0, 4);
+    p.segment.segment_seconds = 10;
+    p.consent = gate;
+    ec_capture *c = NULL;
+    ts_log_begin();
+    assert_int_equal(ec_capture_start(&c, &p), EC_OK);
+    wait_finished(c);
+    ec_capture_stats st;
+    ec_capture_join(&c, &st);
+    char *log = ts_log_end();
+    assert_true(st.frames_captured == RATE * 3);
+    assert_true(st.frames_withheld == RATE);
+    assert_true(st.segments_sealed == 2 && st.segments_failed == 0);
+    assert_non_null(strstr(log, "event=consent_off reason=switch"));
+    assert_non_null(strstr(log, "frames_withheld=16000"));
+    free(log);
+
+    /* one segment up to the off, a new one from the on, at its true time */
+    ec_spool_entry *e = NULL;
+    size_t n = 0;
+    assert_int_equal(ec_spool_list(f->spool, &e, &n), EC_OK);
+    assert_int_equal(n, 2);
+    assert_true(e[0].pcm_frames == RATE && e[1].pcm_frames == RATE);
+    assert_true(e[0].meta.start_utc_ms == p.start_utc_ms);
+    assert_true(e[1].meta.start_utc_ms == p.start_utc_ms + 2000);
+    free(e);
+    ec_consent_free(&gate);
+    ec_switch_close(&sw);
+    free(sw_path);
+}
+
 int main(void)
 {
     ec_secmem_init(false);
@@ -345,6 +407,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stop_closes_open_segment, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_interrupts_a_silent_device, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_spool_refuses_and_counts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_consent_off_closes_segment_and_withholds, setup,
+                                        teardown),
     };
     int rc = cmocka_run_group_tests_name("capture", tests, NULL, NULL);
     ec_rng_free();

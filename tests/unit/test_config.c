@@ -524,9 +524,56 @@ static reject_case cases[] = {
     {.name = "keep_transcripts without dir", .at = {[S_SPEECH] = "keep_transcripts = on"},
      .line = L_SPEECH_HDR, .key = "[speech] transcript_dir",
      .fragment = "required key missing with [speech] keep_transcripts = on"},
-    {.name = "consent required without state_file", .at = {[S_CONSENT] = "required = on"},
-     .line = L_CONSENT_HDR, .key = "[consent] state_file",
+    {.name = "consent required without a switch", .at = {[S_CONSENT] = "required = on"},
+     .line = L_CONSENT_HDR, .key = "[consent] switch",
      .fragment = "required key missing with [consent] required = on"},
+    {.name = "consent required with an empty switch",
+     .at = {[S_CONSENT] = "required = on\nswitch ="},
+     .line = L_CONSENT + 1, .key = "[consent] switch",
+     .fragment = "required key has an empty value with [consent] required = on"},
+    {.name = "consent switch and its older name state_file",
+     .at = {[S_CONSENT] = "switch = /run/edgecap/consent\nstate_file = /run/edgecap/consent"},
+     .line = L_CONSENT + 1, .key = "[consent] state_file",
+     .fragment = "state_file is the older name of switch: set one of them"},
+    {.name = "consent switch: a relative path", .at = {[S_CONSENT] = "switch = run/consent"},
+     .line = L_CONSENT, .key = "[consent] switch",
+     .fragment = "expected an absolute path, got \"run/consent\""},
+    {.name = "window: hour without two digits",
+     .at = {[S_CONSENT] = "window = mon-fri 8:00-17:30"}, .line = L_CONSENT,
+     .key = "[consent] window",
+     .fragment = "expected DAYS HH:MM-HH:MM (DAYS: mon..sun, a range such as mon-fri, or daily; "
+                 "times 00:00 to 24:00, start and end differ; an end before the start crosses "
+                 "midnight), got \"mon-fri 8:00-17:30\""},
+    {.name = "window: unknown day", .at = {[S_CONSENT] = "window = funday 08:00-09:00"},
+     .line = L_CONSENT, .key = "[consent] window", .fragment = "got \"funday 08:00-09:00\""},
+    {.name = "window: minute 60", .at = {[S_CONSENT] = "window = sat 10:00-10:60"},
+     .line = L_CONSENT, .key = "[consent] window", .fragment = "got \"sat 10:00-10:60\""},
+    {.name = "window: starts at 24:00", .at = {[S_CONSENT] = "window = daily 24:00-06:00"},
+     .line = L_CONSENT, .key = "[consent] window", .fragment = "got \"daily 24:00-06:00\""},
+    {.name = "window: empty (start = end)", .at = {[S_CONSENT] = "window = daily 08:00-08:00"},
+     .line = L_CONSENT, .key = "[consent] window", .fragment = "got \"daily 08:00-08:00\""},
+    {.name = "window: days but no times", .at = {[S_CONSENT] = "window = mon-fri"},
+     .line = L_CONSENT, .key = "[consent] window", .fragment = "got \"mon-fri\""},
+    {.name = "window: the bad one of a comma list",
+     .at = {[S_CONSENT] = "window = mon 08:00-09:00, tue 09:00-9:30"}, .line = L_CONSENT,
+     .key = "[consent] window", .fragment = "got \"tue 09:00-9:30\""},
+    {.name = "window: the bad one on a repeated line",
+     .at = {[S_CONSENT] = "window = mon 08:00-09:00\nwindow = wed-wed 08:00-09:00"},
+     .line = L_CONSENT + 1, .key = "[consent] window", .fragment = "got \"wed-wed 08:00-09:00\""},
+    {.name = "window: an empty item", .at = {[S_CONSENT] = "window = mon 08:00-09:00, , tue 08:00-09:00"},
+     .line = L_CONSENT, .key = "[consent] window", .fragment = "item 2 is empty"},
+    {.name = "window: more than 16",
+     .at = {[S_CONSENT] = "window = mon 01:00-02:00, mon 02:00-03:00, mon 03:00-04:00, "
+                          "mon 04:00-05:00, mon 05:00-06:00, mon 06:00-07:00\n"
+                          "window = tue 01:00-02:00, tue 02:00-03:00, tue 03:00-04:00, "
+                          "tue 04:00-05:00, tue 05:00-06:00, tue 06:00-07:00\n"
+                          "window = wed 01:00-02:00, wed 02:00-03:00, wed 03:00-04:00, "
+                          "wed 04:00-05:00, wed 05:00-06:00"},
+     .line = L_CONSENT + 2, .key = "[consent] window", .fragment = "more than 16 items"},
+    {.name = "capture file_realtime: not a boolean",
+     .at = {[S_CAPTURE] = "file_realtime = paced"}, .line = L_CAPTURE,
+     .key = "[capture] file_realtime",
+     .fragment = "expected on|off (or true|false, yes|no, 1|0), got \"paced\""},
     {.name = "consent required with an empty state_file",
      .at = {[S_CONSENT] = "required = on\nstate_file ="},
      .line = L_CONSENT + 1, .key = "[consent] state_file",
@@ -873,6 +920,34 @@ static void test_lists_repeat_and_append(void **state)
     ec_config_free(&cfg);
 }
 
+static void test_consent_accepted(void **state)
+{
+    (void)state;
+    ec_config cfg;
+    const char *at[N_SLOTS] = {
+        [S_CONSENT] = "required = on\nswitch = /sys/class/gpio/gpio17/value\n"
+                      "window = mon-fri 08:00-17:30, sat 09:00-12:00\nwindow = FRI 22:00-06:00\n"
+                      "window = daily 00:00-24:00",
+    };
+    load_ok(&cfg, at, NULL, "\n");
+    assert_true(cfg.consent.required);
+    assert_string_equal(cfg.consent.switch_path, "/sys/class/gpio/gpio17/value");
+    assert_int_equal(cfg.consent.n_windows, 4);
+    assert_string_equal(cfg.consent.windows[0], "mon-fri 08:00-17:30");
+    assert_string_equal(cfg.consent.windows[1], "sat 09:00-12:00");
+    assert_string_equal(cfg.consent.windows[2], "FRI 22:00-06:00");
+    assert_string_equal(cfg.consent.windows[3], "daily 00:00-24:00");
+    ec_config_free(&cfg);
+
+    /* the older name still works on its own */
+    const char *older[N_SLOTS] = {[S_CONSENT] = "required = on\nstate_file = /run/consent"};
+    load_ok(&cfg, older, NULL, "\n");
+    assert_string_equal(cfg.consent.state_file, "/run/consent");
+    assert_string_equal(cfg.consent.switch_path, "");
+    assert_int_equal(cfg.consent.n_windows, 0);
+    ec_config_free(&cfg);
+}
+
 static void test_wildcard_is_one_label(void **state)
 {
     (void)state;
@@ -1039,6 +1114,9 @@ static void test_defaults(void **state)
 
     assert_false(cfg.consent.required);
     assert_string_equal(cfg.consent.state_file, "");
+    assert_string_equal(cfg.consent.switch_path, "");
+    assert_int_equal(cfg.consent.n_windows, 0);
+    assert_false(cfg.capture.file_realtime);
     ec_config_free(&cfg);
 }
 
@@ -1474,6 +1552,7 @@ int main(void)
         cmocka_unit_test(test_line_length_boundary),
         cmocka_unit_test(test_example_validates),
         cmocka_unit_test(test_lists_repeat_and_append),
+        cmocka_unit_test(test_consent_accepted),
         cmocka_unit_test(test_wildcard_is_one_label),
         cmocka_unit_test(test_host_match_ignores_case),
         cmocka_unit_test(test_speech_target_accepted),

@@ -102,6 +102,35 @@ static void test_exact_lengths_any_block_size(void **state)
     free(pcm);
 }
 
+/* A gap (consent withheld frames) ends the open segment at once and moves
+ * the sample clock on, so the next segment starts at its true time. */
+static void test_skip_cuts_and_moves_the_clock(void **state)
+{
+    (void)state;
+    int16_t pcm[RATE / 2];
+    for (size_t i = 0; i < RATE / 2; i++)
+        pcm[i] = (int16_t)(i + 1);
+    recorder r = {.out = malloc(2 * sizeof pcm)};
+    ec_segmenter s;
+    ec_segment_params p = {.rate_hz = RATE, .channels = 1, .segment_seconds = 10};
+    ec_segmenter_init(&s, &p, 1795000000000LL, &sink, &r);
+    push_in_blocks(&s, pcm, RATE / 4, 320);
+    assert_true(r.open);
+    assert_int_equal(ec_segmenter_skip(&s, RATE * 3 / 4), EC_OK); /* 750 ms withheld */
+    assert_false(r.open);
+    assert_int_equal(r.n, 1);
+    assert_int_equal(ec_segmenter_skip(&s, 0), EC_OK); /* nothing open: nothing to end */
+    assert_int_equal(r.n, 1);
+    push_in_blocks(&s, pcm, RATE / 2, 320);
+    assert_int_equal(ec_segmenter_finish(&s), EC_OK);
+    assert_int_equal(r.n, 2);
+    assert_true(r.frames[0] == RATE / 4 && r.frames[1] == RATE / 2);
+    assert_true(r.start[0] == 1795000000000LL);
+    assert_true(r.start[1] == 1795000001000LL); /* 250 ms + 750 ms later */
+    assert_int_equal(r.first_sample[1], 1);
+    free(r.out);
+}
+
 static void tone(int16_t *out, size_t frames, double amp)
 {
     for (size_t i = 0; i < frames; i++)
@@ -195,6 +224,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exact_lengths_any_block_size),
+        cmocka_unit_test(test_skip_cuts_and_moves_the_clock),
         cmocka_unit_test(test_vad_gates_silence),
         cmocka_unit_test(test_vad_long_speech_still_cut),
         cmocka_unit_test(test_stereo_and_sink_error),
