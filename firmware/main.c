@@ -613,6 +613,8 @@ static int cmd_run(int argc, char **argv)
     ec_spool *spool = NULL;
     ec_audio_source src = {0};
     ec_capture *cap = NULL;
+    ec_capture_stats final_capture;
+    const ec_capture_stats *last_capture = NULL;
     ec_audit *audit = NULL;
     ec_switch sw = {0};
     ec_consent *gate = NULL;
@@ -736,12 +738,13 @@ static int cmd_run(int argc, char **argv)
     rc = EX_OK;
 out:
     /* Everything that moves stops first, so the last metrics are final. */
-    bool had_capture = cap != NULL;
-    ec_capture_stats final_capture;
-    ec_capture_join(&cap, &final_capture);
+    if (cap != NULL) {
+        ec_capture_join(&cap, &final_capture);
+        last_capture = &final_capture;
+    }
     delivery_stop(&dv);
     if (spool != NULL) /* the last word, at shutdown */
-        write_metrics(live, had_capture ? &final_capture : NULL, spool, &dv);
+        write_metrics(live, last_capture, spool, &dv);
     ec_audit(audit, "stopped", EC_LOG_INT("exit_status", rc));
     if (spool != NULL)
         (void)ec_spool_put_file(spool, PID_FILE, (const uint8_t *)"0\n", 2);
