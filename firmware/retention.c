@@ -55,7 +55,7 @@ static ec_status shred_items(ec_spool *spool, ec_audit *audit, const char *event
         if (max_age_hours >= 0 && !ec_retention_expired(start, max_age_hours, now_utc_ms))
             continue;
         int64_t age_s = now_utc_ms > start ? (now_utc_ms - start) / 1000 : 0;
-        if (from_mtime)
+        if (from_mtime && max_age_hours >= 0)
             ec_log(EC_LOG_WARN, "retention_age_from_mtime", EC_LOG_STR("segment", it->file),
                    EC_LOG_STR("kind", kind_name(it->kind)),
                    EC_LOG_STR("reason", it->have_header ? "the header's start is not believable"
