@@ -927,6 +927,8 @@ static ec_status apply_quota(ec_spool *s, uint64_t incoming, const char *writing
             return EC_ERR_FULL;
         }
         ec_status st = shred_and_unlink(s, victim);
+        if (st == EC_ERR_NOT_FOUND)
+            continue; /* uploaded or purged meanwhile: room was made anyway */
         if (st != EC_OK)
             return st;
         pthread_mutex_lock(&s->lock);
@@ -1508,7 +1510,8 @@ ec_status ec_spool_items(ec_spool *s, ec_spool_item **items, size_t *n)
         char **names = NULL;
         size_t count = 0;
         st = list_names(s, suffixes[k], &names, &count);
-        qsort(names, count, sizeof *names, by_sequence);
+        if (count > 1)
+            qsort(names, count, sizeof *names, by_sequence);
         for (size_t i = 0; st == EC_OK && i < count; i++) {
             if ((st = add_item(items, n, &cap)) == EC_OK)
                 read_item(s->dirfd, names[i], k == 0 ? EC_ITEM_SEALED : EC_ITEM_PART,

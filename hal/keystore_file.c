@@ -6,6 +6,7 @@
  */
 #include "edgecap/keystore.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -87,16 +88,10 @@ static void file_close(void *ctx)
 
 static ec_status fsync_dir(const char *dir);
 
-/* Zeros over the KEK file's bytes, fsync, unlink, directory fsync; the copy
- * in memory is wiped too. */
-static ec_status file_destroy(void *ctx)
+/* Zeros over a key file's bytes, fsync, unlink. */
+static ec_status zero_and_unlink(const char *path)
 {
-    file_ks *ks = ctx;
-    char path[4096 + 8];
-    snprintf(path, sizeof path, "%s/%s", ks->dir, KEK_FILE);
-    mbedtls_platform_zeroize(ks->kek, sizeof ks->kek);
-    ks->destroyed = true;
-    int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+    int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
     if (fd < 0)
         return errno == ENOENT ? EC_ERR_NOT_FOUND : EC_ERR_IO;
     uint8_t zeros[EC_DATA_KEY_BYTES] = {0};
@@ -104,8 +99,41 @@ static ec_status file_destroy(void *ctx)
     ok = close(fd) == 0 && ok;
     if (!ok || EC_FAULT("keystore.destroy") || unlink(path) != 0)
         return EC_ERR_IO;
+    return EC_OK;
+}
+
+/* The KEK file and any .kek.PID.tmp a crash left in create_kek (it holds a
+ * KEK too) are zeroed and unlinked, then the directory fsynced; the copy in
+ * memory is wiped. */
+static ec_status file_destroy(void *ctx)
+{
+    file_ks *ks = ctx;
+    char path[4096 + 300];
+    snprintf(path, sizeof path, "%s/%s", ks->dir, KEK_FILE);
+    mbedtls_platform_zeroize(ks->kek, sizeof ks->kek);
+    ks->destroyed = true;
+    ec_status st = zero_and_unlink(path);
+    if (st != EC_OK)
+        return st;
     ec_log(EC_LOG_INFO, "kek_destroyed", EC_LOG_STR("path", path));
-    return fsync_dir(ks->dir);
+    DIR *d = opendir(ks->dir);
+    struct dirent *de;
+    while (d != NULL && (de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+        if (strncmp(de->d_name, ".kek.", 5) != 0 || n < 9 ||
+            strcmp(de->d_name + n - 4, ".tmp") != 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", ks->dir, de->d_name);
+        ec_status rc = zero_and_unlink(path);
+        if (rc != EC_OK && rc != EC_ERR_NOT_FOUND)
+            st = rc;
+        ec_log(EC_LOG_INFO, "kek_destroyed", EC_LOG_STR("path", path), EC_LOG_STATUS(rc));
+    }
+    if (d != NULL)
+        closedir(d);
+    if (st == EC_OK)
+        st = fsync_dir(ks->dir);
+    return st;
 }
 
 static const ec_keystore_ops file_ops = {

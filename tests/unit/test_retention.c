@@ -386,6 +386,9 @@ static void test_kek_destroyed_and_not_recreated(void **state)
     char *kek = ts_strf("%s/kek", f->ksdir);
     char *kept = ts_strf("%s/kept-kek", f->dir);
     assert_int_equal(link(kek, kept), 0);
+    /* a crash inside KEK creation leaves its temporary copy of the KEK */
+    char *stale =
+        ts_write_file(f->ksdir, ".kek.4242.tmp", 0600, "0123456789abcdef0123456789abcdef");
     ec_spool_close(&f->spool);
 
     ec_keystore ks;
@@ -393,6 +396,7 @@ static void test_kek_destroyed_and_not_recreated(void **state)
     assert_non_null(ks.ops->destroy);
     assert_int_equal(ks.ops->destroy(ks.ctx), EC_OK);
     assert_false(exists(kek));
+    assert_false(exists(stale));
     size_t len = 0;
     uint8_t *left = read_all(kept, &len);
     assert_int_equal(len, EC_DATA_KEY_BYTES);
@@ -416,6 +420,7 @@ static void test_kek_destroyed_and_not_recreated(void **state)
     free(seg);
     free(kek);
     free(kept);
+    free(stale);
     free(nowhere);
 }
 
