@@ -59,6 +59,10 @@ sas_token = $SAS
 
 [logging]
 audit_file = $T/audit.log
+
+[metrics]
+textfile = $T/metrics.prom
+interval_seconds = 1
 CONF
     )
 }
@@ -131,6 +135,11 @@ fi
 wait_for_log "$T/daemon.log" 'event=retention_purge segment=junk\.seg\.1 kind=quarantined' \
     "$DAEMON_PID" || fail_because "the old quarantined file was not purged"
 want_re "$T/daemon.log" 'event=retention_age_from_mtime segment=junk\.seg\.1 kind=quarantined reason="no readable header"'
+for ((i = 0; i < EC_WAIT_S * 20; i++)); do
+    grep -qE '^edgecap_segments_purged_total [1-9]' "$T/metrics.prom" 2>/dev/null && break
+    sleep 0.05
+done
+want_re "$T/metrics.prom" "^edgecap_segments_purged_total $((1 + ${#DOLD[@]}))\$"
 want_re "$T/audit.log" '"event":"retention_purge","segment":"junk\.seg\.1","kind":"quarantined","sequence":0,"age_s":10[0-9]{3},"size_bytes":700,"age_from":"mtime"'
 [ -e "$T/spool/quarantine/junk.seg.1" ] && fail_because "junk.seg.1 is still there"
 [ -e "$T/spool/quarantine/fresh.seg.1" ] || fail_because "the fresh quarantined file went too"
@@ -138,7 +147,7 @@ for name in "${DOLD[@]}"; do
     want_re "$T/daemon.log" "event=retention_purge segment=$name\.seg kind=sealed .*age_from=header"
 done
 [ "${#DOLD[@]}" -gt 0 ] && never_uploaded "${DOLD[@]}"
-verdict "run: purges at start (a 5 h old segment by its header$(is_native || echo ': skipped here'), a header-less quarantined file by mtime), never uploads them" \
+verdict "run: purges at start (a 5 h old segment by its header$(is_native || echo ': skipped here'), a header-less quarantined file by mtime), never uploads them; counted in the metrics" \
     "$T/daemon.log"
 
 # ---- 3: wipe refuses while the daemon runs --------------------------------------
@@ -197,13 +206,20 @@ for name in "${LEFT[@]}"; do
 done
 cp "$T/spool/${LEFT[0]}.seg" "$T/spool/quarantine/${LEFT[0]}.seg.1"
 printf '{"pending":["edgecap/ret-0001/x.ogg"]}' >"$T/spool/speech-jobs.json"
-ec wipe --config "$C" --all
+# a sealed transcript spool (the same format and KEK) beside it
+(umask 077 && mkdir -p "$T/transcripts")
+cp "$T/spool/${LEFT[0]}.seg" "$T/transcripts/"
+ln "$T/transcripts/${LEFT[0]}.seg" "$T/flash/transcript.seg"
+cp "$C" "$T/wipe.conf"
+printf '\n[speech]\ntranscript_dir = %s\n' "$T/transcripts" >>"$T/wipe.conf"
+ec wipe --config "$T/wipe.conf" --all
 want_rc 0
+want_out_re "^transcripts $T/transcripts: 1 sealed, 0 part, 0 quarantined crypto-shredded \([0-9]+ bytes\)$"
 want_out_re "^spool $T/spool: ${#LEFT[@]} sealed, 0 part, 2 quarantined crypto-shredded \([0-9]+ bytes\)$"
 want_out_re "^speech job state $T/spool/speech-jobs.json: overwritten and removed \(38 bytes\)$"
 want_out_re "^KEK [0-9a-f]{32} destroyed \($T/keys/kek overwritten and removed\)$"
 [ "${#LEFT[@]}" -ge 1 ] || fail_because "no segment to wipe"
-verdict "wipe --all: says what it destroyed (segments, quarantined files, job state, KEK id)"
+verdict "wipe --all: says what it destroyed (segments, quarantined files, transcripts, job state, KEK id)"
 
 # Every file left in the state directories (and the flash copies) that carries a
 # segment header has an all-zero wrapped key, and there is no KEK.
@@ -216,9 +232,10 @@ while IFS= read -r -d '' f; do
     n_headers=$((n_headers + 1))
     key=$(od -An -v -tx1 -j28 -N60 "$f" | tr -d ' \n')
     [ "${#key}" -eq 120 ] && [[ "$key" =~ ^0+$ ]] || fail_because "$f holds a wrapped key"
-done < <(find "$T/spool" "$T/keys" "$T/flash" -type f -print0)
-[ "$n_headers" -ge "${#LEFT[@]}" ] || fail_because "only $n_headers headers scanned (the flash copies are gone?)"
-[ -z "$(find "$T/spool" -name '*.seg*' -print)" ] || fail_because "segment files left in the spool"
+done < <(find "$T/spool" "$T/transcripts" "$T/keys" "$T/flash" -type f -print0)
+[ "$n_headers" -gt "${#LEFT[@]}" ] || fail_because "only $n_headers headers scanned (the flash copies are gone?)"
+[ -z "$(find "$T/spool" "$T/transcripts" -name '*.seg*' -print)" ] ||
+    fail_because "segment files left in the spool or the transcripts"
 verdict "after the wipe: no KEK, and all $n_headers segment headers on disk (flash copies included) hold only zeros where the wrapped key was"
 
 REASONS=()
@@ -233,7 +250,7 @@ if full_run; then
     ec audit verify "$T/audit.log"
     want_rc 0
 fi
-ec wipe --config "$C" --all
+ec wipe --config "$T/wipe.conf" --all
 want_rc 0
 want_out_re "^KEK: none in $T/keys \(already destroyed\?\)$"
 [ -e "$T/keys/kek" ] && fail_because "a second wipe created a KEK"
