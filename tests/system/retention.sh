@@ -197,8 +197,12 @@ want_err_fixed "; nothing was destroyed"
 verdict "wipe whose audit record cannot be written destroys nothing (EX_IOERR)"
 
 # ---- 7-9: wipe --all --------------------------------------------------------------
-ec capture --config "$C" --seconds "$(full_run && echo 4 || echo 2)"
+# (what the daemon left, if it left anything, will do)
 mapfile -t LEFT < <(segments)
+if [ "${#LEFT[@]}" -eq 0 ]; then
+    ec capture --config "$C" --seconds 4
+    mapfile -t LEFT < <(segments)
+fi
 mkdir -p "$T/flash"
 for name in "${LEFT[@]}"; do
     # what flash that keeps old blocks would still hold after the unlink

@@ -424,6 +424,28 @@ static void test_kek_destroyed_and_not_recreated(void **state)
     free(nowhere);
 }
 
+static void test_kek_destroy_fault_leaves_only_zeros(void **state)
+{
+    fixture *f = *state;
+    char *kek = ts_strf("%s/kek", f->ksdir);
+    ec_keystore ks;
+    assert_int_equal(ec_keystore_file_open_existing(&ks, f->ksdir), EC_OK);
+    ec_fault_arm("keystore.destroy", 0, 1);
+    assert_int_equal(ks.ops->destroy(ks.ctx), EC_ERR_IO);
+    /* stopped before the unlink: the file is there, the key is not */
+    size_t len = 0;
+    uint8_t *left = read_all(kek, &len);
+    assert_int_equal(len, EC_DATA_KEY_BYTES);
+    assert_true(all_zero(left, len));
+    uint8_t key[EC_DATA_KEY_BYTES] = {0}, wrapped[EC_WRAPPED_KEY_BYTES] = {0};
+    assert_int_equal(ks.ops->unwrap(ks.ctx, wrapped, key, 4, key), EC_ERR_CRYPTO);
+    assert_int_equal(ks.ops->destroy(ks.ctx), EC_OK);
+    assert_false(exists(kek));
+    ec_keystore_close(&ks);
+    free(left);
+    free(kek);
+}
+
 static void test_expired_boundary(void **state)
 {
     (void)state;
@@ -448,6 +470,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_shred_all_and_aux_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kek_destroyed_and_not_recreated, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_kek_destroy_fault_leaves_only_zeros, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expired_boundary, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
