@@ -32,6 +32,7 @@
 #include "edgecap/keystore.h"
 #include "edgecap/log.h"
 #include "edgecap/metrics.h"
+#include "edgecap/retention.h"
 #include "edgecap/rng.h"
 #include "edgecap/secmem.h"
 #include "edgecap/speech.h"
@@ -60,6 +61,7 @@ static int cmd_speech(int argc, char **argv);
 static int cmd_reload(int argc, char **argv);
 static int cmd_audit(int argc, char **argv);
 static int cmd_check_config(int argc, char **argv);
+static int cmd_wipe(int argc, char **argv);
 static int cmd_version(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
 
@@ -92,6 +94,11 @@ static const command commands[] = {
      "ls: list the spooled segments oldest first (name, sequence, UTC start, duration,\n"
      "size, state). verify: authenticate every segment; a segment that fails moves to\n"
      "quarantine/ and the exit status is 65 (EX_DATAERR)."},
+    {"wipe", cmd_wipe, "wipe --config FILE --all",
+     "Decommissioning: crypto-shred every spooled segment, .part, quarantined file,\n"
+     "sealed transcript and the Speech job state, then destroy the key store's KEK,\n"
+     "and print what was destroyed. Refuses without --all and while edgecap runs on\n"
+     "the spool. The audit log is kept (it holds no secrets); the wipe is audited first."},
     {"check-config", cmd_check_config, "check-config FILE",
      "Validate the provisioning file FILE and print its values, secrets as ***.\n"
      "Exits 0 when valid, 78 (EX_CONFIG) with FILE:LINE, the key and what was\n"
@@ -544,6 +551,22 @@ static void write_metrics(const ec_config *cfg, const ec_capture_stats *capture,
                EC_LOG_STATUS(st));
 }
 
+/* Crypto-shreds what in `spool` is past [spool] max_age_hours; the count
+ * of what went. */
+static size_t purge_expired(const ec_config *cfg, ec_spool *spool, ec_audit *audit)
+{
+    ec_retention_result r;
+    if (spool == NULL ||
+        ec_retention_purge(spool, audit, cfg->spool.max_age_hours, now_utc_ms(), &r) != EC_OK)
+        return 0;
+    if (r.shredded > 0 || r.failed > 0)
+        ec_log(r.failed > 0 ? EC_LOG_WARN : EC_LOG_INFO, "retention_pass",
+               EC_LOG_UINT("shredded", r.shredded), EC_LOG_UINT("bytes", r.bytes),
+               EC_LOG_UINT("deferred", r.deferred), EC_LOG_UINT("failed", r.failed),
+               EC_LOG_INT("max_age_hours", cfg->spool.max_age_hours));
+    return r.shredded;
+}
+
 /* The daemon's pid, beside its spool, for `reload` and `speech submit-now`. */
 #define PID_FILE "daemon.pid"
 
@@ -669,9 +692,19 @@ static int cmd_run(int argc, char **argv)
     int sig = 0;
     const struct timespec tick = {0, 200 * 1000 * 1000};
     struct timespec last_metrics = {0, 0};
+    bool purged_once = false;
+    struct timespec last_purge = {0, 0};
     for (;;) {
         struct timespec mono;
         clock_gettime(CLOCK_MONOTONIC, &mono);
+        /* at start, then once a minute: the uploader never sends what is
+         * past its age, and a segment in flight is left for the next pass */
+        if (!purged_once || mono.tv_sec - last_purge.tv_sec >= EC_RETENTION_INTERVAL_S) {
+            (void)purge_expired(live, spool, audit);
+            (void)purge_expired(live, dv.transcripts, audit);
+            purged_once = true;
+            last_purge = mono;
+        }
         if (last_metrics.tv_sec == 0 ||
             mono.tv_sec - last_metrics.tv_sec >= live->metrics.interval_seconds) {
             ec_capture_stats cs;
@@ -966,8 +999,13 @@ static int cmd_upload_once(int argc, char **argv)
     if ((rc = start_secure(&cfg)) != EX_OK || (rc = open_spool(&cfg, &ks, &spool, false)) != EX_OK)
         goto out;
     ec_status st = ec_audit_open(&audit, cfg.logging.audit_file, cfg.logging.audit_hmac_key);
+    size_t purged = st == EC_OK ? purge_expired(&cfg, spool, audit) : 0;
     if (st == EC_OK)
         st = delivery_open(&dv, &cfg, &ks, spool, audit, true);
+    purged += purge_expired(&cfg, dv.transcripts, audit);
+    if (purged > 0)
+        printf("purged %zu segments older than %d hours (crypto-shredded, not uploaded)\n", purged,
+               cfg.spool.max_age_hours);
     ec_uploader *u = dv.uploader;
     if (st != EC_OK) {
         fprintf(stderr, "edgecap: cannot upload: %s (see the log above)\n", ec_strerror(st));
@@ -1280,6 +1318,197 @@ static int cmd_help(int argc, char **argv)
     }
     print_usage(stdout);
     return EX_OK;
+}
+
+/* ---- wipe ------------------------------------------------------------------ */
+
+/* Stands in for a key store whose KEK is already gone: nothing unwraps. */
+static ec_status absent_wrap(void *ctx, const uint8_t *key, const uint8_t *aad, size_t aad_len,
+                             uint8_t *out)
+{
+    (void)ctx, (void)key, (void)aad, (void)aad_len, (void)out;
+    return EC_ERR_CRYPTO;
+}
+
+static ec_status absent_unwrap(void *ctx, const uint8_t *in, const uint8_t *aad, size_t aad_len,
+                               uint8_t *key)
+{
+    (void)ctx, (void)in, (void)aad, (void)aad_len, (void)key;
+    return EC_ERR_CRYPTO;
+}
+
+static void absent_kek_id(void *ctx, uint8_t *out)
+{
+    (void)ctx;
+    memset(out, 0, EC_KEK_ID_BYTES);
+}
+
+static void absent_close(void *ctx)
+{
+    (void)ctx;
+}
+
+static const ec_keystore_ops absent_ops = {.name = "absent",
+                                           .wrap = absent_wrap,
+                                           .unwrap = absent_unwrap,
+                                           .kek_id = absent_kek_id,
+                                           .close = absent_close};
+
+/* Opens `dir` as the spool's owner for a wipe; EX_OK, or the exit code with
+ * the reason printed (a running edgecap is named by pid). */
+static int wipe_open(const char *dir, ec_keystore *ks, ec_spool **spool)
+{
+    ec_spool_params sp = {.dir = dir, .quota_bytes = INT64_MAX, .keystore = ks};
+    ec_status st = ec_spool_open(spool, &sp);
+    if (st == EC_ERR_BUSY) {
+        long pid = lock_holder(dir);
+        fprintf(stderr,
+                "edgecap wipe: refusing: edgecap (pid %ld) is running on %s; stop it first\n", pid,
+                dir);
+        return EX_TEMPFAIL;
+    }
+    if (st != EC_OK) {
+        fprintf(stderr, "edgecap wipe: cannot open %s: %s\n", dir, ec_strerror(st));
+        return st == EC_ERR_PERM ? EX_NOPERM : EX_IOERR;
+    }
+    return EX_OK;
+}
+
+static void print_shredded(const char *what, const char *dir, const ec_retention_result *r)
+{
+    printf("%s %s: %zu sealed, %zu part, %zu quarantined crypto-shredded (%" PRIu64 " bytes)%s\n",
+           what, dir, r->by_kind[EC_ITEM_SEALED], r->by_kind[EC_ITEM_PART],
+           r->by_kind[EC_ITEM_QUARANTINED], r->bytes, r->failed > 0 ? ", some failed" : "");
+}
+
+static int cmd_wipe(int argc, char **argv)
+{
+    const command *c = find_command("wipe");
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"config", required_argument, NULL, 'c'},
+        {"all", no_argument, NULL, 'a'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = NULL;
+    bool all = false;
+    optind = 1;
+    opterr = 0;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "+hc:", opts, NULL)) != -1) {
+        if (ch == 'h') {
+            print_command_help(c, stdout);
+            return EX_OK;
+        } else if (ch == 'c') {
+            path = optarg;
+        } else if (ch == 'a') {
+            all = true;
+        } else {
+            fprintf(stderr, "edgecap wipe: unknown or incomplete option '%s'\n", argv[optind - 1]);
+            print_command_help(c, stderr);
+            return EX_USAGE;
+        }
+    }
+    if (path == NULL || optind != argc) {
+        fprintf(stderr, "edgecap wipe: --config FILE is required\n");
+        print_command_help(c, stderr);
+        return EX_USAGE;
+    }
+    if (!all) {
+        fprintf(stderr, "edgecap wipe: refusing without --all (a wipe destroys every spooled "
+                        "segment and the key store's KEK, for good)\n");
+        print_command_help(c, stderr);
+        return EX_USAGE;
+    }
+    ec_config cfg;
+    ec_keystore ks = {0};
+    ec_spool *spool = NULL, *transcripts = NULL;
+    ec_audit *audit = NULL;
+    bool have_kek = false;
+    int rc = load_config(path, &cfg);
+    if (rc != EX_OK)
+        return rc;
+    if ((rc = start_secure(&cfg)) != EX_OK)
+        goto out;
+    if (cfg.device.keystore != EC_KEYSTORE_FILE) {
+        fprintf(stderr, "edgecap: [device] keystore = pkcs11 is not available in this build\n");
+        rc = EX_UNAVAILABLE;
+        goto out;
+    }
+    /* never mint a KEK only to destroy it */
+    ec_status st = ec_keystore_file_open_existing(&ks, cfg.device.keystore_dir);
+    have_kek = st == EC_OK;
+    if (st == EC_ERR_NOT_FOUND) {
+        ks.ops = &absent_ops;
+        ks.ctx = NULL;
+    } else if (st != EC_OK) {
+        fprintf(stderr, "edgecap wipe: cannot open the key store %s: %s\n", cfg.device.keystore_dir,
+                ec_strerror(st));
+        rc = st == EC_ERR_PERM ? EX_NOPERM : EX_IOERR;
+        goto out;
+    }
+    if ((rc = wipe_open(cfg.spool.dir, &ks, &spool)) != EX_OK)
+        goto out;
+    const char *tdir = cfg.speech.transcript_dir;
+    struct stat sb;
+    if (tdir[0] != '\0' && stat(tdir, &sb) == 0 &&
+        (rc = wipe_open(tdir, &ks, &transcripts)) != EX_OK)
+        goto out;
+    uint8_t id[EC_KEK_ID_BYTES];
+    char kek_hex[2 * EC_KEK_ID_BYTES + 1];
+    ks.ops->kek_id(ks.ctx, id);
+    ec_hex_encode(id, sizeof id, kek_hex);
+    /* the record comes first: if it cannot be written, nothing is destroyed */
+    if ((st = ec_audit_open(&audit, cfg.logging.audit_file, cfg.logging.audit_hmac_key)) != EC_OK ||
+        (st = ec_audit(audit, "wipe_started", EC_LOG_STR("device", cfg.device.id),
+                       EC_LOG_STR("spool", cfg.spool.dir), EC_LOG_STR("transcripts", tdir),
+                       EC_LOG_STR("keystore", cfg.device.keystore_dir),
+                       EC_LOG_STR("kek_id", have_kek ? kek_hex : "none"))) != EC_OK) {
+        fprintf(stderr, "edgecap wipe: cannot write the audit log %s: %s; nothing was destroyed\n",
+                cfg.logging.audit_file, ec_strerror(st));
+        rc = EX_IOERR;
+        goto out;
+    }
+    ec_retention_result rs = {0}, rt = {0};
+    (void)ec_retention_shred_all(spool, audit, &rs);
+    print_shredded("spool", cfg.spool.dir, &rs);
+    if (transcripts != NULL) {
+        (void)ec_retention_shred_all(transcripts, audit, &rt);
+        print_shredded("transcripts", tdir, &rt);
+    }
+    uint64_t jobs_bytes = 0;
+    st = ec_spool_shred_file(spool, EC_BATCH_STATE_FILE, &jobs_bytes);
+    bool failed = rs.failed > 0 || rt.failed > 0 || (st != EC_OK && st != EC_ERR_NOT_FOUND);
+    if (st == EC_OK)
+        printf("speech job state %s/%s: overwritten and removed (%" PRIu64 " bytes)\n",
+               cfg.spool.dir, EC_BATCH_STATE_FILE, jobs_bytes);
+    if (!have_kek) {
+        printf("KEK: none in %s (already destroyed?)\n", cfg.device.keystore_dir);
+    } else if (ks.ops->destroy == NULL) {
+        fprintf(stderr, "edgecap wipe: the %s key store cannot destroy its KEK\n", ks.ops->name);
+        failed = true;
+    } else if ((st = ks.ops->destroy(ks.ctx)) != EC_OK) {
+        fprintf(stderr, "edgecap wipe: cannot destroy the KEK in %s: %s\n", cfg.device.keystore_dir,
+                ec_strerror(st));
+        failed = true;
+    } else {
+        printf("KEK %s destroyed (%s/kek overwritten and removed)\n", kek_hex,
+               cfg.device.keystore_dir);
+    }
+    ec_audit(audit, "wipe_finished", EC_LOG_UINT("shredded", rs.shredded + rt.shredded),
+             EC_LOG_UINT("bytes", rs.bytes + rt.bytes), EC_LOG_UINT("jobs_state_bytes", jobs_bytes),
+             EC_LOG_STR("kek_id", have_kek ? kek_hex : "none"), EC_LOG_BOOL("complete", !failed));
+    if (failed)
+        fprintf(stderr, "edgecap wipe: incomplete: see the log above\n");
+    rc = failed ? EX_IOERR : EX_OK;
+out:
+    ec_audit_close(&audit);
+    ec_spool_close(&transcripts);
+    ec_spool_close(&spool);
+    ec_keystore_close(&ks); /* the absent store's close does nothing */
+    ec_config_free(&cfg);
+    ec_rng_free();
+    return rc;
 }
 
 int main(int argc, char **argv)

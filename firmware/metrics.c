@@ -92,6 +92,9 @@ ec_status ec_metrics_format(const ec_metrics_snapshot *m, char *out, size_t cap,
             m->spool.recovered);
     counter(&w, "segments_dropped_total", "Segments removed by the drop-oldest quota policy.",
             m->spool.dropped);
+    counter(&w, "segments_purged_total",
+            "Segments crypto-shredded past [spool] max_age_hours (or by a wipe).",
+            m->spool.shredded);
     gauge(&w, "spool_bytes", "Bytes the spool's segments occupy.", (double)m->spool_bytes);
     gauge(&w, "spool_segments", "Closed segments waiting for delivery.", (double)m->spool_segments);
     gauge(&w, "spool_oldest_segment_age_seconds", "Age of the oldest waiting segment.",

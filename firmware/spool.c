@@ -46,6 +46,10 @@ struct ec_spool {
     bool any_sequence_seen;
     bool owner; /* holds the directory lock: may write, recover, quarantine */
     ec_spool_stats stats;
+    /* NAMEs retention must not touch (under `lock`): the segment being
+     * written, and those claimed by the uploader or being shredded */
+    char writing[EC_SPOOL_NAME_MAX];
+    char busy[4][EC_SPOOL_NAME_MAX];
 };
 
 struct ec_spool_writer {
@@ -923,6 +927,8 @@ static ec_status apply_quota(ec_spool *s, uint64_t incoming, const char *writing
             return EC_ERR_FULL;
         }
         ec_status st = shred_and_unlink(s, victim);
+        if (st == EC_ERR_NOT_FOUND)
+            continue; /* uploaded or purged meanwhile: room was made anyway */
         if (st != EC_OK)
             return st;
         pthread_mutex_lock(&s->lock);
@@ -975,6 +981,7 @@ ec_status ec_spool_begin(ec_spool *s, const ec_segment_meta *meta, ec_spool_writ
         goto fail;
     pthread_mutex_lock(&s->lock);
     s->used_bytes += header_len;
+    snprintf(s->writing, sizeof s->writing, "%s", w->name);
     pthread_mutex_unlock(&s->lock);
     *out = w;
     return EC_OK;
@@ -1063,6 +1070,10 @@ ec_status ec_spool_flush(ec_spool_writer *w)
 
 static void writer_free(ec_spool_writer *w)
 {
+    pthread_mutex_lock(&w->spool->lock);
+    if (strcmp(w->spool->writing, w->name) == 0)
+        w->spool->writing[0] = '\0';
+    pthread_mutex_unlock(&w->spool->lock);
     if (w->fd >= 0)
         close(w->fd);
     ec_seal_free(&w->seal);
@@ -1302,28 +1313,61 @@ ec_status ec_spool_verify_all(ec_spool *s, size_t *checked, size_t *failed)
     return EC_OK;
 }
 
-/* Overwrites the wrapped data key (crypto-shredding), syncs, unlinks. */
+/* Where the wrapped data key sits in a segment header (seal.h). */
+#define WRAPPED_KEY_OFFSET 28
+
+/*
+ * Crypto-shreds `file` in directory `dirfd`: the wrapped data key is
+ * overwritten with zeros and the file fsynced (from here on nothing can open
+ * its chunks, even where flash keeps old blocks), then it is unlinked and the
+ * directory fsynced. Anything but a regular file is only unlinked. *size
+ * receives the file's size, *unlinked whether it is gone.
+ */
+static ec_status shred_at(int dirfd, const char *file, uint64_t *size, bool *unlinked)
+{
+    struct stat sb;
+    *size = 0;
+    *unlinked = false;
+    if (fstatat(dirfd, file, &sb, AT_SYMLINK_NOFOLLOW) != 0)
+        return errno == ENOENT ? EC_ERR_NOT_FOUND : EC_ERR_IO;
+    ec_status st = EC_OK;
+    if (S_ISREG(sb.st_mode)) {
+        int fd = openat(dirfd, file, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        if (fd < 0)
+            return errno == ENOENT ? EC_ERR_NOT_FOUND : EC_ERR_IO;
+        uint8_t zeros[EC_WRAPPED_KEY_BYTES] = {0};
+        /* a file cut inside its header may hold part of the wrapped key */
+        off_t end = sb.st_size < WRAPPED_KEY_OFFSET + (off_t)sizeof zeros
+                        ? sb.st_size
+                        : WRAPPED_KEY_OFFSET + (off_t)sizeof zeros;
+        size_t n = end > WRAPPED_KEY_OFFSET ? (size_t)(end - WRAPPED_KEY_OFFSET) : 0;
+        if ((n > 0 && pwrite(fd, zeros, n, WRAPPED_KEY_OFFSET) != (ssize_t)n) || fsync(fd) != 0)
+            st = EC_ERR_IO;
+        close(fd);
+        *size = (uint64_t)sb.st_size;
+    }
+    /* a test stops here to look at what flash would keep */
+    if (st == EC_OK && EC_FAULT("spool.shred_unlink"))
+        st = EC_ERR_IO;
+    if (st == EC_OK && unlinkat(dirfd, file, 0) != 0)
+        st = EC_ERR_IO;
+    if (st == EC_OK) {
+        *unlinked = true;
+        st = sync_fd(dirfd);
+    }
+    return st;
+}
+
+/* Crypto-shreds a segment of the spool and takes it off the byte count. */
 static ec_status shred_and_unlink(ec_spool *s, const char *file)
 {
-    int fd = openat(s->dirfd, file, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return errno == ENOENT ? EC_ERR_NOT_FOUND : EC_ERR_IO;
-    struct stat sb;
-    uint8_t zeros[EC_WRAPPED_KEY_BYTES] = {0};
-    ec_status st = EC_OK;
-    if (fstat(fd, &sb) != 0 ||
-        (sb.st_size >= 28 + (off_t)sizeof zeros &&
-         pwrite(fd, zeros, sizeof zeros, 28) != (ssize_t)sizeof zeros) ||
-        fdatasync(fd) != 0)
-        st = EC_ERR_IO;
-    close(fd);
-    if (st != EC_OK)
+    uint64_t size = 0;
+    bool unlinked = false;
+    ec_status st = shred_at(s->dirfd, file, &size, &unlinked);
+    if (!unlinked)
         return st;
-    if (unlinkat(s->dirfd, file, 0) != 0)
-        return EC_ERR_IO;
-    st = sync_fd(s->dirfd);
     pthread_mutex_lock(&s->lock);
-    s->used_bytes = s->used_bytes > (uint64_t)sb.st_size ? s->used_bytes - (uint64_t)sb.st_size : 0;
+    s->used_bytes = s->used_bytes > size ? s->used_bytes - size : 0;
     pthread_mutex_unlock(&s->lock);
     return st;
 }
@@ -1341,6 +1385,225 @@ ec_status ec_spool_remove(ec_spool *s, const char *name)
         s->stats.removed++;
         pthread_mutex_unlock(&s->lock);
     }
+    return st;
+}
+
+/* ---- retention: items, shredding, claims ---------------------------------- */
+
+/* NAME of a segment file (NAME.seg or NAME.seg.part) into `out`. */
+static void stem_of(const char *file, char *out, size_t out_len)
+{
+    size_t n = strlen(file);
+    if (has_suffix(file, PART_SUFFIX))
+        n -= strlen(PART_SUFFIX);
+    else if (has_suffix(file, SEG_SUFFIX))
+        n -= strlen(SEG_SUFFIX);
+    snprintf(out, out_len, "%.*s", (int)n, file);
+}
+
+/* Called with `lock` held. */
+static bool busy_locked(ec_spool *s, const char *name)
+{
+    if (s->writing[0] != '\0' && strcmp(s->writing, name) == 0)
+        return true;
+    for (size_t i = 0; i < sizeof s->busy / sizeof s->busy[0]; i++) {
+        if (s->busy[i][0] != '\0' && strcmp(s->busy[i], name) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Marks NAME busy: EC_ERR_BUSY when it already is (or no slot is free). */
+static ec_status mark_busy(ec_spool *s, const char *name)
+{
+    ec_status st = EC_ERR_BUSY;
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; !busy_locked(s, name) && i < sizeof s->busy / sizeof s->busy[0]; i++) {
+        if (s->busy[i][0] == '\0') {
+            snprintf(s->busy[i], sizeof s->busy[i], "%s", name);
+            st = EC_OK;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return st;
+}
+
+ec_status ec_spool_claim(ec_spool *s, const char *name)
+{
+    char file[EC_SPOOL_NAME_MAX + 8], stem[EC_SPOOL_NAME_MAX];
+    if (segment_file(name, file, sizeof file) != EC_OK)
+        return EC_ERR_INVALID;
+    stem_of(file, stem, sizeof stem);
+    ec_status st = mark_busy(s, stem);
+    struct stat sb;
+    if (st == EC_OK && fstatat(s->dirfd, file, &sb, AT_SYMLINK_NOFOLLOW) != 0) {
+        ec_spool_release(s, name);
+        st = EC_ERR_NOT_FOUND;
+    }
+    return st;
+}
+
+void ec_spool_release(ec_spool *s, const char *name)
+{
+    char stem[EC_SPOOL_NAME_MAX];
+    stem_of(name, stem, sizeof stem);
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < sizeof s->busy / sizeof s->busy[0]; i++) {
+        if (strcmp(s->busy[i], stem) == 0) {
+            s->busy[i][0] = '\0';
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Size, mtime and the header's claims (magic, sequence, start) of one file. */
+static void read_item(int dirfd, const char *file, int kind, ec_spool_item *it)
+{
+    memset(it, 0, sizeof *it);
+    snprintf(it->file, sizeof it->file, "%s", file);
+    it->kind = kind;
+    struct stat sb;
+    if (fstatat(dirfd, file, &sb, AT_SYMLINK_NOFOLLOW) != 0)
+        return;
+    it->size_bytes = (uint64_t)sb.st_size;
+    it->mtime_utc_ms = (int64_t)sb.st_mtim.tv_sec * 1000 + sb.st_mtim.tv_nsec / 1000000;
+    if (!S_ISREG(sb.st_mode))
+        return;
+    int fd = openat(dirfd, file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0)
+        return;
+    uint8_t h[EC_SEAL_HEADER_FIXED_BYTES];
+    if (pread_all(fd, h, sizeof h, 0) == EC_OK &&
+        memcmp(h, EC_SEAL_MAGIC, EC_SEAL_MAGIC_BYTES) == 0) {
+        it->have_header = true;
+        it->sequence = get_u64(h + 96);
+        it->start_utc_ms = (int64_t)get_u64(h + 104);
+    }
+    close(fd);
+}
+
+static ec_status add_item(ec_spool_item **items, size_t *n, size_t *cap)
+{
+    if (*n < *cap)
+        return EC_OK;
+    size_t grown_cap = *cap ? *cap * 2 : 16;
+    ec_spool_item *grown = realloc(*items, grown_cap * sizeof **items);
+    if (grown == NULL)
+        return EC_ERR_NOMEM;
+    *items = grown;
+    *cap = grown_cap;
+    return EC_OK;
+}
+
+ec_status ec_spool_items(ec_spool *s, ec_spool_item **items, size_t *n)
+{
+    *items = NULL;
+    *n = 0;
+    if (!s->owner)
+        return EC_ERR_BUSY;
+    static const char *const suffixes[] = {SEG_SUFFIX, PART_SUFFIX};
+    size_t cap = 0;
+    ec_status st = EC_OK;
+    for (int k = 0; st == EC_OK && k < 2; k++) {
+        char **names = NULL;
+        size_t count = 0;
+        st = list_names(s, suffixes[k], &names, &count);
+        if (count > 1)
+            qsort(names, count, sizeof *names, by_sequence);
+        for (size_t i = 0; st == EC_OK && i < count; i++) {
+            if ((st = add_item(items, n, &cap)) == EC_OK)
+                read_item(s->dirfd, names[i], k == 0 ? EC_ITEM_SEALED : EC_ITEM_PART,
+                          &(*items)[(*n)++]);
+        }
+        free_names(names, count);
+    }
+    int qfd = st == EC_OK ? openat(s->qdirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    DIR *qd = qfd >= 0 ? fdopendir(qfd) : NULL;
+    if (st == EC_OK && qd == NULL)
+        st = EC_ERR_IO;
+    struct dirent *de;
+    while (st == EC_OK && (de = readdir(qd)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+            strlen(de->d_name) >= sizeof(*items)->file)
+            continue;
+        if ((st = add_item(items, n, &cap)) == EC_OK)
+            read_item(s->qdirfd, de->d_name, EC_ITEM_QUARANTINED, &(*items)[(*n)++]);
+    }
+    if (qd != NULL)
+        closedir(qd);
+    else if (qfd >= 0)
+        close(qfd);
+    if (st != EC_OK) {
+        free(*items);
+        *items = NULL;
+        *n = 0;
+    }
+    return st;
+}
+
+ec_status ec_spool_shred(ec_spool *s, const ec_spool_item *item)
+{
+    if (!s->owner)
+        return EC_ERR_BUSY;
+    const char *file = item->file;
+    if (file[0] == '\0' || file[0] == '.' || strchr(file, '/') != NULL)
+        return EC_ERR_INVALID;
+    bool quarantined = item->kind == EC_ITEM_QUARANTINED;
+    char stem[EC_SPOOL_NAME_MAX];
+    stem_of(file, stem, sizeof stem);
+    /* quarantine/ holds nothing the writer or the uploader uses */
+    ec_status st = quarantined ? EC_OK : mark_busy(s, stem);
+    if (st != EC_OK)
+        return st;
+    if (quarantined) {
+        uint64_t size = 0;
+        bool unlinked = false;
+        st = shred_at(s->qdirfd, file, &size, &unlinked);
+    } else {
+        st = shred_and_unlink(s, file);
+        ec_spool_release(s, stem);
+    }
+    if (st == EC_OK) {
+        pthread_mutex_lock(&s->lock);
+        s->stats.shredded++;
+        pthread_mutex_unlock(&s->lock);
+    }
+    return st;
+}
+
+ec_status ec_spool_shred_file(ec_spool *s, const char *name, uint64_t *bytes)
+{
+    *bytes = 0;
+    if (!aux_name_ok(name))
+        return EC_ERR_INVALID;
+    if (!s->owner)
+        return EC_ERR_BUSY;
+    struct stat sb;
+    if (fstatat(s->dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) != 0)
+        return errno == ENOENT ? EC_ERR_NOT_FOUND : EC_ERR_IO;
+    ec_status st = EC_OK;
+    if (S_ISREG(sb.st_mode)) {
+        int fd = openat(s->dirfd, name, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        uint8_t zeros[4096] = {0};
+        st = fd >= 0 ? EC_OK : EC_ERR_IO;
+        for (off_t off = 0; st == EC_OK && off < sb.st_size; off += (off_t)sizeof zeros) {
+            size_t n =
+                sb.st_size - off < (off_t)sizeof zeros ? (size_t)(sb.st_size - off) : sizeof zeros;
+            if (pwrite(fd, zeros, n, off) != (ssize_t)n)
+                st = EC_ERR_IO;
+        }
+        if (st == EC_OK && fsync(fd) != 0)
+            st = EC_ERR_IO;
+        if (fd >= 0)
+            close(fd);
+        *bytes = (uint64_t)sb.st_size;
+    }
+    if (st == EC_OK && unlinkat(s->dirfd, name, 0) != 0)
+        st = EC_ERR_IO;
+    if (st == EC_OK)
+        st = sync_fd(s->dirfd);
     return st;
 }
 

@@ -12,6 +12,7 @@
 
 #include "edgecap/blob.h"
 #include "edgecap/log.h"
+#include "edgecap/retention.h"
 #include "edgecap/rng.h"
 #include "edgecap/secmem.h"
 #include "edgecap/speech.h"
@@ -50,6 +51,13 @@ struct ec_uploader {
     bool kicked;
     ec_upload_stats stats;
 };
+
+static int64_t utc_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static int64_t now_ms(void)
 {
@@ -402,7 +410,7 @@ static segment_outcome deliver_speech(ec_uploader *u, int i, const ec_spool_entr
     return SEG_RETRY;
 }
 
-static segment_outcome upload_segment(ec_uploader *u, const ec_spool_entry *entry,
+static segment_outcome upload_claimed(ec_uploader *u, const ec_spool_entry *entry,
                                       int64_t *retry_in_ms)
 {
     collector c = {0};
@@ -434,6 +442,18 @@ static segment_outcome upload_segment(ec_uploader *u, const ec_spool_entry *entr
     return out;
 }
 
+/* Claimed for the upload, so that retention leaves it alone meanwhile. A
+ * segment gone or being shredded is nothing more to do. */
+static segment_outcome upload_segment(ec_uploader *u, const ec_spool_entry *entry,
+                                      int64_t *retry_in_ms)
+{
+    if (ec_spool_claim(u->spool, entry->name) != EC_OK)
+        return SEG_DONE;
+    segment_outcome out = upload_claimed(u, entry, retry_in_ms);
+    ec_spool_release(u->spool, entry->name);
+    return out;
+}
+
 /* One pass over the spool, oldest first. EC_OK when it is empty; otherwise
  * the retry delay in *retry_in_ms. */
 static ec_status drain_pass(ec_uploader *u, int64_t *retry_in_ms, size_t *skipped)
@@ -446,6 +466,10 @@ static ec_status drain_pass(ec_uploader *u, int64_t *retry_in_ms, size_t *skippe
         return st;
     for (size_t k = 0; k < n && st == EC_OK; k++) {
         if (entries[k].state != EC_SEG_CLOSED)
+            continue;
+        /* past [spool] max_age_hours: never sent, retention shreds it */
+        if (ec_retention_expired(entries[k].meta.start_utc_ms, u->cfg->spool.max_age_hours,
+                                 utc_now_ms()))
             continue;
         if (stopping(u)) {
             st = EC_ERR_BUSY;

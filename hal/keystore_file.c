@@ -6,6 +6,7 @@
  */
 #include "edgecap/keystore.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include <mbedtls/gcm.h>
+#include <mbedtls/platform_util.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/x509_crt.h>
 #include <mbedtls/sha256.h>
@@ -28,6 +30,8 @@
 typedef struct {
     uint8_t kek[EC_DATA_KEY_BYTES];
     uint8_t id[EC_KEK_ID_BYTES];
+    bool destroyed;
+    char dir[4096];
 } file_ks;
 
 static ec_status gcm_run(const uint8_t *key, int mode, const uint8_t *nonce, const uint8_t *aad,
@@ -51,6 +55,8 @@ static ec_status file_wrap(void *ctx, const uint8_t *key, const uint8_t *aad, si
                            uint8_t *out)
 {
     const file_ks *ks = ctx;
+    if (ks->destroyed)
+        return EC_ERR_CRYPTO;
     ec_status st = ec_rng_bytes(out, EC_WRAP_NONCE_BYTES);
     if (st != EC_OK)
         return st;
@@ -62,6 +68,8 @@ static ec_status file_unwrap(void *ctx, const uint8_t *in, const uint8_t *aad, s
                              uint8_t *key)
 {
     const file_ks *ks = ctx;
+    if (ks->destroyed)
+        return EC_ERR_CRYPTO;
     /* mbedtls_gcm_auth_decrypt takes the tag as const. */
     return gcm_run(ks->kek, MBEDTLS_GCM_DECRYPT, in, aad, aad_len, in + EC_WRAP_NONCE_BYTES, key,
                    (uint8_t *)(in + EC_WRAP_NONCE_BYTES + EC_DATA_KEY_BYTES));
@@ -78,12 +86,63 @@ static void file_close(void *ctx)
     ec_secmem_free(ctx); /* wipes the KEK */
 }
 
+static ec_status fsync_dir(const char *dir);
+
+/* Zeros over a key file's bytes, fsync, unlink. */
+static ec_status zero_and_unlink(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0)
+        return errno == ENOENT ? EC_ERR_NOT_FOUND : EC_ERR_IO;
+    uint8_t zeros[EC_DATA_KEY_BYTES] = {0};
+    bool ok = pwrite(fd, zeros, sizeof zeros, 0) == (ssize_t)sizeof zeros && fsync(fd) == 0;
+    ok = close(fd) == 0 && ok;
+    if (!ok || EC_FAULT("keystore.destroy") || unlink(path) != 0)
+        return EC_ERR_IO;
+    return EC_OK;
+}
+
+/* The KEK file and any .kek.PID.tmp a crash left in create_kek (it holds a
+ * KEK too) are zeroed and unlinked, then the directory fsynced; the copy in
+ * memory is wiped. */
+static ec_status file_destroy(void *ctx)
+{
+    file_ks *ks = ctx;
+    char path[4096 + 300];
+    snprintf(path, sizeof path, "%s/%s", ks->dir, KEK_FILE);
+    mbedtls_platform_zeroize(ks->kek, sizeof ks->kek);
+    ks->destroyed = true;
+    ec_status st = zero_and_unlink(path);
+    if (st != EC_OK)
+        return st;
+    ec_log(EC_LOG_INFO, "kek_destroyed", EC_LOG_STR("path", path));
+    DIR *d = opendir(ks->dir);
+    struct dirent *de;
+    while (d != NULL && (de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+        if (strncmp(de->d_name, ".kek.", 5) != 0 || n < 9 ||
+            strcmp(de->d_name + n - 4, ".tmp") != 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", ks->dir, de->d_name);
+        ec_status rc = zero_and_unlink(path);
+        if (rc != EC_OK && rc != EC_ERR_NOT_FOUND)
+            st = rc;
+        ec_log(EC_LOG_INFO, "kek_destroyed", EC_LOG_STR("path", path), EC_LOG_STATUS(rc));
+    }
+    if (d != NULL)
+        closedir(d);
+    if (st == EC_OK)
+        st = fsync_dir(ks->dir);
+    return st;
+}
+
 static const ec_keystore_ops file_ops = {
     .name = "file",
     .wrap = file_wrap,
     .unwrap = file_unwrap,
     .kek_id = file_kek_id,
     .close = file_close,
+    .destroy = file_destroy,
 };
 
 static ec_status read_exact(int fd, uint8_t *buf, size_t len)
@@ -165,17 +224,19 @@ static ec_status create_kek(const char *dir, const char *path, uint8_t *kek)
     return fsync_dir(dir);
 }
 
-ec_status ec_keystore_file_open(ec_keystore *ks, const char *dir)
+static ec_status open_file_store(ec_keystore *ks, const char *dir, bool create)
 {
     ks->ops = NULL;
     ks->ctx = NULL;
     char path[4096];
     if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, KEK_FILE) >= sizeof path)
         return EC_ERR_INVALID;
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+    if (create && mkdir(dir, 0700) != 0 && errno != EEXIST)
         return EC_ERR_IO;
     struct stat sb;
-    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode))
+    if (stat(dir, &sb) != 0)
+        return errno == ENOENT ? EC_ERR_NOT_FOUND : EC_ERR_IO;
+    if (!S_ISDIR(sb.st_mode))
         return EC_ERR_IO;
     if (sb.st_uid != geteuid() || (sb.st_mode & 022) != 0) {
         ec_log(EC_LOG_ERROR, "keystore_dir_unsafe", EC_LOG_STR("path", dir),
@@ -185,8 +246,9 @@ ec_status ec_keystore_file_open(ec_keystore *ks, const char *dir)
     file_ks *k = ec_secmem_alloc(sizeof *k);
     if (k == NULL)
         return EC_ERR_NOMEM;
+    snprintf(k->dir, sizeof k->dir, "%s", dir);
     ec_status st = load_kek(path, k->kek);
-    if (st == EC_ERR_NOT_FOUND)
+    if (st == EC_ERR_NOT_FOUND && create)
         st = create_kek(dir, path, k->kek);
     if (st != EC_OK) {
         ec_secmem_free(k);
@@ -206,6 +268,16 @@ ec_status ec_keystore_file_open(ec_keystore *ks, const char *dir)
     ks->ops = &file_ops;
     ks->ctx = k;
     return EC_OK;
+}
+
+ec_status ec_keystore_file_open(ec_keystore *ks, const char *dir)
+{
+    return open_file_store(ks, dir, true);
+}
+
+ec_status ec_keystore_file_open_existing(ec_keystore *ks, const char *dir)
+{
+    return open_file_store(ks, dir, false);
 }
 
 void ec_keystore_close(ec_keystore *ks)

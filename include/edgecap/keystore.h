@@ -34,6 +34,9 @@ typedef struct {
     /* A public identifier of the KEK (EC_KEK_ID_BYTES), recorded in headers. */
     void (*kek_id)(void *ctx, uint8_t *out);
     void (*close)(void *ctx);
+    /* Optional (NULL where a backend cannot): destroys the KEK for good, for
+     * decommissioning (`edgecap wipe`); afterwards wrap and unwrap fail. */
+    ec_status (*destroy)(void *ctx);
 } ec_keystore_ops;
 
 typedef struct {
@@ -48,6 +51,12 @@ typedef struct {
  * EC_ERR_PERM / EC_ERR_IO (never replaced: that would orphan every segment).
  */
 ec_status ec_keystore_file_open(ec_keystore *ks, const char *dir);
+
+/* As ec_keystore_file_open, but never creates a KEK: EC_ERR_NOT_FOUND when
+ * `dir`/kek does not exist (a wipe must not mint a key to destroy). Its
+ * destroy op overwrites the KEK file with zeros, fsyncs, unlinks it and
+ * fsyncs the directory. */
+ec_status ec_keystore_file_open_existing(ec_keystore *ks, const char *dir);
 
 /*
  * Loads the device's TLS client certificate and private key (PEM or DER) for

@@ -55,6 +55,7 @@ typedef struct {
     unsigned long dropped;     /* removed by drop-oldest */
     unsigned long refused;     /* refused by refuse-new */
     unsigned long removed;     /* removed after acknowledgment */
+    unsigned long shredded;    /* crypto-shredded by retention or wipe (ec_spool_shred) */
 } ec_spool_stats;
 
 typedef enum { EC_SEG_CLOSED = 0, EC_SEG_WRITING = 1 } ec_segment_state;
@@ -141,6 +142,52 @@ ec_status ec_spool_remove(ec_spool *spool, const char *name);
 ec_status ec_spool_put_file(ec_spool *spool, const char *name, const uint8_t *data, size_t len);
 ec_status ec_spool_get_file(ec_spool *spool, const char *name, size_t max_len, uint8_t **data,
                             size_t *len);
+
+/*
+ * Retention and wiping. Every file that holds (or held) sealed audio: closed
+ * segments, .part files and whatever sits in quarantine/. The header fields
+ * are read as they are, without authentication (a quarantined file may not
+ * authenticate): a caller treats them as a claim, not a proof.
+ */
+typedef enum { EC_ITEM_SEALED = 0, EC_ITEM_PART = 1, EC_ITEM_QUARANTINED = 2 } ec_spool_item_kind;
+
+typedef struct {
+    char file[EC_SPOOL_NAME_MAX + 16]; /* its name in the spool or in quarantine/ */
+    int kind;                          /* ec_spool_item_kind */
+    bool have_header;                  /* a header with the magic was read */
+    uint64_t sequence;                 /* from the header */
+    int64_t start_utc_ms;              /* from the header */
+    int64_t mtime_utc_ms;              /* the file's mtime (a copy can change it) */
+    uint64_t size_bytes;
+} ec_spool_item;
+
+/* Every item, spool first then quarantine/; *items is malloc'd. Owner only. */
+ec_status ec_spool_items(ec_spool *spool, ec_spool_item **items, size_t *n);
+
+/*
+ * Crypto-shreds one item: the wrapped data key (header bytes 28..87) is
+ * overwritten with zeros in place and the file fsynced, then it is unlinked
+ * and its directory fsynced. EC_ERR_BUSY while the segment is being written
+ * or is claimed (being uploaded); EC_ERR_NOT_FOUND when it is already gone.
+ * A file that is not a regular file is only unlinked. Owner only.
+ */
+ec_status ec_spool_shred(ec_spool *spool, const ec_spool_item *item);
+
+/*
+ * Overwrites a small file beside the segments (ec_spool_put_file's names,
+ * e.g. the Speech job state) with zeros, fsyncs, unlinks, fsyncs the
+ * directory; *bytes receives its size. EC_ERR_NOT_FOUND when absent.
+ */
+ec_status ec_spool_shred_file(ec_spool *spool, const char *name, uint64_t *bytes);
+
+/*
+ * The uploader claims a closed segment before it reads it and releases it
+ * when done, so that retention never shreds a segment in flight (and an
+ * upload never starts on one being shredded). EC_ERR_BUSY when another
+ * claim holds it, EC_ERR_NOT_FOUND when it is gone.
+ */
+ec_status ec_spool_claim(ec_spool *spool, const char *name);
+void ec_spool_release(ec_spool *spool, const char *name);
 
 /* Bytes the spool's segments occupy (closed and being written). */
 uint64_t ec_spool_used_bytes(ec_spool *spool);
