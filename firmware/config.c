@@ -24,6 +24,7 @@
 #include <mbedtls/platform_util.h>
 #include <mbedtls/sha256.h>
 
+#include "edgecap/credential.h"
 #include "edgecap/log.h"
 #include "edgecap/secmem.h"
 
@@ -32,7 +33,17 @@
 
 /* ---- key table ---------------------------------------------------------- */
 
-typedef enum { K_STR, K_INT, K_I64, K_BOOL, K_ENUM, K_SECRET, K_SECRET_FILE, K_LIST } key_type;
+typedef enum {
+    K_STR,
+    K_INT,
+    K_I64,
+    K_BOOL,
+    K_ENUM,
+    K_SECRET,
+    K_SECRET_FILE,
+    K_LIST,
+    K_SECRET_CREDENTIAL /* NAME of a systemd credential holding the secret */
+} key_type;
 
 /* A string check: true when `v` is acceptable; otherwise says what is expected. */
 typedef bool (*str_check)(const char *v);
@@ -121,9 +132,15 @@ static const char *const profanity_names[] = {"None", "Removed", "Tags", "Masked
     }
 #define SECRET(sec, key, field)                                                                    \
     {.section = sec, .name = key, .type = K_SECRET, .offset = OFF(field)},                         \
+        {.section = sec,                                                                           \
+         .name = key "_file",                                                                      \
+         .type = K_SECRET_FILE,                                                                    \
+         .offset = OFF(field),                                                                     \
+         .check = check_abs_path,                                                                  \
+         .expect = "an absolute path"},                                                            \
     {                                                                                              \
-        .section = sec, .name = key "_file", .type = K_SECRET_FILE, .offset = OFF(field),          \
-        .check = check_abs_path, .expect = "an absolute path"                                      \
+        .section = sec, .name = key "_credential", .type = K_SECRET_CREDENTIAL,                    \
+        .offset = OFF(field)                                                                       \
     }
 #define LIST(sec, key, field, count, chk, exp, dflt, req)                                          \
     {                                                                                              \
@@ -951,6 +968,21 @@ static bool apply(parse_state *st, const key_def *k, const char *value, unsigned
         ec_secmem_free(f.data);
         return ok;
     }
+    case K_SECRET_CREDENTIAL: {
+        ec_secret *secret = NULL;
+        char why[EC_CFG_PATH_MAX + 200];
+        ec_status rc = ec_credential_read(value, SECRET_FILE_MAX_BYTES, &secret, why, sizeof why);
+        if (rc != EC_OK) {
+            if (set_error(st, line, k->section, k->name, "%s", why) &&
+                (rc == EC_ERR_PERM || rc == EC_ERR_NOMEM))
+                st->status = rc;
+            return false;
+        }
+        ec_secret **slot = field(cfg, k);
+        ec_secret_free(slot);
+        *slot = secret;
+        return true;
+    }
     case K_LIST: {
         size_t *count = (size_t *)((char *)cfg + k->count_offset);
         char *items = field(cfg, k);
@@ -1222,14 +1254,20 @@ static void require(parse_state *st, const char *section, const char *name, cons
 
 static void require_secret(parse_state *st, const char *section, const char *name, const char *why)
 {
-    char file_key[64];
+    char file_key[64], cred_key[64];
     snprintf(file_key, sizeof file_key, "%s_file", name);
-    if (is_set(st, section, name) && is_set(st, section, file_key))
+    snprintf(cred_key, sizeof cred_key, "%s_credential", name);
+    bool inline_set = is_set(st, section, name), file_set = is_set(st, section, file_key);
+    bool cred_set = is_set(st, section, cred_key);
+    if (inline_set && file_set)
         set_error(st, line_of(st, section, file_key), section, file_key,
                   "set either %s or %s, not both", name, file_key);
-    else if (why != NULL && !is_set(st, section, name) && !is_set(st, section, file_key))
+    else if (cred_set && (inline_set || file_set))
+        set_error(st, line_of(st, section, cred_key), section, cred_key,
+                  "set one of %s, %s or %s, not several", name, file_key, cred_key);
+    else if (why != NULL && !inline_set && !file_set && !cred_set)
         set_error(st, line_of(st, section, name), section, name,
-                  "required key missing %s (or give %s)", why, file_key);
+                  "required key missing %s (or give %s or %s)", why, file_key, cred_key);
 }
 
 static void require_allowed_host(parse_state *st, const char *section, const char *name,
@@ -1520,6 +1558,7 @@ void ec_config_print(const ec_config *cfg, FILE *out)
                     *(ec_secret *const *)f != NULL ? EC_SECRET_REDACTED : "(unset)");
             break;
         case K_SECRET_FILE:
+        case K_SECRET_CREDENTIAL:
             break; /* shown through its secret */
         case K_LIST: {
             size_t count = *(const size_t *)((const char *)cfg + k->count_offset);

@@ -23,9 +23,10 @@ PEER_PKGS="nginx-light libnginx-mod-http-echo openssl curl ca-certificates"
 
 # Lint and test tools: formatting check, static analysis, memory checking,
 # speech synthesis plus sox for test and demo audio, and PyJWT (on
-# cryptography) to verify the client assertion independently.
+# cryptography) to verify the client assertion independently; systemd for
+# systemd-analyze (verify and security of config/edgecap.service, offline).
 TOOL_PKGS="clang-format cppcheck valgrind espeak-ng sox time python3-jwt python3-cryptography
- python3-prometheus-client"
+ python3-prometheus-client systemd"
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
