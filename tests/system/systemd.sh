@@ -9,6 +9,8 @@
 # and resume when it flows again), and secrets come from systemd credentials
 # ($CREDENTIALS_DIRECTORY): the daemon uploads to the Blob peer with a SAS
 # token read from a credential, never shows it, and names a missing one.
+# Under valgrind and qemu only the protocol checks 5, 7 and 8 run (with
+# delivery unavailable): the rest is the same code natively, and slow there.
 . "$(dirname "$0")/lib/tap.sh"
 
 plan 14
@@ -168,7 +170,10 @@ fi
 # The SAS's secret is its signature (the rest, dates and permissions, may well
 # appear in a log by coincidence).
 SIG=$(printf '%s' "$SAS" | sed -E 's/^(.*&)?sig=([^&]*).*$/\2/')
-[ -n "$SIG" ] && [ "$SIG" != "$SAS" ] || diag "no sig= in the SAS"
+if [ -z "$SIG" ] || [ "$SIG" = "$SAS" ]; then
+    diag "no sig= in the SAS: the whole token is looked for"
+    SIG=$SAS
+fi
 sox -q -n -r 16000 -c 1 -b 16 "$T/tone.wav" synth 2 sine 300 vol 0.5
 CREDS=$T/creds
 mkdir -p "$CREDS"
@@ -267,6 +272,19 @@ wait_lines "$NOTIFY" '^STOPPING=1\|STATUS=' 1 || fail_because "no STOPPING=1"
     fail_because "STOPPING=1 is not the last state sent"
 verdict "notify: SIGTERM sends STOPPING=1, exit 0" "$NOTIFY" "$T/n1.log"
 
+# Under valgrind and qemu only the protocol checks above run: the rest is
+# config parsing (test_config runs there) and pacing-sensitive.
+if ! is_native; then
+    for d in "credential: a missing credential is refused" \
+        "credential: \$CREDENTIALS_DIRECTORY unset is refused" \
+        "notify: no WATCHDOG=1 when WATCHDOG_PID names another process" \
+        "watchdog: pings while the source delivers" "watchdog: a stalled source stops the pings" \
+        "watchdog: pings resume"; do
+        skip "$d" "native run only (test_config and test_watchdog run in every configuration)"
+    done
+    finish
+fi
+
 # ---- 9-10: credential errors ------------------------------------------------------
 C2=$T/c2.conf
 cred_config "$C2" "$T/spool2" "sas_token_credential = edgecap.no-such"
@@ -306,61 +324,54 @@ kill -TERM "$PID2"
 wait_exit "$PID2" || fail_because "did not stop"
 verdict "notify: no WATCHDOG=1 when WATCHDOG_PID names another process" "$NOTIFY"
 
-if is_native; then
-    # A FIFO source: audio flows while the test writes, and reads block (the
-    # pipeline stalls) while it does not; fd 7 keeps a writer so no EOF comes.
-    FIFO=$T/live.raw
-    mkfifo "$FIFO"
-    exec 7<>"$FIFO"
-    head -c 3200 /dev/urandom >"$T/chunk.raw" # 0.1 s of 16 kHz mono S16
-    feed() {
-        while :; do
-            cat "$T/chunk.raw" >&7 || exit 0
-            sleep 0.05
-        done &
-        FEEDER=$!
-        EC_PIDS+=("$FEEDER")
-    }
-    C4=$T/c4.conf
-    cred_config "$C4" "$T/spool4" "sas_token_credential = edgecap.sas-token"
-    sed -i "s|^file = .*|file = $FIFO|" "$C4"
-    feed
-    listen n3
-    start_notified n3 "$C4" "CREDENTIALS_DIRECTORY=$CREDS" WATCHDOG_USEC=600000
-    PID3=$DAEMON_PID
-    wait_lines "$NOTIFY" '^WATCHDOG=1$' 4 || fail_because "no WATCHDOG=1 while audio flows"
-    verdict "watchdog: pings while the capture source delivers" "$NOTIFY" "$T/n3.log"
+# A FIFO source: audio flows while the test writes, and reads block (the
+# pipeline stalls) while it does not; fd 7 keeps a writer so no EOF comes.
+FIFO=$T/live.raw
+mkfifo "$FIFO"
+exec 7<>"$FIFO"
+head -c 3200 /dev/urandom >"$T/chunk.raw" # 0.1 s of 16 kHz mono S16
+feed() {
+    while :; do
+        cat "$T/chunk.raw" >&7 || exit 0
+        sleep 0.05
+    done &
+    FEEDER=$!
+    EC_PIDS+=("$FEEDER")
+}
+C4=$T/c4.conf
+cred_config "$C4" "$T/spool4" "sas_token_credential = edgecap.sas-token"
+sed -i "s|^file = .*|file = $FIFO|" "$C4"
+feed
+listen n3
+start_notified n3 "$C4" "CREDENTIALS_DIRECTORY=$CREDS" WATCHDOG_USEC=600000
+PID3=$DAEMON_PID
+wait_lines "$NOTIFY" '^WATCHDOG=1$' 4 || fail_because "no WATCHDOG=1 while audio flows"
+verdict "watchdog: pings while the capture source delivers" "$NOTIFY" "$T/n3.log"
 
-    kill "$FEEDER"
-    wait "$FEEDER" 2>/dev/null
-    wait_for_log "$T/n3.log" 'event=watchdog_withheld stage=capture' "$PID3" ||
-        fail_because "no watchdog_withheld for the stalled capture"
-    wait_lines "$NOTIFY" '^STATUS=stalled: capture makes no progress$' 1 ||
-        fail_because "no STATUS= saying capture stalled"
-    stalled=$(count "$NOTIFY" '^WATCHDOG=1$')
-    # 5 ping intervals without a ping
-    still_running_after "$PID3" 1500 || fail_because "the daemon ended"
-    [ "$(count "$NOTIFY" '^WATCHDOG=1$')" -eq "$stalled" ] ||
-        fail_because "WATCHDOG=1 went on while capture was stalled"
-    verdict "watchdog: a stalled capture source (a FIFO nobody writes) stops the pings" \
-        "$NOTIFY" "$T/n3.log"
+kill "$FEEDER"
+wait "$FEEDER" 2>/dev/null
+wait_for_log "$T/n3.log" 'event=watchdog_withheld stage=capture' "$PID3" ||
+    fail_because "no watchdog_withheld for the stalled capture"
+wait_lines "$NOTIFY" '^STATUS=stalled: capture makes no progress$' 1 ||
+    fail_because "no STATUS= saying capture stalled"
+stalled=$(count "$NOTIFY" '^WATCHDOG=1$')
+# 5 ping intervals without a ping
+still_running_after "$PID3" 1500 || fail_because "the daemon ended"
+[ "$(count "$NOTIFY" '^WATCHDOG=1$')" -eq "$stalled" ] ||
+    fail_because "WATCHDOG=1 went on while capture was stalled"
+verdict "watchdog: a stalled capture source (a FIFO nobody writes) stops the pings" \
+    "$NOTIFY" "$T/n3.log"
 
-    feed
-    wait_for_log "$T/n3.log" 'event=watchdog_resumed stage=capture' "$PID3" ||
-        fail_because "no watchdog_resumed"
-    wait_lines "$NOTIFY" '^WATCHDOG=1$' $((stalled + 2)) || fail_because "pings did not resume"
-    kill "$FEEDER"
-    wait "$FEEDER" 2>/dev/null
-    exec 7>&- # EOF: capture ends, so the daemon can close its segment and stop
-    kill -TERM "$PID3"
-    wait_exit "$PID3" || fail_because "did not stop"
-    [ "${EXIT_RC:-1}" -eq 0 ] || fail_because "exit status $EXIT_RC"
-    verdict "watchdog: pings resume when the source delivers again" "$NOTIFY" "$T/n3.log"
-else
-    for d in "pings while the source delivers" "a stalled source stops the pings" \
-        "pings resume"; do
-        skip "watchdog: $d" "real-time pacing of a FIFO source: native run only"
-    done
-fi
+feed
+wait_for_log "$T/n3.log" 'event=watchdog_resumed stage=capture' "$PID3" ||
+    fail_because "no watchdog_resumed"
+wait_lines "$NOTIFY" '^WATCHDOG=1$' $((stalled + 2)) || fail_because "pings did not resume"
+kill "$FEEDER"
+wait "$FEEDER" 2>/dev/null
+exec 7>&- # EOF: capture ends, so the daemon can close its segment and stop
+kill -TERM "$PID3"
+wait_exit "$PID3" || fail_because "did not stop"
+[ "${EXIT_RC:-1}" -eq 0 ] || fail_because "exit status $EXIT_RC"
+verdict "watchdog: pings resume when the source delivers again" "$NOTIFY" "$T/n3.log"
 
 finish
