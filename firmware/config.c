@@ -613,6 +613,7 @@ typedef struct {
     bool has_error;
     ec_status status; /* what the first error returns: EC_ERR_CONFIG unless set */
     bool has_inline_secret;
+    bool credentials_unread; /* KEY_credential: check the name only */
 } parse_state;
 
 /* Records the first problem (returning true) and ignores later ones. */
@@ -969,6 +970,14 @@ static bool apply(parse_state *st, const key_def *k, const char *value, unsigned
         return ok;
     }
     case K_SECRET_CREDENTIAL: {
+        if (st->credentials_unread) {
+            if (!ec_credential_name_valid(value)) {
+                set_error(st, line, k->section, k->name, "expected a credential name (%s)",
+                          EC_CREDENTIAL_NAME_RULE);
+                return false;
+            }
+            return true;
+        }
         ec_secret *secret = NULL;
         char why[EC_CFG_PATH_MAX + 200];
         ec_status rc = ec_credential_read(value, SECRET_FILE_MAX_BYTES, &secret, why, sizeof why);
@@ -1468,11 +1477,16 @@ void ec_config_free(ec_config *cfg)
     mbedtls_platform_zeroize(cfg, sizeof *cfg);
 }
 
-ec_status ec_config_load(ec_config *cfg, const char *path, ec_config_error *err)
+static ec_status load(ec_config *cfg, const char *path, ec_config_error *err,
+                      bool credentials_unread)
 {
     memset(err, 0, sizeof *err);
     ec_config_init(cfg);
-    parse_state st = {.cfg = cfg, .err = err, .path = path, .current_section = -1};
+    parse_state st = {.cfg = cfg,
+                      .err = err,
+                      .path = path,
+                      .current_section = -1,
+                      .credentials_unread = credentials_unread};
     char why[EC_CFG_PATH_MAX + 120];
     loaded_file f = {0};
 
@@ -1512,6 +1526,16 @@ out:
     if (rc != EC_OK)
         ec_config_free(cfg);
     return rc;
+}
+
+ec_status ec_config_load(ec_config *cfg, const char *path, ec_config_error *err)
+{
+    return load(cfg, path, err, false);
+}
+
+ec_status ec_config_load_credentials_unread(ec_config *cfg, const char *path, ec_config_error *err)
+{
+    return load(cfg, path, err, true);
 }
 
 void ec_config_error_format(const ec_config_error *err, char *out, size_t out_len)

@@ -177,17 +177,24 @@ static const command *find_command(const char *name)
     return NULL;
 }
 
-/* Loads a config and reports a refusal the same way for every command. */
-static int load_config(const char *path, ec_config *cfg)
+/* Loads a config (with or without reading its systemd credentials) and
+ * reports a refusal the same way for every command. */
+static int load_config_for(const char *path, ec_config *cfg, bool credentials_unread)
 {
     ec_config_error err;
-    ec_status st = ec_config_load(cfg, path, &err);
+    ec_status st = credentials_unread ? ec_config_load_credentials_unread(cfg, path, &err)
+                                      : ec_config_load(cfg, path, &err);
     if (st == EC_OK)
         return EX_OK;
     char msg[EC_CFG_PATH_MAX + 512];
     ec_config_error_format(&err, msg, sizeof msg);
     fprintf(stderr, "edgecap: %s\n", msg);
     return st == EC_ERR_NOT_FOUND ? EX_NOINPUT : EX_CONFIG;
+}
+
+static int load_config(const char *path, ec_config *cfg)
+{
+    return load_config_for(path, cfg, false);
 }
 
 static int cmd_check_config(int argc, char **argv)
@@ -1055,8 +1062,11 @@ static int cmd_reload(int argc, char **argv)
     ec_config cfg;
     ec_keystore ks = {0};
     /* the file is validated here first, so a bad one is reported to the
-     * person who asked (the daemon would refuse it too) */
-    if ((rc = load_config(path, &cfg)) != EX_OK)
+     * person who asked (the daemon would refuse it too); systemd credentials
+     * are the daemon's (its unit passes them), so outside a unit only their
+     * names are checked here */
+    const char *creds = getenv("CREDENTIALS_DIRECTORY");
+    if ((rc = load_config_for(path, &cfg, creds == NULL || creds[0] == '\0')) != EX_OK)
         return rc;
     rc = signal_daemon(&cfg, &ks, SIGHUP, "reload its provisioning file");
     ec_config_free(&cfg);

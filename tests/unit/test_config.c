@@ -1387,6 +1387,34 @@ static void test_credential_read(void **state)
     free(creds);
 }
 
+/* For `edgecap reload` outside the unit: names checked, contents not read. */
+static void test_credentials_unread(void **state)
+{
+    (void)state;
+    unsetenv("CREDENTIALS_DIRECTORY");
+    size_t len;
+    const char *at[N_SLOTS] = {[S_AUTH] = "mode = sas\nsas_token_credential = edgecap.sas-token"};
+    char *text = render(at, NULL, "\n", &len);
+    char *path = write_bytes(g_dir, "unread.conf", 0600, text, len);
+    ec_config cfg;
+    ec_config_error err;
+    assert_int_equal(ec_config_load_credentials_unread(&cfg, path, &err), EC_OK);
+    assert_null(cfg.auth.sas_token);
+    ec_config_free(&cfg);
+    assert_int_equal(ec_config_load(&cfg, path, &err), EC_ERR_CONFIG); /* the daemon reads it */
+    free(text);
+    free(path);
+    const char *bad[N_SLOTS] = {[S_AUTH] = "mode = sas\nsas_token_credential = ../sas"};
+    text = render(bad, NULL, "\n", &len);
+    path = write_bytes(g_dir, "unread.conf", 0600, text, len);
+    assert_int_equal(ec_config_load_credentials_unread(&cfg, path, &err), EC_ERR_CONFIG);
+    assert_int_equal(err.line, L_AUTH + 1);
+    assert_string_equal(err.key, "[auth] sas_token_credential");
+    assert_non_null(strstr(err.message, "expected a credential name"));
+    free(text);
+    free(path);
+}
+
 static void test_print_redacts_secrets(void **state)
 {
     (void)state;
@@ -1618,6 +1646,7 @@ int main(void)
         cmocka_unit_test(test_secret_file_read_and_trimmed),
         cmocka_unit_test(test_inline_secret_read),
         cmocka_unit_test(test_credential_read),
+        cmocka_unit_test(test_credentials_unread),
         cmocka_unit_test(test_print_redacts_secrets),
         cmocka_unit_test(test_failed_load_keeps_no_secret),
         cmocka_unit_test(test_secure_memory_exhaustion),
