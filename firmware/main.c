@@ -197,6 +197,15 @@ static int load_config(const char *path, ec_config *cfg)
     return load_config_for(path, cfg, false);
 }
 
+/* For commands that never use a secret (reload, spool, capture): systemd
+ * credentials are the daemon's (its unit passes them), so outside a unit
+ * only their names are checked. */
+static int load_config_no_secrets(const char *path, ec_config *cfg)
+{
+    const char *creds = getenv("CREDENTIALS_DIRECTORY");
+    return load_config_for(path, cfg, creds == NULL || creds[0] == '\0');
+}
+
 static int cmd_check_config(int argc, char **argv)
 {
     const command *c = find_command("check-config");
@@ -782,7 +791,7 @@ static int cmd_capture(int argc, char **argv)
     ec_audio_source src = {0};
     ec_capture *cap = NULL;
     ec_capture_stats stats = {0};
-    if ((rc = load_config(path, &cfg)) != EX_OK)
+    if ((rc = load_config_no_secrets(path, &cfg)) != EX_OK)
         return rc;
     if ((rc = start_secure(&cfg)) != EX_OK ||
         (rc = open_spool(&cfg, &ks, &spool, false)) != EX_OK ||
@@ -874,7 +883,7 @@ static int cmd_spool(int argc, char **argv)
     ec_config cfg;
     ec_keystore ks = {0};
     ec_spool *spool = NULL;
-    if ((rc = load_config(path, &cfg)) != EX_OK)
+    if ((rc = load_config_no_secrets(path, &cfg)) != EX_OK)
         return rc;
     if ((rc = start_secure(&cfg)) != EX_OK)
         goto out;
@@ -1062,11 +1071,8 @@ static int cmd_reload(int argc, char **argv)
     ec_config cfg;
     ec_keystore ks = {0};
     /* the file is validated here first, so a bad one is reported to the
-     * person who asked (the daemon would refuse it too); systemd credentials
-     * are the daemon's (its unit passes them), so outside a unit only their
-     * names are checked here */
-    const char *creds = getenv("CREDENTIALS_DIRECTORY");
-    if ((rc = load_config_for(path, &cfg, creds == NULL || creds[0] == '\0')) != EX_OK)
+     * person who asked (the daemon would refuse it too) */
+    if ((rc = load_config_no_secrets(path, &cfg)) != EX_OK)
         return rc;
     rc = signal_daemon(&cfg, &ks, SIGHUP, "reload its provisioning file");
     ec_config_free(&cfg);

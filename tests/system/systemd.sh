@@ -317,7 +317,13 @@ CREDENTIALS_DIRECTORY=$CREDS ec check-config "$C1"
 want_rc 0
 want_out_re '^sas_token = \*\*\*$'
 want_no_secret "$SIG" "$OUT" "$ERR"
-verdict "credential: \$CREDENTIALS_DIRECTORY unset is refused; set, check-config shows ***"
+# commands that use no secret work outside the unit
+env -u CREDENTIALS_DIRECTORY timeout "$EC_CMD_TIMEOUT_S" "$EDGECAP" spool ls --config "$C1" \
+    >"$OUT" 2>"$ERR" </dev/null
+RC=$?
+want_rc 0
+want_out_re '^[0-9]+ segments, [0-9]+ bytes$'
+verdict "credential: \$CREDENTIALS_DIRECTORY unset is refused (spool ls needs none); set, check-config shows ***"
 
 # ---- 11-14: the watchdog is ours only with our pid, and stops when capture stalls -----
 C3=$T/c3.conf
