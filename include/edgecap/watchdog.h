@@ -70,8 +70,11 @@ void ec_watchdog_close(ec_watchdog *wd);
 
 typedef struct {
     uint64_t capture_frames; /* frames read from the source so far */
-    bool capture_finished;   /* the source ended (cleanly or not) */
-    bool have_upload;        /* an uploader runs */
+    /* the source ended (cleanly or not): not stuck. Capture that stops on
+     * purpose (e.g. paused outside a consent window) must be reported here
+     * too, or the watchdog withholds pings and systemd restarts the daemon. */
+    bool capture_finished;
+    bool have_upload; /* an uploader runs */
     uint64_t upload_heartbeats;
 } ec_liveness_sample;
 

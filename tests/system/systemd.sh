@@ -20,7 +20,13 @@ PY=/usr/bin/python3
 
 # ---- 1-4: the unit file, offline (the same in every configuration: native only) ----
 analyze_skip() { skip "$1" "systemd-analyze checks the unit file, not the binary: native run only"; }
-if is_native && command -v systemd-analyze >/dev/null; then
+if is_native && ! command -v systemd-analyze >/dev/null; then
+    for d in "verify passes" "verify fails on a broken copy" "security rates OK" \
+        "security rates an unsandboxed copy worse"; do
+        not_ok "systemd-analyze $d"
+    done
+    diag "systemd-analyze is missing: toolchain/install-deps.sh tools installs Debian's systemd"
+elif is_native; then
     # verify checks that ExecStart= exists: a copy runs the binary under test,
     # once as shipped and once with every credential example enabled.
     mkdir -p "$T/unit" "$T/unit-creds" "$T/broken" "$T/badtype" "$T/weak"
