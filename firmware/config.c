@@ -25,6 +25,7 @@
 #include <mbedtls/sha256.h>
 
 #include "edgecap/consent.h"
+#include "edgecap/credential.h"
 #include "edgecap/log.h"
 #include "edgecap/secmem.h"
 
@@ -33,7 +34,17 @@
 
 /* ---- key table ---------------------------------------------------------- */
 
-typedef enum { K_STR, K_INT, K_I64, K_BOOL, K_ENUM, K_SECRET, K_SECRET_FILE, K_LIST } key_type;
+typedef enum {
+    K_STR,
+    K_INT,
+    K_I64,
+    K_BOOL,
+    K_ENUM,
+    K_SECRET,
+    K_SECRET_FILE,
+    K_LIST,
+    K_SECRET_CREDENTIAL /* NAME of a systemd credential holding the secret */
+} key_type;
 
 /* A string check: true when `v` is acceptable; otherwise says what is expected. */
 typedef bool (*str_check)(const char *v);
@@ -123,9 +134,15 @@ static const char *const profanity_names[] = {"None", "Removed", "Tags", "Masked
     }
 #define SECRET(sec, key, field)                                                                    \
     {.section = sec, .name = key, .type = K_SECRET, .offset = OFF(field)},                         \
+        {.section = sec,                                                                           \
+         .name = key "_file",                                                                      \
+         .type = K_SECRET_FILE,                                                                    \
+         .offset = OFF(field),                                                                     \
+         .check = check_abs_path,                                                                  \
+         .expect = "an absolute path"},                                                            \
     {                                                                                              \
-        .section = sec, .name = key "_file", .type = K_SECRET_FILE, .offset = OFF(field),          \
-        .check = check_abs_path, .expect = "an absolute path"                                      \
+        .section = sec, .name = key "_credential", .type = K_SECRET_CREDENTIAL,                    \
+        .offset = OFF(field)                                                                       \
     }
 #define LIST(sec, key, field, count, chk, exp, dflt, req)                                          \
     {                                                                                              \
@@ -613,6 +630,7 @@ typedef struct {
     bool has_error;
     ec_status status; /* what the first error returns: EC_ERR_CONFIG unless set */
     bool has_inline_secret;
+    bool credentials_unread; /* KEY_credential: check the name only */
 } parse_state;
 
 /* Records the first problem (returning true) and ignores later ones. */
@@ -968,6 +986,29 @@ static bool apply(parse_state *st, const key_def *k, const char *value, unsigned
         ec_secmem_free(f.data);
         return ok;
     }
+    case K_SECRET_CREDENTIAL: {
+        if (st->credentials_unread) {
+            if (!ec_credential_name_valid(value)) {
+                set_error(st, line, k->section, k->name, "expected a credential name (%s)",
+                          EC_CREDENTIAL_NAME_RULE);
+                return false;
+            }
+            return true;
+        }
+        ec_secret *secret = NULL;
+        char why[EC_CFG_PATH_MAX + 200];
+        ec_status rc = ec_credential_read(value, SECRET_FILE_MAX_BYTES, &secret, why, sizeof why);
+        if (rc != EC_OK) {
+            if (set_error(st, line, k->section, k->name, "%s", why) &&
+                (rc == EC_ERR_PERM || rc == EC_ERR_NOMEM))
+                st->status = rc;
+            return false;
+        }
+        ec_secret **slot = field(cfg, k);
+        ec_secret_free(slot);
+        *slot = secret;
+        return true;
+    }
     case K_LIST: {
         size_t *count = (size_t *)((char *)cfg + k->count_offset);
         char *items = field(cfg, k);
@@ -1239,14 +1280,20 @@ static void require(parse_state *st, const char *section, const char *name, cons
 
 static void require_secret(parse_state *st, const char *section, const char *name, const char *why)
 {
-    char file_key[64];
+    char file_key[64], cred_key[64];
     snprintf(file_key, sizeof file_key, "%s_file", name);
-    if (is_set(st, section, name) && is_set(st, section, file_key))
+    snprintf(cred_key, sizeof cred_key, "%s_credential", name);
+    bool inline_set = is_set(st, section, name), file_set = is_set(st, section, file_key);
+    bool cred_set = is_set(st, section, cred_key);
+    if (inline_set && file_set)
         set_error(st, line_of(st, section, file_key), section, file_key,
                   "set either %s or %s, not both", name, file_key);
-    else if (why != NULL && !is_set(st, section, name) && !is_set(st, section, file_key))
+    else if (cred_set && (inline_set || file_set))
+        set_error(st, line_of(st, section, cred_key), section, cred_key,
+                  "set one of %s, %s or %s, not several", name, file_key, cred_key);
+    else if (why != NULL && !inline_set && !file_set && !cred_set)
         set_error(st, line_of(st, section, name), section, name,
-                  "required key missing %s (or give %s)", why, file_key);
+                  "required key missing %s (or give %s or %s)", why, file_key, cred_key);
 }
 
 static void require_allowed_host(parse_state *st, const char *section, const char *name,
@@ -1452,11 +1499,16 @@ void ec_config_free(ec_config *cfg)
     mbedtls_platform_zeroize(cfg, sizeof *cfg);
 }
 
-ec_status ec_config_load(ec_config *cfg, const char *path, ec_config_error *err)
+static ec_status load(ec_config *cfg, const char *path, ec_config_error *err,
+                      bool credentials_unread)
 {
     memset(err, 0, sizeof *err);
     ec_config_init(cfg);
-    parse_state st = {.cfg = cfg, .err = err, .path = path, .current_section = -1};
+    parse_state st = {.cfg = cfg,
+                      .err = err,
+                      .path = path,
+                      .current_section = -1,
+                      .credentials_unread = credentials_unread};
     char why[EC_CFG_PATH_MAX + 120];
     loaded_file f = {0};
 
@@ -1496,6 +1548,16 @@ out:
     if (rc != EC_OK)
         ec_config_free(cfg);
     return rc;
+}
+
+ec_status ec_config_load(ec_config *cfg, const char *path, ec_config_error *err)
+{
+    return load(cfg, path, err, false);
+}
+
+ec_status ec_config_load_credentials_unread(ec_config *cfg, const char *path, ec_config_error *err)
+{
+    return load(cfg, path, err, true);
 }
 
 void ec_config_error_format(const ec_config_error *err, char *out, size_t out_len)
@@ -1542,6 +1604,7 @@ void ec_config_print(const ec_config *cfg, FILE *out)
                     *(ec_secret *const *)f != NULL ? EC_SECRET_REDACTED : "(unset)");
             break;
         case K_SECRET_FILE:
+        case K_SECRET_CREDENTIAL:
             break; /* shown through its secret */
         case K_LIST: {
             size_t count = *(const size_t *)((const char *)cfg + k->count_offset);

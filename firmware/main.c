@@ -40,6 +40,7 @@
 #include "edgecap/transport.h"
 #include "edgecap/upload.h"
 #include "edgecap/version.h"
+#include "edgecap/watchdog.h"
 
 #include <mbedtls/base64.h>
 #include <mbedtls/sha256.h>
@@ -184,17 +185,33 @@ static const command *find_command(const char *name)
     return NULL;
 }
 
-/* Loads a config and reports a refusal the same way for every command. */
-static int load_config(const char *path, ec_config *cfg)
+/* Loads a config (with or without reading its systemd credentials) and
+ * reports a refusal the same way for every command. */
+static int load_config_for(const char *path, ec_config *cfg, bool credentials_unread)
 {
     ec_config_error err;
-    ec_status st = ec_config_load(cfg, path, &err);
+    ec_status st = credentials_unread ? ec_config_load_credentials_unread(cfg, path, &err)
+                                      : ec_config_load(cfg, path, &err);
     if (st == EC_OK)
         return EX_OK;
     char msg[EC_CFG_PATH_MAX + 512];
     ec_config_error_format(&err, msg, sizeof msg);
     fprintf(stderr, "edgecap: %s\n", msg);
     return st == EC_ERR_NOT_FOUND ? EX_NOINPUT : EX_CONFIG;
+}
+
+static int load_config(const char *path, ec_config *cfg)
+{
+    return load_config_for(path, cfg, false);
+}
+
+/* For commands that never use a secret (reload, spool, capture): systemd
+ * credentials are the daemon's (its unit passes them), so outside a unit
+ * only their names are checked. */
+static int load_config_no_secrets(const char *path, ec_config *cfg)
+{
+    const char *creds = getenv("CREDENTIALS_DIRECTORY");
+    return load_config_for(path, cfg, creds == NULL || creds[0] == '\0');
 }
 
 static int cmd_check_config(int argc, char **argv)
@@ -612,6 +629,36 @@ static bool identity_usable(const ec_config *cfg, char *why, size_t why_len)
     return st == EC_OK;
 }
 
+/* What the watchdog judges liveness by: capture and upload progress. */
+static ec_liveness_sample liveness_sample(ec_capture *cap, const delivery *dv)
+{
+    ec_liveness_sample s = {0};
+    ec_capture_stats cs;
+    ec_capture_get_stats(cap, &cs);
+    s.capture_frames = cs.frames_captured;
+    s.capture_finished = ec_capture_finished(cap);
+    if (dv->uploader != NULL) {
+        ec_upload_stats us;
+        ec_uploader_get_stats(dv->uploader, &us);
+        s.have_upload = true;
+        s.upload_heartbeats = us.heartbeats;
+    }
+    return s;
+}
+
+static int64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static const char *running_status(const delivery *dv)
+{
+    return dv->uploader != NULL ? "capturing and uploading"
+                                : "capturing into the spool only (upload unavailable)";
+}
+
 static void free_live(ec_config *live, ec_config *first)
 {
     if (live != first) {
@@ -642,12 +689,16 @@ static int cmd_run(int argc, char **argv)
     ec_switch sw = {0};
     ec_consent *gate = NULL;
     delivery dv = {0};
+    ec_watchdog wd = {0}; /* the service manager (systemd), when there is one */
+    ec_watchdog_feeder feeder;
     ec_config *live = &cfg; /* what delivery runs on; a reload replaces it */
     rc = load_config(path, &cfg);
     if (rc != EX_OK)
         return rc;
-    if ((rc = start_secure(&cfg)) != EX_OK ||
-        (rc = open_spool(&cfg, &ks, &spool, false)) != EX_OK ||
+    if ((rc = start_secure(&cfg)) != EX_OK)
+        goto out;
+    (void)ec_watchdog_sdnotify_open(&wd); /* a no-op without NOTIFY_SOCKET */
+    if ((rc = open_spool(&cfg, &ks, &spool, false)) != EX_OK ||
         (rc = open_source(&cfg, &src)) != EX_OK)
         goto out;
 
@@ -689,6 +740,14 @@ static int cmd_run(int argc, char **argv)
     int pid_len = snprintf(pid_text, sizeof pid_text, "%ld\n", (long)getpid());
     if (ec_spool_put_file(spool, PID_FILE, (const uint8_t *)pid_text, (size_t)pid_len) != EC_OK)
         ec_log(EC_LOG_WARN, "pid_file_failed", EC_LOG_STR("effect", "edgecap reload unavailable"));
+    /* Up: spool open, capture running, delivery started (or known not to). */
+    ec_watchdog_ready(&wd, running_status(&dv));
+    ec_watchdog_feeder_init(&feeder, &wd,
+                            (int64_t)cfg.upload.connect_timeout_ms +
+                                (int64_t)cfg.upload.low_speed_seconds * 1000 + 5000);
+    if (wd.ping_interval_ms > 0)
+        ec_log(EC_LOG_INFO, "watchdog", EC_LOG_INT("timeout_ms", (long long)wd.timeout_ms),
+               EC_LOG_INT("ping_interval_ms", (long long)wd.ping_interval_ms));
     int sig = 0;
     const struct timespec tick = {0, 200 * 1000 * 1000};
     struct timespec last_metrics = {0, 0};
@@ -712,6 +771,8 @@ static int cmd_run(int argc, char **argv)
             write_metrics(live, &cs, spool, &dv);
             last_metrics = mono;
         }
+        ec_liveness_sample alive = liveness_sample(cap, &dv);
+        ec_watchdog_feed(&feeder, &wd, &alive, monotonic_ms());
         sig = sigtimedwait(&wanted, NULL, &tick);
         if (sig == SIGUSR1) {
             if (dv.batch != NULL)
@@ -724,6 +785,7 @@ static int cmd_run(int argc, char **argv)
         if (sig == SIGHUP) {
             /* Capture goes on throughout: only delivery restarts. Capture,
              * spool and key store settings take effect at the next start. */
+            ec_watchdog_reloading(&wd);
             ec_config *next = reload_config(cfg.source_path, audit);
             char why[EC_CFG_PATH_MAX + 64];
             /* a working delivery is only replaced by one whose identity loads */
@@ -735,8 +797,10 @@ static int cmd_run(int argc, char **argv)
                 free(next);
                 next = NULL;
             }
-            if (next == NULL)
+            if (next == NULL) {
+                ec_watchdog_ready(&wd, "reload refused: running on the previous configuration");
                 continue;
+            }
             delivery_close(&dv);
             free_live(live, &cfg);
             live = next;
@@ -752,6 +816,7 @@ static int cmd_run(int argc, char **argv)
                    EC_LOG_STR("note", "capture, spool and key store settings apply at restart"));
             ec_audit(audit, "reload_accepted", EC_LOG_STR("config_sha256", next_digest),
                      EC_LOG_BOOL("delivering", st == EC_OK));
+            ec_watchdog_ready(&wd, running_status(&dv));
             continue;
         }
         if (sig == SIGTERM || sig == SIGINT)
@@ -770,6 +835,7 @@ static int cmd_run(int argc, char **argv)
     ec_log(EC_LOG_INFO, "stopping", EC_LOG_STR("signal", signal_name(sig)));
     rc = EX_OK;
 out:
+    ec_watchdog_stopping(&wd);
     /* Everything that moves stops first, so the last metrics are final. */
     if (cap != NULL) {
         ec_capture_join(&cap, &final_capture);
@@ -794,6 +860,7 @@ out:
     }
     ec_config_free(&cfg);
     ec_rng_free();
+    ec_watchdog_close(&wd);
     if (rc == EX_OK)
         ec_log(EC_LOG_INFO, "stopped");
     return rc;
@@ -822,7 +889,7 @@ static int cmd_capture(int argc, char **argv)
     ec_capture_stats stats = {0};
     ec_switch sw = {0};
     ec_consent *gate = NULL;
-    if ((rc = load_config(path, &cfg)) != EX_OK)
+    if ((rc = load_config_no_secrets(path, &cfg)) != EX_OK)
         return rc;
     if ((rc = start_secure(&cfg)) != EX_OK ||
         (rc = open_spool(&cfg, &ks, &spool, false)) != EX_OK ||
@@ -918,7 +985,7 @@ static int cmd_spool(int argc, char **argv)
     ec_config cfg;
     ec_keystore ks = {0};
     ec_spool *spool = NULL;
-    if ((rc = load_config(path, &cfg)) != EX_OK)
+    if ((rc = load_config_no_secrets(path, &cfg)) != EX_OK)
         return rc;
     if ((rc = start_secure(&cfg)) != EX_OK)
         goto out;
@@ -1112,7 +1179,7 @@ static int cmd_reload(int argc, char **argv)
     ec_keystore ks = {0};
     /* the file is validated here first, so a bad one is reported to the
      * person who asked (the daemon would refuse it too) */
-    if ((rc = load_config(path, &cfg)) != EX_OK)
+    if ((rc = load_config_no_secrets(path, &cfg)) != EX_OK)
         return rc;
     rc = signal_daemon(&cfg, &ks, SIGHUP, "reload its provisioning file");
     ec_config_free(&cfg);

@@ -28,6 +28,8 @@ struct ec_transport {
     char pins[200];
     struct curl_slist *connect_to;
     char errbuf[CURL_ERROR_SIZE];
+    void (*heartbeat)(void *user);
+    void *heartbeat_user;
 };
 
 /* ECDHE key exchange with AEAD ciphers only; the order is our preference. */
@@ -108,6 +110,8 @@ ec_status ec_transport_open(ec_transport **out, const ec_transport_params *p)
     if (t == NULL)
         return EC_ERR_NOMEM;
     t->cfg = cfg;
+    t->heartbeat = p->heartbeat;
+    t->heartbeat_user = p->heartbeat_user;
     t->curl = curl_easy_init();
     if (t->curl == NULL) {
         free(t);
@@ -324,6 +328,18 @@ static ec_status check_url(const ec_config *cfg, const char *url, char *reason, 
             rc = curl_easy_setopt(t->curl, (opt), (val));                                          \
     } while (0)
 
+static int on_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    (void)dltotal;
+    (void)dlnow;
+    (void)ultotal;
+    (void)ulnow;
+    ec_transport *t = user;
+    t->heartbeat(t->heartbeat_user);
+    return 0; /* go on: curl's own timeouts decide when a transfer is dead */
+}
+
 static CURLcode apply_policy(ec_transport *t)
 {
     const ec_config *cfg = t->cfg;
@@ -360,6 +376,11 @@ static CURLcode apply_policy(ec_transport *t)
     SET(CURLOPT_NOSIGNAL, 1L);
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
     SET(CURLOPT_ERRORBUFFER, t->errbuf);
+    if (t->heartbeat != NULL) {
+        SET(CURLOPT_XFERINFOFUNCTION, on_progress);
+        SET(CURLOPT_XFERINFODATA, t);
+        SET(CURLOPT_NOPROGRESS, 0L);
+    }
     return rc;
 }
 

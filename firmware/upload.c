@@ -66,6 +66,14 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static void heartbeat(void *user)
+{
+    ec_uploader *u = user;
+    pthread_mutex_lock(&u->lock);
+    u->stats.heartbeats++;
+    pthread_mutex_unlock(&u->lock);
+}
+
 ec_status ec_uploader_open(ec_uploader **out, const ec_uploader_params *p)
 {
     *out = NULL;
@@ -102,7 +110,9 @@ ec_status ec_uploader_open(ec_uploader **out, const ec_uploader_params *p)
                                   .client_cert_der = p->cert_der,
                                   .client_cert_len = p->cert_len,
                                   .client_key_der = p->key_der,
-                                  .client_key_len = p->key_len};
+                                  .client_key_len = p->key_len,
+                                  .heartbeat = heartbeat,
+                                  .heartbeat_user = u};
         st = ec_transport_open(&e->transport, &tp);
         if (st == EC_OK)
             u->n_ep++;
@@ -223,8 +233,16 @@ static bool wait_for(ec_uploader *u, int64_t ms)
         until.tv_nsec -= 1000000000L;
     }
     pthread_mutex_lock(&u->lock);
+    /* in slices of at most a second, each a heartbeat: a long backoff is
+     * waiting, not being stuck */
     while (!u->stop && !u->kicked) {
-        if (pthread_cond_timedwait(&u->wake, &u->lock, &until) != 0)
+        u->stats.heartbeats++;
+        struct timespec slice;
+        clock_gettime(CLOCK_MONOTONIC, &slice);
+        slice.tv_sec++;
+        bool last = slice.tv_sec > until.tv_sec ||
+                    (slice.tv_sec == until.tv_sec && slice.tv_nsec >= until.tv_nsec);
+        if (pthread_cond_timedwait(&u->wake, &u->lock, last ? &until : &slice) != 0 && last)
             break;
     }
     u->kicked = false;
@@ -528,6 +546,7 @@ static void *uploader_main(void *arg)
     while (!stopping(u)) {
         int64_t retry_in = 0;
         size_t skipped = 0;
+        heartbeat(u);
         ec_status st = drain_pass(u, &retry_in, &skipped);
         int64_t wait = st == EC_ERR_NETWORK ? retry_in : IDLE_POLL_MS;
         if (!wait_for(u, wait))

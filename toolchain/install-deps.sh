@@ -24,9 +24,10 @@ PEER_PKGS="nginx-light libnginx-mod-http-echo openssl curl ca-certificates"
 # Lint and test tools: formatting check, static analysis, memory checking,
 # speech synthesis plus sox for test and demo audio, and PyJWT (on
 # cryptography) to verify the client assertion independently; faketime to seal
-# segments "in the past" for the retention test.
+# segments "in the past" for the retention test; systemd for systemd-analyze
+# (verify and security of config/edgecap.service, offline).
 TOOL_PKGS="clang-format cppcheck valgrind espeak-ng sox time python3-jwt python3-cryptography
- python3-prometheus-client faketime"
+ python3-prometheus-client faketime systemd"
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

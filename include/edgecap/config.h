@@ -196,6 +196,14 @@ void ec_config_init(ec_config *cfg);
  */
 ec_status ec_config_load(ec_config *cfg, const char *path, ec_config_error *err);
 
+/*
+ * Like ec_config_load, but a KEY_credential is checked for its name only and
+ * not read (that secret stays unset): for a command that validates the file
+ * for a daemon which has the credentials while the command does not
+ * (`edgecap reload` run by hand, outside the unit).
+ */
+ec_status ec_config_load_credentials_unread(ec_config *cfg, const char *path, ec_config_error *err);
+
 /* Wipes secrets and resets to an empty state; safe on an init'ed config. */
 void ec_config_free(ec_config *cfg);
 

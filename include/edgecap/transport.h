@@ -35,6 +35,11 @@ typedef struct {
     size_t client_cert_len;
     const uint8_t *client_key_der;
     size_t client_key_len;
+    /* Called from libcurl's progress callback (at least about once a second
+     * while a request runs, moving or not): a liveness heartbeat for the
+     * calling thread. NULL: none. */
+    void (*heartbeat)(void *user);
+    void *heartbeat_user;
 } ec_transport_params;
 
 /* One part of a multipart/form-data body, sent from the caller's memory

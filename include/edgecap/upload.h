@@ -50,6 +50,9 @@ typedef struct {
     double latency_sum_s;
     ec_status last_error;
     char last_reason[160];
+    /* Liveness of the uploader thread (the watchdog): moves on every pass,
+     * every second of a backoff wait and every libcurl progress call. */
+    uint64_t heartbeats;
 } ec_upload_stats;
 
 typedef struct ec_uploader ec_uploader;

@@ -173,7 +173,7 @@ reject "missing key required by another (container for target blob): exit 78" \
 f=$(variant no_token '/^sas_token = /d')
 reject "missing secret for mode sas: exit 78, names sas_token and sas_token_file" \
     "$f" "$(line_of "$f" '^\[auth\]$')" "[auth] sas_token" \
-    "required key missing with [auth] mode = sas (or give sas_token_file)"
+    "required key missing with [auth] mode = sas (or give sas_token_file or sas_token_credential)"
 
 f=$(variant http 's#^endpoint = https://#endpoint = http://#')
 reject "http:// endpoint: exit 78, says https:// is expected" \

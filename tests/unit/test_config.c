@@ -136,6 +136,7 @@ typedef struct {
     mode_t mode;                 /* of the config file; 0 = 0600 */
     char nul;                    /* this character is written as a NUL byte */
     bool other_owner;            /* chown the config file to OTHER_UID */
+    bool no_credentials;         /* $CREDENTIALS_DIRECTORY unset (else @DIR/creds) */
     ec_status rc;                /* EC_OK stands for EC_ERR_CONFIG */
     unsigned line;
     const char *key;
@@ -484,11 +485,11 @@ static reject_case cases[] = {
      .fragment = "required key missing with [speech] batch = on"},
     {.name = "sas mode without a token", .at = {[S_AUTH] = "mode = sas"},
      .line = L_AUTH_HDR, .key = "[auth] sas_token",
-     .fragment = "required key missing with [auth] mode = sas (or give sas_token_file)"},
+     .fragment = "required key missing with [auth] mode = sas (or give sas_token_file or sas_token_credential)"},
     {.name = "key mode without a key", .drop = {"container"},
      .at = {[S_UPLOAD] = "target = speech", [S_AUTH] = "mode = key"},
      .line = L_AUTH_HDR, .key = "[auth] key_primary",
-     .fragment = "required key missing with [auth] mode = key (or give key_primary_file)"},
+     .fragment = "required key missing with [auth] mode = key (or give key_primary_file or key_primary_credential)"},
     {.name = "secret both inline and as a file",
      .at = {[S_AUTH] = "mode = sas\nsas_token = sv=1&sig=INLINE" SECRET_MARK
                        "\nsas_token_file = @DIR/sas"},
@@ -671,6 +672,65 @@ static reject_case cases[] = {
      .at = {[S_AUTH] = "mode = sas\nsas_token_file = @DIR"},
      .line = L_AUTH + 1, .key = "[auth] sas_token_file", .fragment = "is not a regular file"},
 
+    /* systemd credentials ($CREDENTIALS_DIRECTORY = @DIR/creds) */
+    {.name = "credential name with a slash",
+     .at = {[S_AUTH] = "mode = sas\nsas_token_credential = ../sas"},
+     .line = L_AUTH + 1, .key = "[auth] sas_token_credential",
+     .fragment = "expected a credential name (1-64 of A-Z a-z 0-9 . _ -, not starting with a dot)"},
+    {.name = "credential name starting with a dot",
+     .at = {[S_AUTH] = "mode = sas\nsas_token_credential = .sas"},
+     .line = L_AUTH + 1, .key = "[auth] sas_token_credential", .fragment = "expected a credential name"},
+    {.name = "credential name with a blank",
+     .at = {[S_LOGGING] = "audit_hmac_key_credential = audit key"},
+     .line = L_LOGGING, .key = "[logging] audit_hmac_key_credential",
+     .fragment = "expected a credential name"},
+    {.name = "empty credential name", .at = {[S_AUTH] = "mode = sas\nsas_token_credential ="},
+     .line = L_AUTH + 1, .key = "[auth] sas_token_credential", .fragment = "expected a credential name"},
+    {.name = "credential name longer than 64",
+     .at = {[S_AUTH] = "mode = sas\nsas_token_credential = "
+                       "a123456789b123456789c123456789d123456789e123456789f123456789g1234"},
+     .line = L_AUTH + 1, .key = "[auth] sas_token_credential", .fragment = "expected a credential name"},
+    {.name = "credential without $CREDENTIALS_DIRECTORY", .no_credentials = true,
+     .at = {[S_AUTH] = "mode = sas\nsas_token_credential = sas"},
+     .line = L_AUTH + 1, .key = "[auth] sas_token_credential",
+     .fragment = "credential \"sas\": $CREDENTIALS_DIRECTORY is not set (give it to the unit with "
+                 "LoadCredential=sas:PATH or LoadCredentialEncrypted=sas:PATH)"},
+    {.name = "credential that does not exist",
+     .at = {[S_AUTH] = "mode = key\nkey_primary_credential = nope", [S_UPLOAD] = "target = speech"},
+     .drop = {"container"},
+     .line = L_AUTH + 1, .key = "[auth] key_primary_credential",
+     .fragment = "credential \"nope\" not found in $CREDENTIALS_DIRECTORY (@DIR/creds)"},
+    {.name = "empty credential", .at = {[S_AUTH] = "mode = sas\nsas_token_credential = empty"},
+     .line = L_AUTH + 1, .key = "[auth] sas_token_credential",
+     .fragment = "credential \"empty\" is empty"},
+    {.name = "credential longer than 16384 bytes",
+     .at = {[S_SPEECH] = "content_sas_credential = big"},
+     .line = L_SPEECH, .key = "[speech] content_sas_credential",
+     .fragment = "credential \"big\" is longer than 16384 bytes"},
+    {.name = "credential with a NUL byte",
+     .at = {[S_AUTH] = "key_secondary_credential = nultext"},
+     .line = L_AUTH, .key = "[auth] key_secondary_credential",
+     .fragment = "credential \"nultext\" is not text (it holds a NUL byte)"},
+    {.name = "credential writable by group", .rc = EC_ERR_PERM,
+     .at = {[S_LOGGING] = "audit_hmac_key_credential = gw"},
+     .line = L_LOGGING, .key = "[logging] audit_hmac_key_credential",
+     .fragment = "credential \"gw\" is writable by group or others (mode 0620)"},
+    {.name = "credential that is a FIFO", .at = {[S_AUTH] = "mode = sas\nsas_token_credential = fifo"},
+     .line = L_AUTH + 1, .key = "[auth] sas_token_credential",
+     .fragment = "credential \"fifo\" is not a regular file"},
+    {.name = "credential that is a symlink", .at = {[S_AUTH] = "mode = sas\nsas_token_credential = link"},
+     .line = L_AUTH + 1, .key = "[auth] sas_token_credential",
+     .fragment = "cannot open credential \"link\": "},
+    {.name = "secret both inline and as a credential",
+     .at = {[S_AUTH] = "mode = sas\nsas_token = sv=1&sig=INLINE" SECRET_MARK
+                       "\nsas_token_credential = sas"},
+     .line = L_AUTH + 2, .key = "[auth] sas_token_credential",
+     .fragment = "set one of sas_token, sas_token_file or sas_token_credential, not several"},
+    {.name = "secret both as a file and as a credential",
+     .at = {[S_LOGGING] = "audit_hmac_key_credential = hmac\naudit_hmac_key_file = @DIR/sas"},
+     .line = L_LOGGING, .key = "[logging] audit_hmac_key_credential",
+     .fragment = "set one of audit_hmac_key, audit_hmac_key_file or audit_hmac_key_credential"},
+
     /* the provisioning file itself */
     {.name = "inline secret in a group-readable file (0640)", .mode = 0640,
      .at = {[S_AUTH] = "mode = sas\nsas_token = sv=1&sig=INLINE" SECRET_MARK}, .rc = EC_ERR_PERM,
@@ -711,6 +771,12 @@ static void run_reject_case(void **state)
     if (c->other_owner)
         assert_int_equal(chown(path, OTHER_UID, OTHER_UID), 0);
 
+    char *creds = ts_strf("%s/creds", g_dir);
+    if (c->no_credentials)
+        unsetenv("CREDENTIALS_DIRECTORY");
+    else
+        setenv("CREDENTIALS_DIRECTORY", creds, 1);
+    free(creds);
     size_t live_before = live_secure_allocations();
     ec_config cfg;
     ec_config_error err;
@@ -721,11 +787,18 @@ static void run_reject_case(void **state)
     ec_config_error_format(&err, msg, sizeof msg);
 
     ec_status want = c->rc != EC_OK ? c->rc : EC_ERR_CONFIG;
+    char *fragment = NULL;
+    size_t fragment_len = 0;
+    FILE *ff = open_memstream(&fragment, &fragment_len);
+    assert_non_null(ff);
+    put_expanded(ff, c->fragment);
+    fclose(ff);
     if (rc != want || err.line != c->line || strcmp(err.key, c->key) != 0 ||
-        strstr(err.message, c->fragment) == NULL) {
+        strstr(err.message, fragment) == NULL) {
         fail_msg("%s: want rc %d, line %u, key \"%s\", \"%s\"\n  got rc %d: %s", c->name, want,
-                 c->line, c->key, c->fragment, rc, msg);
+                 c->line, c->key, fragment, rc, msg);
     }
+    free(fragment);
 
     /* The formatted error: FILE[:LINE]: [KEY: ]MESSAGE */
     char *prefix = c->line > 0 ? ts_strf("%s:%u: ", path, c->line) : ts_strf("%s: ", path);
@@ -1264,6 +1337,11 @@ static void test_every_key_documented(void **state)
                 print_error("not documented: [%s] %s\n", keys[i].section, file_key);
                 missing++;
             }
+            snprintf(file_key, sizeof file_key, "%s_credential", keys[i].key);
+            if (!example_documents(keys[i].section, file_key)) {
+                print_error("not documented: [%s] %s\n", keys[i].section, file_key);
+                missing++;
+            }
         }
     }
     assert_int_equal(missing, 0);
@@ -1298,7 +1376,8 @@ static void check_documented(const char *section, const char *key, const char *v
             return;
         }
         if (is_secret_value(p->value) && strncmp(key, p->key, strlen(p->key)) == 0 &&
-            strcmp(key + strlen(p->key), "_file") == 0)
+            (strcmp(key + strlen(p->key), "_file") == 0 ||
+             strcmp(key + strlen(p->key), "_credential") == 0))
             return;
     }
     print_error("example documents [%s] %s, which is not a key\n", section, key);
@@ -1355,6 +1434,63 @@ static void test_inline_secret_read(void **state)
                         "sv=2025&sig=INLINE" SECRET_MARK);
     assert_true(ec_secmem_size(cfg.speech.content_sas) > 0);
     ec_config_free(&cfg);
+}
+
+static void test_credential_read(void **state)
+{
+    (void)state;
+    char *creds = ts_strf("%s/creds", g_dir);
+    setenv("CREDENTIALS_DIRECTORY", creds, 1);
+    ec_config cfg;
+    const char *at[N_SLOTS] = {
+        [S_AUTH] = "mode = sas\nsas_token_credential = sas",
+        [S_LOGGING] = "audit_hmac_key_credential = hmac",
+    };
+    load_ok(&cfg, at, NULL, "\n");
+    assert_string_equal((const char *)ec_secret_bytes(cfg.auth.sas_token),
+                        "sv=2025&sig=CRED" SECRET_MARK);
+    assert_true(ec_secmem_size(cfg.auth.sas_token) > 0); /* held in secure memory */
+    assert_string_equal((const char *)ec_secret_bytes(cfg.logging.audit_hmac_key),
+                        "cred hmac " SECRET_MARK);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    ec_config_print(&cfg, f);
+    fclose(f);
+    assert_null(strstr(buf, SECRET_MARK));
+    assert_non_null(strstr(buf, "\nsas_token = ***\n"));
+    free(buf);
+    ec_config_free(&cfg);
+    unsetenv("CREDENTIALS_DIRECTORY");
+    free(creds);
+}
+
+/* For `edgecap reload` outside the unit: names checked, contents not read. */
+static void test_credentials_unread(void **state)
+{
+    (void)state;
+    unsetenv("CREDENTIALS_DIRECTORY");
+    size_t len;
+    const char *at[N_SLOTS] = {[S_AUTH] = "mode = sas\nsas_token_credential = edgecap.sas-token"};
+    char *text = render(at, NULL, "\n", &len);
+    char *path = write_bytes(g_dir, "unread.conf", 0600, text, len);
+    ec_config cfg;
+    ec_config_error err;
+    assert_int_equal(ec_config_load_credentials_unread(&cfg, path, &err), EC_OK);
+    assert_null(cfg.auth.sas_token);
+    ec_config_free(&cfg);
+    assert_int_equal(ec_config_load(&cfg, path, &err), EC_ERR_CONFIG); /* the daemon reads it */
+    free(text);
+    free(path);
+    const char *bad[N_SLOTS] = {[S_AUTH] = "mode = sas\nsas_token_credential = ../sas"};
+    text = render(bad, NULL, "\n", &len);
+    path = write_bytes(g_dir, "unread.conf", 0600, text, len);
+    assert_int_equal(ec_config_load_credentials_unread(&cfg, path, &err), EC_ERR_CONFIG);
+    assert_int_equal(err.line, L_AUTH + 1);
+    assert_string_equal(err.key, "[auth] sas_token_credential");
+    assert_non_null(strstr(err.message, "expected a credential name"));
+    free(text);
+    free(path);
 }
 
 static void test_print_redacts_secrets(void **state)
@@ -1523,6 +1659,33 @@ static int group_setup(void **state)
         free(p[i]);
     }
     free(write_bytes(g_dir, "nultext", 0600, "ab\0cd", 5));
+    /* a credentials directory as systemd makes it (0400 files) */
+    char *creds = ts_strf("%s/creds", g_dir);
+    if (mkdir(creds, 0700) != 0)
+        rc = -1;
+    static char big[16 * 1024 + 2];
+    memset(big, 'b', sizeof big - 1);
+    char *q[] = {
+        ts_write_file(creds, "sas", 0400, "sv=2025&sig=CRED" SECRET_MARK "\n"),
+        ts_write_file(creds, "hmac", 0400, "cred hmac " SECRET_MARK),
+        ts_write_file(creds, "empty", 0400, "\n"),
+        ts_write_file(creds, "gw", 0620, "GW" SECRET_MARK),
+        ts_write_file(creds, "big", 0400, big),
+    };
+    for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) {
+        if (q[i] == NULL)
+            rc = -1;
+        free(q[i]);
+    }
+    free(write_bytes(creds, "nultext", 0400, "ab\0cd", 5));
+    char *cfifo = ts_strf("%s/fifo", creds), *clink = ts_strf("%s/link", creds);
+    char *ctarget = ts_strf("%s/sas", creds);
+    if (mkfifo(cfifo, 0400) != 0 || symlink(ctarget, clink) != 0)
+        rc = -1;
+    free(cfifo);
+    free(clink);
+    free(ctarget);
+    free(creds);
     char *theirs = ts_strf("%s/theirs", g_dir);
     if (geteuid() == 0 && chown(theirs, OTHER_UID, OTHER_UID) != 0)
         rc = -1;
@@ -1561,6 +1724,8 @@ int main(void)
         cmocka_unit_test(test_example_shows_real_keys_and_defaults),
         cmocka_unit_test(test_secret_file_read_and_trimmed),
         cmocka_unit_test(test_inline_secret_read),
+        cmocka_unit_test(test_credential_read),
+        cmocka_unit_test(test_credentials_unread),
         cmocka_unit_test(test_print_redacts_secrets),
         cmocka_unit_test(test_failed_load_keeps_no_secret),
         cmocka_unit_test(test_secure_memory_exhaustion),
