@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sysexits.h>
@@ -80,10 +81,12 @@ static const command commands[] = {
     {"reload", cmd_reload, "reload --config FILE",
      "Ask the daemon running on FILE's spool to re-read its provisioning file\n"
      "(as SIGHUP does). A file that does not validate leaves it on the old one."},
-    {"audit", cmd_audit, "audit verify [--config CONF] FILE",
+    {"audit", cmd_audit, "audit verify [--config CONF] FILE...",
      "Check an audit log's hash chain (each line carries the SHA-256 of the one before)\n"
-     "and, with --config naming [logging] audit_hmac_key, every line's HMAC. Exits 0\n"
-     "when intact, 65 (EX_DATAERR) with FILE:LINE and why at the first broken line."},
+     "and, with --config naming [logging] audit_hmac_key, every line's HMAC. Rotated\n"
+     "files are given oldest first (FILE.2 FILE.1 FILE): each must continue the one\n"
+     "before. Exits 0 when intact, 65 (EX_DATAERR) with FILE:LINE and why at the\n"
+     "first broken line."},
     {"pin", cmd_pin, "pin CERT.pem",
      "Print the sha256// pin of a certificate's public key (SubjectPublicKeyInfo), the\n"
      "form [tls] pin_current and pin_next take."},
@@ -274,6 +277,21 @@ static int open_spool(const ec_config *cfg, ec_keystore *ks, ec_spool **spool, b
         return st == EC_ERR_PERM ? EX_NOPERM : st == EC_ERR_BUSY ? EX_TEMPFAIL : EX_IOERR;
     }
     return EX_OK;
+}
+
+/* The audit trail with cfg's rotation and syslog copy. */
+static ec_status open_audit(const ec_config *cfg, ec_audit **audit)
+{
+    int fac = cfg->logging.audit_syslog_facility;
+    ec_audit_params ap = {.path = cfg->logging.audit_file,
+                          .hmac_key = cfg->logging.audit_hmac_key,
+                          .max_bytes = cfg->logging.audit_max_bytes,
+                          .keep = cfg->logging.audit_keep,
+                          .syslog = cfg->logging.audit_syslog,
+                          .syslog_socket = cfg->logging.audit_syslog_socket,
+                          .syslog_facility = fac == 0 ? LOG_AUTHPRIV : LOG_LOCAL0 + (fac - 1) * 8,
+                          .syslog_format = cfg->logging.audit_syslog_format};
+    return ec_audit_open_params(audit, &ap);
 }
 
 static int open_source(const ec_config *cfg, ec_audio_source *src)
@@ -598,7 +616,7 @@ static int cmd_run(int argc, char **argv)
     }
     /* Upload runs beside capture; if it cannot start, capture goes on and
      * the spool keeps the audio until it can. */
-    if ((st = ec_audit_open(&audit, cfg.logging.audit_file, cfg.logging.audit_hmac_key)) != EC_OK ||
+    if ((st = open_audit(&cfg, &audit)) != EC_OK ||
         (st = delivery_open(&dv, live, &ks, spool, audit, true)) != EC_OK ||
         (st = delivery_start(&dv)) != EC_OK) {
         ec_log(EC_LOG_ERROR, "upload_unavailable", EC_LOG_STATUS(st),
@@ -896,7 +914,7 @@ static int cmd_upload_once(int argc, char **argv)
         return rc;
     if ((rc = start_secure(&cfg)) != EX_OK || (rc = open_spool(&cfg, &ks, &spool, false)) != EX_OK)
         goto out;
-    ec_status st = ec_audit_open(&audit, cfg.logging.audit_file, cfg.logging.audit_hmac_key);
+    ec_status st = open_audit(&cfg, &audit);
     if (st == EC_OK)
         st = delivery_open(&dv, &cfg, &ks, spool, audit, true);
     ec_uploader *u = dv.uploader;
@@ -1067,7 +1085,7 @@ static int cmd_speech(int argc, char **argv)
         rc = EX_OK;
         goto out;
     }
-    if ((st = ec_audit_open(&audit, cfg.logging.audit_file, cfg.logging.audit_hmac_key)) != EC_OK ||
+    if ((st = open_audit(&cfg, &audit)) != EC_OK ||
         (st = delivery_open(&dv, &cfg, &ks, spool, audit, false)) != EC_OK) {
         fprintf(stderr, "edgecap speech: cannot reach Speech: %s (see the log above)\n",
                 ec_strerror(st));
@@ -1105,12 +1123,13 @@ static int cmd_audit(int argc, char **argv)
     int rc = parse_common(c, argc - 1, argv + 1, &path);
     if (rc >= 0)
         return rc;
-    if (optind != argc - 2) {
-        fprintf(stderr, "edgecap audit verify: expected one FILE\n");
+    if (optind > argc - 2) {
+        fprintf(stderr, "edgecap audit verify: expected FILE (or several, oldest first)\n");
         print_command_help(c, stderr);
         return EX_USAGE;
     }
-    const char *file = argv[optind + 1];
+    const char *const *files = (const char *const *)argv + optind + 1;
+    size_t n_files = (size_t)(argc - optind - 1);
     ec_config cfg;
     ec_config_init(&cfg);
     if (path != NULL && (rc = load_config(path, &cfg)) != EX_OK)
@@ -1121,17 +1140,26 @@ static int cmd_audit(int argc, char **argv)
         return EX_CONFIG;
     }
     ec_audit_report r;
-    ec_status st = ec_audit_verify(file, cfg.logging.audit_hmac_key, &r);
+    ec_status st = ec_audit_verify_files(files, n_files, cfg.logging.audit_hmac_key, &r);
+    const char *bad = files[r.bad_file];
     if (st == EC_OK) {
-        printf("%s: %zu lines, hash chain intact, %s\n", file, r.lines,
-               r.macs_checked ? "every HMAC verified"
-                              : "HMACs not checked (no --config with audit_hmac_key)");
+        char cont[160] = "";
+        if (r.continues)
+            snprintf(cont, sizeof cont, ", continuing from %s (after %llu lines of an older file)",
+                     r.continues_from, r.continues_after);
+        const char *macs = r.macs_checked ? "every HMAC verified"
+                                          : "HMACs not checked (no --config with audit_hmac_key)";
+        if (n_files == 1)
+            printf("%s: %zu lines, hash chain intact%s, %s\n", files[0], r.lines, cont, macs);
+        else
+            printf("%s .. %s: %zu files, %zu lines, hash chain intact across them%s, %s\n",
+                   files[0], files[n_files - 1], n_files, r.lines, cont, macs);
         rc = EX_OK;
     } else if (st == EC_ERR_CRYPTO) {
-        fprintf(stderr, "edgecap: %s:%zu: %s\n", file, r.first_bad_line, r.reason);
+        fprintf(stderr, "edgecap: %s:%zu: %s\n", bad, r.first_bad_line, r.reason);
         rc = EX_DATAERR;
     } else {
-        fprintf(stderr, "edgecap: cannot read %s: %s\n", file,
+        fprintf(stderr, "edgecap: cannot read %s: %s\n", bad,
                 st == EC_ERR_NOT_FOUND ? "no such file" : ec_strerror(st));
         rc = st == EC_ERR_NOT_FOUND ? EX_NOINPUT : EX_IOERR;
     }
