@@ -305,19 +305,26 @@ static size_t put_json_string(char *out, size_t cap, size_t k, const char *s)
     return k;
 }
 
+/* Now, UTC, ISO 8601 with `digits` (3 or 6) of fractional seconds. */
+static void utc_now(char *out, size_t cap, int digits)
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t w = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
+    long frac = digits == 6 ? ts.tv_nsec / 1000L : ts.tv_nsec / 1000000L;
+    snprintf(out + w, cap - w, ".%0*ldZ", digits, frac);
+}
+
 /* The line's opening, event and fields, without the closing brace:
  * {"ts":"...","event":"...",... EC_ERR_INVALID for a secret or a line too
  * long to be closed with prev and hmac. */
 static ec_status format_body(char *line, size_t cap, const char *event, const ec_log_field *fields,
                              size_t n, size_t *len)
 {
-    struct timespec ts;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
     char when[40];
-    size_t w = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(when + w, sizeof when - w, ".%03ldZ", ts.tv_nsec / 1000000L);
+    utc_now(when, sizeof when, 3);
     size_t k = (size_t)snprintf(line, cap, "{\"ts\":\"%s\",\"event\":", when);
     k = put_json_string(line, cap, k, event);
     for (size_t i = 0; i < n && k + 64 < cap; i++) {
@@ -425,6 +432,58 @@ static ec_status shift_old(const ec_audit *a)
     return sync_dir(a->dir);
 }
 
+/* One datagram, never waiting: a receiver that is gone or full costs the
+ * line's copy (counted), never the audit writer's time. */
+static void syslog_copy(ec_audit *a, const char *line, size_t len)
+{
+    char dgram[DATAGRAM_MAX];
+    int h;
+    if (a->syslog_format == EC_AUDIT_RFC5424) {
+        char when[40];
+        utc_now(when, sizeof when, 6);
+        h = snprintf(dgram, sizeof dgram, "<%d>1 %s %s edgecap %ld audit - ", a->syslog_pri, when,
+                     a->host, (long)getpid());
+    } else {
+        time_t now = time(NULL);
+        struct tm tm;
+        localtime_r(&now, &tm);
+        char when[32];
+        strftime(when, sizeof when, "%b %e %H:%M:%S", &tm);
+        h = snprintf(dgram, sizeof dgram, "<%d>%s edgecap[%ld]: ", a->syslog_pri, when,
+                     (long)getpid());
+    }
+    size_t body = len > 0 && line[len - 1] == '\n' ? len - 1 : len;
+    if (h < 0 || (size_t)h + body > sizeof dgram)
+        goto dropped;
+    memcpy(dgram + h, line, body);
+    if (!a->syslog_connected)
+        a->syslog_connected =
+            connect(a->syslog_fd, (struct sockaddr *)&a->syslog_addr, sizeof a->syslog_addr) == 0;
+    if (a->syslog_connected && !EC_FAULT("audit.syslog") &&
+        send(a->syslog_fd, dgram, (size_t)h + body, MSG_DONTWAIT | MSG_NOSIGNAL) ==
+            (ssize_t)((size_t)h + body)) {
+        a->stats.syslog_sent++;
+        if (a->syslog_failing) {
+            a->syslog_failing = false;
+            ec_log(EC_LOG_INFO, "audit_syslog_resumed",
+                   EC_LOG_STR("socket", a->syslog_addr.sun_path),
+                   EC_LOG_UINT("dropped_total", a->stats.syslog_dropped));
+        }
+        return;
+    }
+    /* a receiver that went away is connected to again at the next line */
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS)
+        a->syslog_connected = false;
+dropped:
+    a->stats.syslog_dropped++;
+    if (!a->syslog_failing) {
+        a->syslog_failing = true;
+        ec_log(EC_LOG_WARN, "audit_syslog_dropping", EC_LOG_STR("socket", a->syslog_addr.sun_path),
+               EC_LOG_STR("reason", strerror(errno)),
+               EC_LOG_STR("effect", "audit lines still go to the audit file"));
+    }
+}
+
 /* Under the flock of the current file: FILE becomes FILE.1 and a new FILE
  * begins with the "rotated" record. FILE.new is written, fsynced and locked
  * first; FILE is then linked to FILE.1 and FILE.new renamed over FILE, each
@@ -475,6 +534,8 @@ static ec_status rotate(ec_audit *a)
     a->known_size = (off_t)len;
     a->stats.rotations++;
     st = EC_OK;
+    if (a->syslog)
+        syslog_copy(a, line, len); /* the copy carries the whole chain */
     ec_log(EC_LOG_INFO, "audit_rotated", EC_LOG_STR("path", a->path),
            EC_LOG_UINT("previous_lines", lines), EC_LOG_UINT("previous_bytes", old_bytes));
 out:
@@ -486,63 +547,6 @@ out:
         close(nfd);
     }
     return st;
-}
-
-/* One datagram, never waiting: a receiver that is gone or full costs the
- * line's copy (counted), never the audit writer's time. */
-static void syslog_copy(ec_audit *a, const char *line, size_t len)
-{
-    char dgram[DATAGRAM_MAX];
-    int h;
-    if (a->syslog_format == EC_AUDIT_RFC5424) {
-        struct timespec ts;
-        struct tm tm;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        gmtime_r(&ts.tv_sec, &tm);
-        char when[40];
-        size_t w = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-        snprintf(when + w, sizeof when - w, ".%06ldZ", ts.tv_nsec / 1000L);
-        h = snprintf(dgram, sizeof dgram, "<%d>1 %s %s edgecap %ld audit - ", a->syslog_pri, when,
-                     a->host, (long)getpid());
-    } else {
-        time_t now = time(NULL);
-        struct tm tm;
-        localtime_r(&now, &tm);
-        char when[32];
-        strftime(when, sizeof when, "%b %e %H:%M:%S", &tm);
-        h = snprintf(dgram, sizeof dgram, "<%d>%s edgecap[%ld]: ", a->syslog_pri, when,
-                     (long)getpid());
-    }
-    size_t body = len > 0 && line[len - 1] == '\n' ? len - 1 : len;
-    if (h < 0 || (size_t)h + body > sizeof dgram)
-        goto dropped;
-    memcpy(dgram + h, line, body);
-    if (!a->syslog_connected)
-        a->syslog_connected =
-            connect(a->syslog_fd, (struct sockaddr *)&a->syslog_addr, sizeof a->syslog_addr) == 0;
-    if (a->syslog_connected && !EC_FAULT("audit.syslog") &&
-        send(a->syslog_fd, dgram, (size_t)h + body, MSG_DONTWAIT | MSG_NOSIGNAL) ==
-            (ssize_t)((size_t)h + body)) {
-        a->stats.syslog_sent++;
-        if (a->syslog_failing) {
-            a->syslog_failing = false;
-            ec_log(EC_LOG_INFO, "audit_syslog_resumed",
-                   EC_LOG_STR("socket", a->syslog_addr.sun_path),
-                   EC_LOG_UINT("dropped_total", a->stats.syslog_dropped));
-        }
-        return;
-    }
-    /* a receiver that went away is connected to again at the next line */
-    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS)
-        a->syslog_connected = false;
-dropped:
-    a->stats.syslog_dropped++;
-    if (!a->syslog_failing) {
-        a->syslog_failing = true;
-        ec_log(EC_LOG_WARN, "audit_syslog_dropping", EC_LOG_STR("socket", a->syslog_addr.sun_path),
-               EC_LOG_STR("reason", strerror(errno)),
-               EC_LOG_STR("effect", "audit lines still go to the audit file"));
-    }
 }
 
 ec_status ec_audit_record(ec_audit *a, const char *event, const ec_log_field *fields, size_t n)

@@ -252,8 +252,10 @@ static int start_secure(const ec_config *cfg)
 }
 
 /* The key store and spool a config names; EX_OK or the exit code. An
- * observer (read_only) opens beside a running daemon. */
-static int open_spool(const ec_config *cfg, ec_keystore *ks, ec_spool **spool, bool read_only)
+ * observer (read_only) opens beside a running daemon. An owner audits what
+ * it seals, quarantines and drops to `audit` (may be NULL). */
+static int open_spool_audited(const ec_config *cfg, ec_keystore *ks, ec_spool **spool,
+                              bool read_only, ec_audit *audit)
 {
     if (cfg->device.keystore != EC_KEYSTORE_FILE) {
         fprintf(stderr, "edgecap: [device] keystore = pkcs11 is not available in this build\n");
@@ -269,7 +271,8 @@ static int open_spool(const ec_config *cfg, ec_keystore *ks, ec_spool **spool, b
                           .quota_bytes = cfg->spool.quota_bytes,
                           .when_full = cfg->spool.when_full,
                           .keystore = ks,
-                          .read_only = read_only};
+                          .read_only = read_only,
+                          .audit = audit};
     st = ec_spool_open(spool, &sp);
     if (st != EC_OK) {
         ec_keystore_close(ks);
@@ -277,6 +280,11 @@ static int open_spool(const ec_config *cfg, ec_keystore *ks, ec_spool **spool, b
         return st == EC_ERR_PERM ? EX_NOPERM : st == EC_ERR_BUSY ? EX_TEMPFAIL : EX_IOERR;
     }
     return EX_OK;
+}
+
+static int open_spool(const ec_config *cfg, ec_keystore *ks, ec_spool **spool, bool read_only)
+{
+    return open_spool_audited(cfg, ks, spool, read_only, NULL);
 }
 
 /* The audit trail with cfg's rotation and syslog copy. */
@@ -377,6 +385,7 @@ typedef struct {
     ec_batch *batch;
     ec_spool *transcripts;
     ec_uploader *uploader;
+    ec_audit *audit; /* not owned */
 } delivery;
 
 static void delivery_close(delivery *d)
@@ -396,6 +405,7 @@ static ec_status delivery_open(delivery *d, const ec_config *cfg, ec_keystore *k
                                ec_audit *audit, bool uploader)
 {
     memset(d, 0, sizeof *d);
+    d->audit = audit;
     char why[EC_CFG_PATH_MAX + 64] = "";
     ec_status st =
         ec_keystore_file_client_credentials(cfg->tls.client_cert, cfg->tls.client_key, &d->cert_der,
@@ -463,6 +473,10 @@ static ec_status delivery_start(delivery *d)
     ec_log(EC_LOG_INFO, "delivery_ready", EC_LOG_STR("auth", ec_auth_mode_name(d->auth)),
            EC_LOG_BOOL("batch", d->batch != NULL),
            EC_LOG_BOOL("keep_transcripts", d->transcripts != NULL));
+    /* the auth mode in force, at start and after every reload */
+    ec_audit(d->audit, "delivery_started", EC_LOG_STR("auth", ec_auth_mode_name(d->auth)),
+             EC_LOG_BOOL("batch", d->batch != NULL),
+             EC_LOG_BOOL("keep_transcripts", d->transcripts != NULL));
     ec_status st = d->uploader != NULL ? ec_uploader_start(d->uploader) : EC_OK;
     if (st == EC_OK && d->batch != NULL)
         st = ec_batch_start(d->batch);
@@ -593,8 +607,12 @@ static int cmd_run(int argc, char **argv)
     rc = load_config(path, &cfg);
     if (rc != EX_OK)
         return rc;
-    if ((rc = start_secure(&cfg)) != EX_OK ||
-        (rc = open_spool(&cfg, &ks, &spool, false)) != EX_OK ||
+    if ((rc = start_secure(&cfg)) != EX_OK)
+        goto out;
+    /* before the spool, whose recovery at open is audited; without it,
+     * nothing is delivered (capture goes on) */
+    ec_status audit_st = open_audit(&cfg, &audit);
+    if ((rc = open_spool_audited(&cfg, &ks, &spool, false, audit)) != EX_OK ||
         (rc = open_source(&cfg, &src)) != EX_OK)
         goto out;
 
@@ -616,7 +634,7 @@ static int cmd_run(int argc, char **argv)
     }
     /* Upload runs beside capture; if it cannot start, capture goes on and
      * the spool keeps the audio until it can. */
-    if ((st = open_audit(&cfg, &audit)) != EC_OK ||
+    if ((st = audit_st) != EC_OK ||
         (st = delivery_open(&dv, live, &ks, spool, audit, true)) != EC_OK ||
         (st = delivery_start(&dv)) != EC_OK) {
         ec_log(EC_LOG_ERROR, "upload_unavailable", EC_LOG_STATUS(st),
@@ -701,14 +719,17 @@ static int cmd_run(int argc, char **argv)
 out:
     if (spool != NULL)
         write_metrics(live, cap, spool, &dv); /* the last word, at shutdown */
-    ec_audit(audit, "stopped", EC_LOG_INT("exit_status", rc));
     if (spool != NULL)
         (void)ec_spool_put_file(spool, PID_FILE, (const uint8_t *)"0\n", 2);
-    ec_capture_join(&cap, NULL);
+    ec_capture_join(&cap, NULL); /* the last segment is sealed (and audited) */
     delivery_close(&dv);
-    ec_audit_close(&audit);
+    char live_digest[65];
+    ec_hex_encode(live->sha256, sizeof live->sha256, live_digest);
+    ec_audit(audit, "stopped", EC_LOG_INT("exit_status", rc),
+             EC_LOG_STR("config_sha256", live_digest));
     ec_audio_close(&src);
     ec_spool_close(&spool);
+    ec_audit_close(&audit);
     ec_keystore_close(&ks);
     if (live != &cfg) {
         ec_config_free(live);
@@ -741,11 +762,17 @@ static int cmd_capture(int argc, char **argv)
     ec_spool *spool = NULL;
     ec_audio_source src = {0};
     ec_capture *cap = NULL;
+    ec_audit *audit = NULL;
     ec_capture_stats stats = {0};
     if ((rc = load_config(path, &cfg)) != EX_OK)
         return rc;
-    if ((rc = start_secure(&cfg)) != EX_OK ||
-        (rc = open_spool(&cfg, &ks, &spool, false)) != EX_OK ||
+    if ((rc = start_secure(&cfg)) != EX_OK)
+        goto out;
+    /* as in `run`, capture does not wait for the audit trail */
+    if (open_audit(&cfg, &audit) != EC_OK)
+        ec_log(EC_LOG_WARN, "audit_unavailable", EC_LOG_STR("path", cfg.logging.audit_file),
+               EC_LOG_STR("effect", "capturing without audit lines"));
+    if ((rc = open_spool_audited(&cfg, &ks, &spool, false, audit)) != EX_OK ||
         (rc = open_source(&cfg, &src)) != EX_OK)
         goto out;
     ec_capture_params cp =
@@ -777,6 +804,7 @@ out:
     ec_capture_join(&cap, NULL);
     ec_audio_close(&src);
     ec_spool_close(&spool);
+    ec_audit_close(&audit);
     ec_keystore_close(&ks);
     ec_config_free(&cfg);
     ec_rng_free();
@@ -834,13 +862,18 @@ static int cmd_spool(int argc, char **argv)
     ec_config cfg;
     ec_keystore ks = {0};
     ec_spool *spool = NULL;
+    ec_audit *audit = NULL;
     if ((rc = load_config(path, &cfg)) != EX_OK)
         return rc;
     if ((rc = start_secure(&cfg)) != EX_OK)
         goto out;
+    /* what verify quarantines is audited */
+    if (verify && open_audit(&cfg, &audit) != EC_OK)
+        ec_log(EC_LOG_WARN, "audit_unavailable", EC_LOG_STR("path", cfg.logging.audit_file),
+               EC_LOG_STR("effect", "quarantines are logged, not audited"));
     /* ls observes; verify owns the spool (to quarantine) unless a daemon
      * does, then it only reports */
-    rc = open_spool(&cfg, &ks, &spool, !verify);
+    rc = open_spool_audited(&cfg, &ks, &spool, !verify, audit);
     if (rc == EX_TEMPFAIL && verify) {
         fprintf(stderr, "edgecap: a running edgecap owns the spool: verifying without "
                         "moving failures to quarantine/\n");
@@ -891,6 +924,7 @@ static int cmd_spool(int argc, char **argv)
     rc = EX_OK;
 out:
     ec_spool_close(&spool);
+    ec_audit_close(&audit);
     ec_keystore_close(&ks);
     ec_config_free(&cfg);
     ec_rng_free();
@@ -912,9 +946,11 @@ static int cmd_upload_once(int argc, char **argv)
     delivery dv = {0};
     if ((rc = load_config(path, &cfg)) != EX_OK)
         return rc;
-    if ((rc = start_secure(&cfg)) != EX_OK || (rc = open_spool(&cfg, &ks, &spool, false)) != EX_OK)
+    if ((rc = start_secure(&cfg)) != EX_OK)
         goto out;
     ec_status st = open_audit(&cfg, &audit);
+    if (st == EC_OK && (rc = open_spool_audited(&cfg, &ks, &spool, false, audit)) != EX_OK)
+        goto out;
     if (st == EC_OK)
         st = delivery_open(&dv, &cfg, &ks, spool, audit, true);
     ec_uploader *u = dv.uploader;
@@ -945,8 +981,8 @@ static int cmd_upload_once(int argc, char **argv)
     }
 out:
     delivery_close(&dv);
-    ec_audit_close(&audit);
     ec_spool_close(&spool);
+    ec_audit_close(&audit);
     ec_keystore_close(&ks);
     ec_config_free(&cfg);
     ec_rng_free();
