@@ -14,7 +14,7 @@
 #   - no audio, SAS token, device key or HMAC key reaches the trail or syslog.
 . "$(dirname "$0")/lib/tap.sh"
 
-plan 10
+plan 11
 
 start_peers
 SAS=$("$PEERS" container "$P" audio)
@@ -271,6 +271,22 @@ want_out_re "hash chain intact.*, every HMAC verified$"
 cat "${FILES[@]}" >"$T/all2.log"
 grep -q '"segment":"au-0001-[^"]*".*' "$T/all2.log" || fail_because "no segments"
 verdict "the daemon and edgecap capture appending to one audit file at once: one chain, every HMAC verified" "$ERR" "$T/daemon2.log"
+
+# ---- quarantine -------------------------------------------------------------------------------
+REASONS=()
+audit_config "$T/q.conf" "$T/spool-q"
+sed -i "s#^file = .*#file = $T/short.wav#" "$T/q.conf"
+ec capture --config "$T/q.conf" --seconds 2
+seg=$(find "$T/spool-q" -maxdepth 1 -name '*.seg' | sort | head -n 1)
+printf '\x01' | dd of="$seg" bs=1 seek=300 conv=notrunc status=none
+ec spool verify --config "$T/q.conf"
+want_rc 65
+mapfile -t FILES < <(audit_files)
+cat "${FILES[@]}" >"$T/all3.log"
+want_re "$T/all3.log" "\"event\":\"segment_quarantined\",\"segment\":\"$(basename "$seg")\",\"moved_to\":\"$(basename "$seg")\",\"reason\":\"[^\"]+\",\"bytes\":[1-9]"
+ec audit verify --config "$C" "${FILES[@]}"
+want_rc 0
+verdict "spool verify: a damaged segment moved to quarantine is audited (name, reason, size)" "$T/all3.log"
 
 # ---- 7: nothing secret, no audio --------------------------------------------------------------
 REASONS=()
