@@ -102,6 +102,9 @@ static const char *const level_names[] = {"debug", "info", "warn", "error", NULL
 static const char *const punct_names[] = {"None", "Dictated", "Automatic", "DictatedAndAutomatic",
                                           NULL};
 static const char *const profanity_names[] = {"None", "Removed", "Tags", "Masked", NULL};
+static const char *const facility_names[] = {"authpriv", "local0", "local1", "local2", "local3",
+                                             "local4",   "local5", "local6", "local7", NULL};
+static const char *const syslog_format_names[] = {"rfc3164", "rfc5424", NULL};
 
 #define STR(sec, key, field, chk, exp, dflt, req)                                                  \
     {                                                                                              \
@@ -269,6 +272,14 @@ static const key_def keys[] = {
         "/var/lib/edgecap/audit/audit.log", false),
     SECRET("logging", "audit_hmac_key", logging.audit_hmac_key),
     BOOL("logging", "audit_syslog", logging.audit_syslog, "off"),
+    I64("logging", "audit_max_bytes", logging.audit_max_bytes, 0, 1LL << 40, "0"),
+    INT("logging", "audit_keep", logging.audit_keep, 1, 99, "5"),
+    STR("logging", "audit_syslog_socket", logging.audit_syslog_socket, check_abs_path,
+        "an absolute path", "/dev/log", false),
+    ENUM("logging", "audit_syslog_facility", logging.audit_syslog_facility, facility_names,
+         "authpriv"),
+    ENUM("logging", "audit_syslog_format", logging.audit_syslog_format, syslog_format_names,
+         "rfc3164"),
 
     STR("metrics", "textfile", metrics.textfile, check_path_or_empty, "an absolute path", "",
         false),
@@ -1369,11 +1380,21 @@ static void check_tag_names(parse_state *st)
     }
 }
 
+/* A rotated file must hold more than its rotated record and one line. */
+static void check_audit_rotation(parse_state *st)
+{
+    int64_t max = st->cfg->logging.audit_max_bytes;
+    if (max != 0 && max < 16384)
+        set_error(st, line_of(st, "logging", "audit_max_bytes"), "logging", "audit_max_bytes",
+                  "must be 0 (never rotate) or at least 16384");
+}
+
 static void validate(parse_state *st)
 {
     ec_config *c = st->cfg;
 
     check_tag_names(st);
+    check_audit_rotation(st);
 
     for (size_t i = 0; i < N_KEYS; i++) {
         if (keys[i].required)

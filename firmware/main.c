@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <syslog.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sysexits.h>
@@ -84,10 +85,12 @@ static const command commands[] = {
     {"reload", cmd_reload, "reload --config FILE",
      "Ask the daemon running on FILE's spool to re-read its provisioning file\n"
      "(as SIGHUP does). A file that does not validate leaves it on the old one."},
-    {"audit", cmd_audit, "audit verify [--config CONF] FILE",
+    {"audit", cmd_audit, "audit verify [--config CONF] FILE...",
      "Check an audit log's hash chain (each line carries the SHA-256 of the one before)\n"
-     "and, with --config naming [logging] audit_hmac_key, every line's HMAC. Exits 0\n"
-     "when intact, 65 (EX_DATAERR) with FILE:LINE and why at the first broken line."},
+     "and, with --config naming [logging] audit_hmac_key, every line's HMAC. Rotated\n"
+     "files are given oldest first (FILE.2 FILE.1 FILE): each must continue the one\n"
+     "before. Exits 0 when intact, 65 (EX_DATAERR) with FILE:LINE and why at the\n"
+     "first broken line."},
     {"pin", cmd_pin, "pin CERT.pem",
      "Print the sha256// pin of a certificate's public key (SubjectPublicKeyInfo), the\n"
      "form [tls] pin_current and pin_next take."},
@@ -274,8 +277,10 @@ static int start_secure(const ec_config *cfg)
 }
 
 /* The key store and spool a config names; EX_OK or the exit code. An
- * observer (read_only) opens beside a running daemon. */
-static int open_spool(const ec_config *cfg, ec_keystore *ks, ec_spool **spool, bool read_only)
+ * observer (read_only) opens beside a running daemon. An owner audits what
+ * it seals, quarantines and drops to `audit` (may be NULL). */
+static int open_spool_audited(const ec_config *cfg, ec_keystore *ks, ec_spool **spool,
+                              bool read_only, ec_audit *audit)
 {
     if (cfg->device.keystore != EC_KEYSTORE_FILE) {
         fprintf(stderr, "edgecap: [device] keystore = pkcs11 is not available in this build\n");
@@ -291,7 +296,8 @@ static int open_spool(const ec_config *cfg, ec_keystore *ks, ec_spool **spool, b
                           .quota_bytes = cfg->spool.quota_bytes,
                           .when_full = cfg->spool.when_full,
                           .keystore = ks,
-                          .read_only = read_only};
+                          .read_only = read_only,
+                          .audit = audit};
     st = ec_spool_open(spool, &sp);
     if (st != EC_OK) {
         ec_keystore_close(ks);
@@ -299,6 +305,26 @@ static int open_spool(const ec_config *cfg, ec_keystore *ks, ec_spool **spool, b
         return st == EC_ERR_PERM ? EX_NOPERM : st == EC_ERR_BUSY ? EX_TEMPFAIL : EX_IOERR;
     }
     return EX_OK;
+}
+
+static int open_spool(const ec_config *cfg, ec_keystore *ks, ec_spool **spool, bool read_only)
+{
+    return open_spool_audited(cfg, ks, spool, read_only, NULL);
+}
+
+/* The audit trail with cfg's rotation and syslog copy. */
+static ec_status open_audit(const ec_config *cfg, ec_audit **audit)
+{
+    int fac = cfg->logging.audit_syslog_facility;
+    ec_audit_params ap = {.path = cfg->logging.audit_file,
+                          .hmac_key = cfg->logging.audit_hmac_key,
+                          .max_bytes = cfg->logging.audit_max_bytes,
+                          .keep = cfg->logging.audit_keep,
+                          .syslog = cfg->logging.audit_syslog,
+                          .syslog_socket = cfg->logging.audit_syslog_socket,
+                          .syslog_facility = fac == 0 ? LOG_AUTHPRIV : LOG_LOCAL0 + (fac - 1) * 8,
+                          .syslog_format = cfg->logging.audit_syslog_format};
+    return ec_audit_open_params(audit, &ap);
 }
 
 static int open_source(const ec_config *cfg, ec_audio_source *src)
@@ -416,6 +442,7 @@ typedef struct {
     ec_batch *batch;
     ec_spool *transcripts;
     ec_uploader *uploader;
+    ec_audit *audit; /* not owned */
 } delivery;
 
 /* Stops the delivery threads (an upload in flight finishes or is abandoned
@@ -445,6 +472,7 @@ static ec_status delivery_open(delivery *d, const ec_config *cfg, ec_keystore *k
                                ec_audit *audit, bool uploader)
 {
     memset(d, 0, sizeof *d);
+    d->audit = audit;
     char why[EC_CFG_PATH_MAX + 64] = "";
     ec_status st =
         ec_keystore_file_client_credentials(cfg->tls.client_cert, cfg->tls.client_key, &d->cert_der,
@@ -512,6 +540,10 @@ static ec_status delivery_start(delivery *d)
     ec_log(EC_LOG_INFO, "delivery_ready", EC_LOG_STR("auth", ec_auth_mode_name(d->auth)),
            EC_LOG_BOOL("batch", d->batch != NULL),
            EC_LOG_BOOL("keep_transcripts", d->transcripts != NULL));
+    /* the auth mode in force, at start and after every reload */
+    ec_audit(d->audit, "delivery_started", EC_LOG_STR("auth", ec_auth_mode_name(d->auth)),
+             EC_LOG_BOOL("batch", d->batch != NULL),
+             EC_LOG_BOOL("keep_transcripts", d->transcripts != NULL));
     ec_status st = d->uploader != NULL ? ec_uploader_start(d->uploader) : EC_OK;
     if (st == EC_OK && d->batch != NULL)
         st = ec_batch_start(d->batch);
@@ -698,7 +730,11 @@ static int cmd_run(int argc, char **argv)
     if ((rc = start_secure(&cfg)) != EX_OK)
         goto out;
     (void)ec_watchdog_sdnotify_open(&wd); /* a no-op without NOTIFY_SOCKET */
-    if ((rc = open_spool(&cfg, &ks, &spool, false)) != EX_OK ||
+    /* before the spool, whose recovery at open is audited, and before
+     * capture, whose consent gate audits its state from the first frame on;
+     * without it, nothing is delivered (capture goes on) */
+    ec_status audit_st = open_audit(&cfg, &audit);
+    if ((rc = open_spool_audited(&cfg, &ks, &spool, false, audit)) != EX_OK ||
         (rc = open_source(&cfg, &src)) != EX_OK)
         goto out;
 
@@ -711,9 +747,6 @@ static int cmd_run(int argc, char **argv)
            EC_LOG_STR("config_sha256", digest), EC_LOG_INT("pid", (long long)getpid()),
            EC_LOG_BOOL("mlock", ms.mlock_refusals == 0));
 
-    /* The audit log opens before capture: the consent gate audits its
-     * state from the first frame on. */
-    ec_status audit_st = ec_audit_open(&audit, cfg.logging.audit_file, cfg.logging.audit_hmac_key);
     ec_audit(audit, "started", EC_LOG_STR("version", EC_VERSION),
              EC_LOG_STR("device", cfg.device.id), EC_LOG_STR("config_sha256", digest),
              EC_LOG_INT("pid", (long long)getpid()));
@@ -836,7 +869,8 @@ static int cmd_run(int argc, char **argv)
     rc = EX_OK;
 out:
     ec_watchdog_stopping(&wd);
-    /* Everything that moves stops first, so the last metrics are final. */
+    /* Everything that moves stops first (the last segment is sealed and
+     * audited), so the last metrics are final. */
     if (cap != NULL) {
         ec_capture_join(&cap, &final_capture);
         last_capture = &final_capture;
@@ -844,15 +878,18 @@ out:
     delivery_stop(&dv);
     if (spool != NULL) /* the last word, at shutdown */
         write_metrics(live, last_capture, spool, &dv);
-    ec_audit(audit, "stopped", EC_LOG_INT("exit_status", rc));
     if (spool != NULL)
         (void)ec_spool_put_file(spool, PID_FILE, (const uint8_t *)"0\n", 2);
     ec_consent_free(&gate);
     ec_switch_close(&sw);
     delivery_close(&dv);
-    ec_audit_close(&audit);
+    char live_digest[65];
+    ec_hex_encode(live->sha256, sizeof live->sha256, live_digest);
+    ec_audit(audit, "stopped", EC_LOG_INT("exit_status", rc),
+             EC_LOG_STR("config_sha256", live_digest));
     ec_audio_close(&src);
     ec_spool_close(&spool);
+    ec_audit_close(&audit);
     ec_keystore_close(&ks);
     if (live != &cfg) {
         ec_config_free(live);
@@ -886,15 +923,22 @@ static int cmd_capture(int argc, char **argv)
     ec_spool *spool = NULL;
     ec_audio_source src = {0};
     ec_capture *cap = NULL;
+    ec_audit *audit = NULL;
     ec_capture_stats stats = {0};
     ec_switch sw = {0};
     ec_consent *gate = NULL;
-    if ((rc = load_config_no_secrets(path, &cfg)) != EX_OK)
+    /* its audit lines need the HMAC key, credential or not */
+    if ((rc = load_config(path, &cfg)) != EX_OK)
         return rc;
-    if ((rc = start_secure(&cfg)) != EX_OK ||
-        (rc = open_spool(&cfg, &ks, &spool, false)) != EX_OK ||
+    if ((rc = start_secure(&cfg)) != EX_OK)
+        goto out;
+    /* as in `run`, capture does not wait for the audit trail */
+    if (open_audit(&cfg, &audit) != EC_OK)
+        ec_log(EC_LOG_WARN, "audit_unavailable", EC_LOG_STR("path", cfg.logging.audit_file),
+               EC_LOG_STR("effect", "capturing without audit lines"));
+    if ((rc = open_spool_audited(&cfg, &ks, &spool, false, audit)) != EX_OK ||
         (rc = open_source(&cfg, &src)) != EX_OK ||
-        (rc = open_consent(&cfg, NULL, &sw, &gate)) != EX_OK)
+        (rc = open_consent(&cfg, audit, &sw, &gate)) != EX_OK)
         goto out;
     ec_capture_params cp =
         capture_params(&cfg, &src, spool, (uint64_t)seconds * (uint64_t)cfg.capture.rate_hz);
@@ -928,6 +972,7 @@ out:
     ec_switch_close(&sw);
     ec_audio_close(&src);
     ec_spool_close(&spool);
+    ec_audit_close(&audit);
     ec_keystore_close(&ks);
     ec_config_free(&cfg);
     ec_rng_free();
@@ -985,13 +1030,20 @@ static int cmd_spool(int argc, char **argv)
     ec_config cfg;
     ec_keystore ks = {0};
     ec_spool *spool = NULL;
-    if ((rc = load_config_no_secrets(path, &cfg)) != EX_OK)
+    ec_audit *audit = NULL;
+    /* verify writes audit lines, which need the HMAC key wherever it is;
+     * ls reads nothing secret */
+    if ((rc = verify ? load_config(path, &cfg) : load_config_no_secrets(path, &cfg)) != EX_OK)
         return rc;
     if ((rc = start_secure(&cfg)) != EX_OK)
         goto out;
+    /* what verify quarantines is audited */
+    if (verify && open_audit(&cfg, &audit) != EC_OK)
+        ec_log(EC_LOG_WARN, "audit_unavailable", EC_LOG_STR("path", cfg.logging.audit_file),
+               EC_LOG_STR("effect", "quarantines are logged, not audited"));
     /* ls observes; verify owns the spool (to quarantine) unless a daemon
      * does, then it only reports */
-    rc = open_spool(&cfg, &ks, &spool, !verify);
+    rc = open_spool_audited(&cfg, &ks, &spool, !verify, audit);
     if (rc == EX_TEMPFAIL && verify) {
         fprintf(stderr, "edgecap: a running edgecap owns the spool: verifying without "
                         "moving failures to quarantine/\n");
@@ -1042,6 +1094,7 @@ static int cmd_spool(int argc, char **argv)
     rc = EX_OK;
 out:
     ec_spool_close(&spool);
+    ec_audit_close(&audit);
     ec_keystore_close(&ks);
     ec_config_free(&cfg);
     ec_rng_free();
@@ -1063,9 +1116,11 @@ static int cmd_upload_once(int argc, char **argv)
     delivery dv = {0};
     if ((rc = load_config(path, &cfg)) != EX_OK)
         return rc;
-    if ((rc = start_secure(&cfg)) != EX_OK || (rc = open_spool(&cfg, &ks, &spool, false)) != EX_OK)
+    if ((rc = start_secure(&cfg)) != EX_OK)
         goto out;
-    ec_status st = ec_audit_open(&audit, cfg.logging.audit_file, cfg.logging.audit_hmac_key);
+    ec_status st = open_audit(&cfg, &audit);
+    if (st == EC_OK && (rc = open_spool_audited(&cfg, &ks, &spool, false, audit)) != EX_OK)
+        goto out;
     size_t purged = st == EC_OK ? purge_expired(&cfg, spool, audit) : 0;
     if (st == EC_OK)
         st = delivery_open(&dv, &cfg, &ks, spool, audit, true);
@@ -1101,8 +1156,8 @@ static int cmd_upload_once(int argc, char **argv)
     }
 out:
     delivery_close(&dv);
-    ec_audit_close(&audit);
     ec_spool_close(&spool);
+    ec_audit_close(&audit);
     ec_keystore_close(&ks);
     ec_config_free(&cfg);
     ec_rng_free();
@@ -1241,7 +1296,7 @@ static int cmd_speech(int argc, char **argv)
         rc = EX_OK;
         goto out;
     }
-    if ((st = ec_audit_open(&audit, cfg.logging.audit_file, cfg.logging.audit_hmac_key)) != EC_OK ||
+    if ((st = open_audit(&cfg, &audit)) != EC_OK ||
         (st = delivery_open(&dv, &cfg, &ks, spool, audit, false)) != EC_OK) {
         fprintf(stderr, "edgecap speech: cannot reach Speech: %s (see the log above)\n",
                 ec_strerror(st));
@@ -1279,12 +1334,13 @@ static int cmd_audit(int argc, char **argv)
     int rc = parse_common(c, argc - 1, argv + 1, &path);
     if (rc >= 0)
         return rc;
-    if (optind != argc - 2) {
-        fprintf(stderr, "edgecap audit verify: expected one FILE\n");
+    if (optind > argc - 2) {
+        fprintf(stderr, "edgecap audit verify: expected FILE (or several, oldest first)\n");
         print_command_help(c, stderr);
         return EX_USAGE;
     }
-    const char *file = argv[optind + 1];
+    const char *const *files = (const char *const *)argv + optind + 1;
+    size_t n_files = (size_t)(argc - optind - 1);
     ec_config cfg;
     ec_config_init(&cfg);
     if (path != NULL && (rc = load_config(path, &cfg)) != EX_OK)
@@ -1295,17 +1351,26 @@ static int cmd_audit(int argc, char **argv)
         return EX_CONFIG;
     }
     ec_audit_report r;
-    ec_status st = ec_audit_verify(file, cfg.logging.audit_hmac_key, &r);
+    ec_status st = ec_audit_verify_files(files, n_files, cfg.logging.audit_hmac_key, &r);
+    const char *bad = files[r.bad_file];
     if (st == EC_OK) {
-        printf("%s: %zu lines, hash chain intact, %s\n", file, r.lines,
-               r.macs_checked ? "every HMAC verified"
-                              : "HMACs not checked (no --config with audit_hmac_key)");
+        char cont[160] = "";
+        if (r.continues)
+            snprintf(cont, sizeof cont, ", continuing from %s (after %llu lines of an older file)",
+                     r.continues_from, r.continues_after);
+        const char *macs = r.macs_checked ? "every HMAC verified"
+                                          : "HMACs not checked (no --config with audit_hmac_key)";
+        if (n_files == 1)
+            printf("%s: %zu lines, hash chain intact%s, %s\n", files[0], r.lines, cont, macs);
+        else
+            printf("%s .. %s: %zu files, %zu lines, hash chain intact across them%s, %s\n",
+                   files[0], files[n_files - 1], n_files, r.lines, cont, macs);
         rc = EX_OK;
     } else if (st == EC_ERR_CRYPTO) {
-        fprintf(stderr, "edgecap: %s:%zu: %s\n", file, r.first_bad_line, r.reason);
+        fprintf(stderr, "edgecap: %s:%zu: %s\n", bad, r.first_bad_line, r.reason);
         rc = EX_DATAERR;
     } else {
-        fprintf(stderr, "edgecap: cannot read %s: %s\n", file,
+        fprintf(stderr, "edgecap: cannot read %s: %s\n", bad,
                 st == EC_ERR_NOT_FOUND ? "no such file" : ec_strerror(st));
         rc = st == EC_ERR_NOT_FOUND ? EX_NOINPUT : EX_IOERR;
     }
@@ -1526,7 +1591,7 @@ static int cmd_wipe(int argc, char **argv)
     ks.ops->kek_id(ks.ctx, id);
     ec_hex_encode(id, sizeof id, kek_hex);
     /* the record comes first: if it cannot be written, nothing is destroyed */
-    if ((st = ec_audit_open(&audit, cfg.logging.audit_file, cfg.logging.audit_hmac_key)) != EC_OK ||
+    if ((st = open_audit(&cfg, &audit)) != EC_OK ||
         (st = ec_audit(audit, "wipe_started", EC_LOG_STR("device", cfg.device.id),
                        EC_LOG_STR("spool", cfg.spool.dir), EC_LOG_STR("transcripts", tdir),
                        EC_LOG_STR("keystore", cfg.device.keystore_dir),

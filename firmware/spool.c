@@ -44,7 +44,8 @@ struct ec_spool {
     uint64_t used_bytes;
     uint64_t max_sequence_seen; /* + 1 = lowest sequence still free */
     bool any_sequence_seen;
-    bool owner; /* holds the directory lock: may write, recover, quarantine */
+    bool owner;      /* holds the directory lock: may write, recover, quarantine */
+    ec_audit *audit; /* may be NULL */
     ec_spool_stats stats;
     /* NAMEs retention must not touch (under `lock`): the segment being
      * written, and those claimed by the uploader or being shredded */
@@ -419,6 +420,9 @@ static ec_status move_to_quarantine(ec_spool *s, const char *file, const char *r
     pthread_mutex_unlock(&s->lock);
     ec_log(EC_LOG_WARN, "segment_quarantined", EC_LOG_STR("segment", file),
            EC_LOG_STR("reason", reason), EC_LOG_UINT("quarantined_total", count));
+    ec_audit(s->audit, "segment_quarantined", EC_LOG_STR("segment", file),
+             EC_LOG_STR("moved_to", target), EC_LOG_STR("reason", reason),
+             EC_LOG_UINT("bytes", size));
     return EC_OK;
 }
 
@@ -547,6 +551,9 @@ static void recover_part(ec_spool *s, const char *part)
         ec_log(EC_LOG_WARN, "segment_recovered", EC_LOG_STR("segment", closed),
                EC_LOG_UINT("kept_bytes", res.payload_bytes), EC_LOG_UINT("cut_bytes", 0),
                EC_LOG_UINT("pcm_frames", res.pcm_frames));
+        ec_audit(s->audit, "segment_recovered", EC_LOG_STR("segment", closed),
+                 EC_LOG_UINT("payload_bytes", res.payload_bytes), EC_LOG_UINT("cut_bytes", 0),
+                 EC_LOG_UINT("pcm_frames", res.pcm_frames));
         goto out;
     }
     uint64_t frames = 0;
@@ -574,6 +581,9 @@ static void recover_part(ec_spool *s, const char *part)
     ec_log(EC_LOG_WARN, "segment_recovered", EC_LOG_STR("segment", closed),
            EC_LOG_UINT("kept_bytes", res.payload_bytes),
            EC_LOG_UINT("cut_bytes", size - res.good_end), EC_LOG_UINT("pcm_frames", frames));
+    ec_audit(s->audit, "segment_recovered", EC_LOG_STR("segment", closed),
+             EC_LOG_UINT("payload_bytes", res.payload_bytes),
+             EC_LOG_UINT("cut_bytes", size - res.good_end), EC_LOG_UINT("pcm_frames", frames));
     goto out;
 failed:
     ec_log(EC_LOG_ERROR, "segment_recovery_failed", EC_LOG_STR("segment", part),
@@ -770,6 +780,7 @@ ec_status ec_spool_open(ec_spool **out, const ec_spool_params *p)
     s->quota_bytes = p->quota_bytes;
     s->when_full = p->when_full;
     s->ks = p->keystore;
+    s->audit = p->audit;
     char **names = NULL, **parts = NULL;
     size_t n = 0, n_parts = 0;
     ec_status st = open_dir(p->dir, AT_FDCWD, &s->dirfd);
@@ -936,6 +947,8 @@ static ec_status apply_quota(ec_spool *s, uint64_t incoming, const char *writing
         pthread_mutex_unlock(&s->lock);
         ec_log(EC_LOG_WARN, "segment_dropped", EC_LOG_STR("segment", victim),
                EC_LOG_STR("reason", "spool quota (drop-oldest)"));
+        ec_audit(s->audit, "segment_dropped", EC_LOG_STR("segment", victim),
+                 EC_LOG_STR("reason", "spool quota (drop-oldest)"));
     }
 }
 
@@ -1117,6 +1130,10 @@ ec_status ec_spool_commit(ec_spool_writer **wp, uint64_t pcm_frames)
         ec_log(EC_LOG_INFO, "segment_sealed", EC_LOG_STR("segment", closed),
                EC_LOG_UINT("payload_bytes", w->payload_bytes),
                EC_LOG_UINT("pcm_frames", pcm_frames));
+        ec_audit(s->audit, "segment_sealed", EC_LOG_STR("segment", closed),
+                 EC_LOG_UINT("payload_bytes", w->payload_bytes),
+                 EC_LOG_UINT("pcm_frames", pcm_frames),
+                 EC_LOG_UINT("bytes", (uint64_t)end + trailer_bytes));
     } else {
         /* The .part stays: the next open recovers it up to its last whole chunk. */
         ec_log(EC_LOG_ERROR, "segment_commit_failed", EC_LOG_STR("segment", part),

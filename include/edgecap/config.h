@@ -157,6 +157,11 @@ typedef struct {
         char audit_file[EC_CFG_PATH_MAX];
         ec_secret *audit_hmac_key;
         bool audit_syslog;
+        int64_t audit_max_bytes;       /* 0 = never rotate */
+        int audit_keep;                /* rotated files kept */
+        char audit_syslog_socket[108]; /* AF_UNIX datagram socket (sun_path) */
+        int audit_syslog_facility;     /* 0 authpriv, 1..8 local0..local7 */
+        int audit_syslog_format;       /* 0 rfc3164, 1 rfc5424 */
     } logging;
     struct {
         char textfile[EC_CFG_PATH_MAX];

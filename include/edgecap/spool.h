@@ -28,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "edgecap/audit.h"
 #include "edgecap/keystore.h"
 #include "edgecap/seal.h"
 #include "edgecap/status.h"
@@ -46,6 +47,9 @@ typedef struct {
     /* An observer (spool ls, test tools): never takes the owner lock, never
      * recovers, quarantines, writes or removes. */
     bool read_only;
+    /* Where sealed, quarantined and dropped segments are audited (may be
+     * NULL); it must outlive the spool. */
+    ec_audit *audit;
 } ec_spool_params;
 
 typedef struct {

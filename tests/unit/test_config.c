@@ -314,6 +314,29 @@ static reject_case cases[] = {
      .fragment = "expected on|off (or true|false, yes|no, 1|0), got \"maybe\""},
     {.name = "boolean: empty", .at = {[S_LOGGING] = "json ="},
      .line = L_LOGGING, .key = "[logging] json", .fragment = "expected on|off"},
+    {.name = "audit_max_bytes below a rotated file's minimum",
+     .at = {[S_LOGGING] = "audit_max_bytes = 4096"}, .line = L_LOGGING,
+     .key = "[logging] audit_max_bytes", .fragment = "must be 0 (never rotate) or at least 16384"},
+    {.name = "audit_max_bytes negative", .at = {[S_LOGGING] = "audit_max_bytes = -1"},
+     .line = L_LOGGING, .key = "[logging] audit_max_bytes",
+     .fragment = "expected 0..1099511627776, got -1"},
+    {.name = "audit_keep zero", .at = {[S_LOGGING] = "audit_keep = 0"}, .line = L_LOGGING,
+     .key = "[logging] audit_keep", .fragment = "expected 1..99, got 0"},
+    {.name = "audit_syslog_socket relative", .at = {[S_LOGGING] = "audit_syslog_socket = dev/log"},
+     .line = L_LOGGING, .key = "[logging] audit_syslog_socket",
+     .fragment = "expected an absolute path, got \"dev/log\""},
+    {.name = "audit_syslog_socket longer than sun_path",
+     .at = {[S_LOGGING] = "audit_syslog_socket = /run/"
+                          "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                          "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"},
+     .line = L_LOGGING, .key = "[logging] audit_syslog_socket",
+     .fragment = "value is longer than 107 characters"},
+    {.name = "audit_syslog_facility not authpriv or local", .at = {[S_LOGGING] = "audit_syslog_facility = kern"},
+     .line = L_LOGGING, .key = "[logging] audit_syslog_facility",
+     .fragment = "expected authpriv|local0|local1|local2|local3|local4|local5|local6|local7, got \"kern\""},
+    {.name = "audit_syslog_format unknown", .at = {[S_LOGGING] = "audit_syslog_format = json"},
+     .line = L_LOGGING, .key = "[logging] audit_syslog_format",
+     .fragment = "expected rfc3164|rfc5424, got \"json\""},
     {.name = "enum: unknown name", .at = {[S_CAPTURE] = "source = mic"},
      .line = L_CAPTURE, .key = "[capture] source", .fragment = "expected alsa|file, got \"mic\""},
     {.name = "enum: case-sensitive", .at = {[S_ENCODER] = "vbr = ON"},
@@ -1180,6 +1203,11 @@ static void test_defaults(void **state)
     assert_string_equal(cfg.logging.audit_file, "/var/lib/edgecap/audit/audit.log");
     assert_null(cfg.logging.audit_hmac_key);
     assert_false(cfg.logging.audit_syslog);
+    assert_int_equal(cfg.logging.audit_max_bytes, 0);
+    assert_int_equal(cfg.logging.audit_keep, 5);
+    assert_string_equal(cfg.logging.audit_syslog_socket, "/dev/log");
+    assert_int_equal(cfg.logging.audit_syslog_facility, 0);
+    assert_int_equal(cfg.logging.audit_syslog_format, 0);
 
     assert_string_equal(cfg.metrics.textfile, "");
     assert_string_equal(cfg.metrics.listen, "");
