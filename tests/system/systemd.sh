@@ -50,7 +50,7 @@ elif is_native; then
         fail_because "ExecStart= does not read /etc/edgecap/edgecap.conf"
     stray=$(grep -oE '/(etc|var/lib|run|opt|srv)/[A-Za-z0-9_.-]+' \
         "$EC_SRCDIR/config/edgecap.conf.example" | sort -u |
-        grep -vxE '/etc/edgecap|/var/lib/edgecap|/var/lib/node_exporter' | tr '\n' ' ')
+        grep -vxE '/etc/edgecap|/var/lib/edgecap|/var/lib/node_exporter|/etc/localtime' | tr '\n' ' ')
     [ -z "$stray" ] || fail_because "the example uses paths outside the unit's directories: $stray"
     grep -q '^#ReadWritePaths=/var/lib/node_exporter/textfile$' "$UNIT" ||
         fail_because "the unit does not show how to allow [metrics] textfile's directory"
