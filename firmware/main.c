@@ -35,6 +35,7 @@
 #include "edgecap/secmem.h"
 #include "edgecap/speech.h"
 #include "edgecap/spool.h"
+#include "edgecap/tls_reason.h"
 #include "edgecap/transport.h"
 #include "edgecap/upload.h"
 #include "edgecap/version.h"
@@ -1152,20 +1153,15 @@ static int cmd_pin(int argc, char **argv)
     }
     mbedtls_x509_crt crt;
     mbedtls_x509_crt_init(&crt);
-    unsigned char spki[2048], digest[32], b64[64];
-    size_t n = 0;
+    char pin[EC_TLS_PIN_MAX];
     if (mbedtls_x509_crt_parse_file(&crt, argv[optind]) != 0) {
         fprintf(stderr, "edgecap pin: %s is not a PEM or DER certificate\n", argv[optind]);
         mbedtls_x509_crt_free(&crt);
         return EX_DATAERR;
     }
-    /* DER is written at the end of the buffer */
-    int len = mbedtls_pk_write_pubkey_der(&crt.pk, spki, sizeof spki);
     rc = EX_SOFTWARE;
-    if (len > 0 &&
-        mbedtls_sha256_ret(spki + sizeof spki - (size_t)len, (size_t)len, digest, 0) == 0 &&
-        mbedtls_base64_encode(b64, sizeof b64, &n, digest, sizeof digest) == 0) {
-        printf("sha256//%.*s\n", (int)n, b64);
+    if (ec_tls_spki_pin(&crt, pin, sizeof pin) == EC_OK) {
+        printf("%s\n", pin);
         rc = EX_OK;
     }
     mbedtls_x509_crt_free(&crt);

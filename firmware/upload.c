@@ -94,7 +94,8 @@ ec_status ec_uploader_open(ec_uploader **out, const ec_uploader_params *p)
                                   .client_cert_der = p->cert_der,
                                   .client_cert_len = p->cert_len,
                                   .client_key_der = p->key_der,
-                                  .client_key_len = p->key_len};
+                                  .client_key_len = p->key_len,
+                                  .audit = p->audit};
         st = ec_transport_open(&e->transport, &tp);
         if (st == EC_OK)
             u->n_ep++;
@@ -548,4 +549,6 @@ void ec_uploader_get_stats(ec_uploader *u, ec_upload_stats *stats)
     pthread_mutex_lock(&u->lock);
     *stats = u->stats;
     pthread_mutex_unlock(&u->lock);
+    for (int i = 0; i < u->n_ep && i < 2; i++)
+        ec_transport_get_tls_failures(u->ep[i].transport, stats->tls_failures_by_reason[i]);
 }
