@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sysexits.h>
@@ -31,6 +32,8 @@
 #include "edgecap/keystore.h"
 #include "edgecap/log.h"
 #include "edgecap/metrics.h"
+#include "edgecap/metrics_http.h"
+#include "edgecap/report.h"
 #include "edgecap/rng.h"
 #include "edgecap/secmem.h"
 #include "edgecap/speech.h"
@@ -58,6 +61,7 @@ static int cmd_upload_once(int argc, char **argv);
 static int cmd_pin(int argc, char **argv);
 static int cmd_speech(int argc, char **argv);
 static int cmd_reload(int argc, char **argv);
+static int cmd_status(int argc, char **argv);
 static int cmd_audit(int argc, char **argv);
 static int cmd_check_config(int argc, char **argv);
 static int cmd_version(int argc, char **argv);
@@ -81,6 +85,11 @@ static const command commands[] = {
     {"reload", cmd_reload, "reload --config FILE",
      "Ask the daemon running on FILE's spool to re-read its provisioning file\n"
      "(as SIGHUP does). A file that does not validate leaves it on the old one."},
+    {"status", cmd_status, "status --config FILE [--json]",
+     "Summarise FILE's device: whether the daemon runs, the spool (segments, bytes,\n"
+     "oldest age, quarantine) read from the spool itself, and while the daemon runs its\n"
+     "counters (upload, breakers, TLS failures, tokens, jobs) from [metrics] listen or\n"
+     "textfile. --json prints one JSON object."},
     {"audit", cmd_audit, "audit verify [--config CONF] FILE",
      "Check an audit log's hash chain (each line carries the SHA-256 of the one before)\n"
      "and, with --config naming [logging] audit_hmac_key, every line's HMAC. Exits 0\n"
@@ -452,11 +461,12 @@ static ec_status delivery_start(delivery *d)
     return st;
 }
 
-/* One snapshot of every stage's counters to [metrics] textfile. */
+/* One snapshot of every stage's counters to [metrics] textfile and the
+ * [metrics] listen endpoint. */
 static void write_metrics(const ec_config *cfg, ec_capture *cap, ec_spool *spool,
-                          const delivery *dv)
+                          const delivery *dv, ec_metrics_server *srv)
 {
-    if (cfg->metrics.textfile[0] == '\0')
+    if (cfg->metrics.textfile[0] == '\0' && srv == NULL)
         return;
     ec_metrics_snapshot m = {.device_id = cfg->device.id, .delivering = dv->uploader != NULL};
     if (cap != NULL) {
@@ -495,10 +505,27 @@ static void write_metrics(const ec_config *cfg, ec_capture *cap, ec_spool *spool
     size_t len = 0;
     ec_status st = ec_metrics_format(&m, text, sizeof text, &len);
     if (st == EC_OK)
+        ec_metrics_server_publish(srv, text, len);
+    if (st == EC_OK && cfg->metrics.textfile[0] != '\0')
         st = ec_metrics_write_textfile(cfg->metrics.textfile, text, len);
     if (st != EC_OK)
         ec_log(EC_LOG_WARN, "metrics_write_failed", EC_LOG_STR("path", cfg->metrics.textfile),
                EC_LOG_STATUS(st));
+}
+
+/* [metrics] listen, from the first configuration (a reload keeps it). A
+ * listener that cannot start is an error, but capture goes on without it. */
+static void start_metrics_server(const ec_config *cfg, ec_metrics_server **srv)
+{
+    if (cfg->metrics.listen[0] == '\0')
+        return;
+    char why[256];
+    ec_status st = ec_metrics_server_start(srv, cfg->metrics.listen, why, sizeof why);
+    if (st != EC_OK)
+        ec_log(EC_LOG_ERROR, "metrics_listen_failed", EC_LOG_STR("listen", cfg->metrics.listen),
+               EC_LOG_STR("reason", why), EC_LOG_STATUS(st));
+    else
+        ec_log(EC_LOG_INFO, "metrics_listening", EC_LOG_STR("listen", cfg->metrics.listen));
 }
 
 /* The daemon's pid, beside its spool, for `reload` and `speech submit-now`. */
@@ -572,6 +599,7 @@ static int cmd_run(int argc, char **argv)
     ec_capture *cap = NULL;
     ec_audit *audit = NULL;
     delivery dv = {0};
+    ec_metrics_server *msrv = NULL;
     ec_config *live = &cfg; /* what delivery runs on; a reload replaces it */
     rc = load_config(path, &cfg);
     if (rc != EX_OK)
@@ -590,6 +618,7 @@ static int cmd_run(int argc, char **argv)
            EC_LOG_STR("config_sha256", digest), EC_LOG_INT("pid", (long long)getpid()),
            EC_LOG_BOOL("mlock", ms.mlock_refusals == 0));
 
+    start_metrics_server(&cfg, &msrv);
     ec_capture_params cp = capture_params(&cfg, &src, spool, 0);
     ec_status st = ec_capture_start(&cap, &cp);
     if (st != EC_OK) {
@@ -621,7 +650,7 @@ static int cmd_run(int argc, char **argv)
         clock_gettime(CLOCK_MONOTONIC, &mono);
         if (last_metrics.tv_sec == 0 ||
             mono.tv_sec - last_metrics.tv_sec >= live->metrics.interval_seconds) {
-            write_metrics(live, cap, spool, &dv);
+            write_metrics(live, cap, spool, &dv, msrv);
             last_metrics = mono;
         }
         sig = sigtimedwait(&wanted, NULL, &tick);
@@ -683,11 +712,12 @@ static int cmd_run(int argc, char **argv)
     rc = EX_OK;
 out:
     if (spool != NULL)
-        write_metrics(live, cap, spool, &dv); /* the last word, at shutdown */
+        write_metrics(live, cap, spool, &dv, msrv); /* the last word, at shutdown */
     ec_audit(audit, "stopped", EC_LOG_INT("exit_status", rc));
     if (spool != NULL)
         (void)ec_spool_put_file(spool, PID_FILE, (const uint8_t *)"0\n", 2);
     ec_capture_join(&cap, NULL);
+    ec_metrics_server_stop(&msrv);
     delivery_close(&dv);
     ec_audit_close(&audit);
     ec_audio_close(&src);
@@ -1010,6 +1040,103 @@ static int cmd_reload(int argc, char **argv)
         return rc;
     rc = signal_daemon(&cfg, &ks, SIGHUP, "reload its provisioning file");
     ec_config_free(&cfg);
+    return rc;
+}
+
+/* The spool's own facts, for `status`. */
+static void spool_facts(ec_spool *spool, const char *dir, ec_report *r)
+{
+    r->spool_bytes = ec_spool_used_bytes(spool);
+    ec_spool_entry *entries = NULL;
+    size_t n = 0;
+    if (ec_spool_list(spool, &entries, &n) == EC_OK) {
+        int64_t now = (int64_t)time(NULL) * 1000, oldest = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (entries[i].state != EC_SEG_CLOSED)
+                continue;
+            r->spool_segments++;
+            if (oldest == 0 || entries[i].meta.start_utc_ms < oldest)
+                oldest = entries[i].meta.start_utc_ms;
+        }
+        r->spool_oldest_age_s = oldest > 0 && now > oldest ? (double)(now - oldest) / 1000.0 : 0;
+        free(entries);
+    }
+    char qdir[EC_CFG_PATH_MAX + 16];
+    snprintf(qdir, sizeof qdir, "%s/quarantine", dir);
+    DIR *d = opendir(qdir);
+    for (struct dirent *e; d != NULL && (e = readdir(d)) != NULL;)
+        r->quarantined += e->d_type == DT_REG;
+    if (d != NULL)
+        closedir(d);
+}
+
+/* The running daemon's metrics: from its listener, else its textfile. */
+static char *daemon_metrics(const ec_config *cfg, char *from, size_t from_len)
+{
+    char *text = malloc(EC_METRICS_TEXT_MAX + 4096);
+    if (text == NULL)
+        return NULL;
+    if (cfg->metrics.listen[0] != '\0') {
+        ec_status st = ec_report_scrape(cfg->metrics.listen, text, EC_METRICS_TEXT_MAX + 4096);
+        if (st == EC_OK) {
+            snprintf(from, from_len, "listener %s", cfg->metrics.listen);
+            return text;
+        }
+        snprintf(from, from_len, "nowhere (listener %s: %s)", cfg->metrics.listen, ec_strerror(st));
+    }
+    FILE *f = cfg->metrics.textfile[0] != '\0' ? fopen(cfg->metrics.textfile, "re") : NULL;
+    if (f != NULL) {
+        size_t n = fread(text, 1, EC_METRICS_TEXT_MAX, f);
+        fclose(f);
+        text[n] = '\0';
+        snprintf(from, from_len, "textfile %s", cfg->metrics.textfile);
+        return text;
+    }
+    if (cfg->metrics.listen[0] == '\0')
+        snprintf(from, from_len, "nowhere (neither [metrics] listen nor textfile is set)");
+    free(text);
+    return NULL;
+}
+
+static int cmd_status(int argc, char **argv)
+{
+    /* --json is this command's own; the rest parses as usual */
+    bool json = false;
+    int kept = 0;
+    for (int i = 0; i < argc; i++) {
+        if (i > 0 && strcmp(argv[i], "--json") == 0)
+            json = true;
+        else
+            argv[kept++] = argv[i];
+    }
+    const char *path = NULL;
+    int rc = parse_config_command("status", kept, argv, &path);
+    if (rc >= 0)
+        return rc;
+    ec_config cfg;
+    ec_keystore ks = {0};
+    ec_spool *spool = NULL;
+    char *metrics = NULL;
+    if ((rc = load_config(path, &cfg)) != EX_OK)
+        return rc;
+    if ((rc = start_secure(&cfg)) != EX_OK || (rc = open_spool(&cfg, &ks, &spool, true)) != EX_OK)
+        goto out;
+    ec_report r = {.device_id = cfg.device.id, .spool_dir = cfg.spool.dir};
+    r.daemon_pid = daemon_pid(spool, cfg.spool.dir);
+    spool_facts(spool, cfg.spool.dir, &r);
+    if (r.daemon_pid > 0)
+        metrics = daemon_metrics(&cfg, r.metrics_from, sizeof r.metrics_from);
+    r.metrics = metrics;
+    if (json)
+        rc = ec_report_print_json(&r, stdout) == EC_OK ? EX_OK : EX_SOFTWARE;
+    else
+        ec_report_print_text(&r, stdout);
+out:
+    free(metrics);
+    ec_spool_close(&spool);
+    ec_keystore_close(&ks);
+    ec_config_free(&cfg);
+    ec_rng_free();
     return rc;
 }
 

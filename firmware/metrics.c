@@ -105,6 +105,9 @@ ec_status ec_metrics_format(const ec_metrics_snapshot *m, char *out, size_t cap,
                 u->segments_acknowledged);
         counter(&w, "bytes_acknowledged_total", "Bytes of acknowledged segments.",
                 u->bytes_acknowledged);
+        gauge(&w, "last_acknowledged_timestamp_seconds",
+              "Unix time of the last acknowledged segment; 0 when none yet.",
+              (double)(u->last_ack_utc_ms / 1000));
         counter(&w, "upload_attempts_failed_total", "Upload attempts that failed.",
                 u->attempts_failed);
         family(&w, "tls_failures_total", "counter",

@@ -290,6 +290,7 @@ static void count_success(ec_uploader *u, int i, uint64_t bytes, bool existed, i
     u->stats.latency_sum_s += s;
     u->stats.segments_acknowledged++;
     u->stats.bytes_acknowledged += bytes;
+    u->stats.last_ack_utc_ms = (int64_t)time(NULL) * 1000;
     if (existed)
         u->stats.acknowledged_existing++;
     if (i == 1)

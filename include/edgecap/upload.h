@@ -50,6 +50,7 @@ typedef struct {
      * (the last bucket is +Inf), and their sum */
     uint64_t latency_buckets[EC_UPLOAD_LATENCY_BUCKETS];
     double latency_sum_s;
+    int64_t last_ack_utc_ms; /* wall clock of the last acknowledgment; 0: none yet */
     ec_status last_error;
     char last_reason[160];
 } ec_upload_stats;
