@@ -547,7 +547,8 @@ static void note_tls_failure(ec_transport *t, const char *url, CURLcode rc)
     char host[256];
     url_host(url, host, sizeof host);
     ec_log(EC_LOG_WARN, "tls_refused", EC_LOG_STR("host", host),
-           EC_LOG_STR("reason", ec_tls_reason_name((ec_tls_reason)r)));
+           EC_LOG_STR("reason", ec_tls_reason_name((ec_tls_reason)r)),
+           EC_LOG_INT("alert", t->alert), EC_LOG_UINT("verify_flags", t->verify_flags));
     if (r == EC_TLS_PIN_MISMATCH)
         ec_audit(t->audit, "tls_pin_mismatch", EC_LOG_STR("host", host),
                  EC_LOG_STR("pin_seen", t->peer_pin[0] != '\0' ? t->peer_pin : "unknown"));
