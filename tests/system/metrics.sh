@@ -11,7 +11,7 @@
 # `status --json` with the daemon running and stopped.
 . "$(dirname "$0")/lib/tap.sh"
 
-plan 10
+plan 11
 
 start_peers
 SAS=$("$PEERS" container "$P" audio)
@@ -224,6 +224,27 @@ for bad in 0.0.0.0:9464 192.168.1.10:9464 "[::]:9464" unix:relative/path; do
     want_err_fixed "expected 127.0.0.1:PORT, [::1]:PORT or unix:/absolute/path"
 done
 verdict "listen = 0.0.0.0, a LAN address, [::] or a relative socket path: refused with file:line (78)"
+
+# ---- 10: a listener that cannot start is reported; capture goes on ---------------------------
+echo keep >"$T/plain"
+CC=$T/c.conf
+metrics_config "$CC" "$T/spool-c" "unix:$T/plain"
+start_bg "$T/c.log" run --config "$CC"
+wait_for_log "$T/c.log" 'event=metrics_listen_failed' "$DAEMON_PID" ||
+    fail_because "no metrics_listen_failed in the log"
+want_re "$T/c.log" "event=metrics_listen_failed listen=unix:$T/plain reason=\"$T/plain exists and is not a socket\""
+wait_for_log "$T/c.log" 'event=segment_sealed|event=segment_uploaded' "$DAEMON_PID" ||
+    fail_because "the daemon did not go on capturing"
+running "$DAEMON_PID" || fail_because "the daemon stopped"
+[ "$(cat "$T/plain")" = keep ] || fail_because "the file at the socket path was changed"
+kill -TERM "$DAEMON_PID"
+wait_exit "$DAEMON_PID" || fail_because "the daemon did not stop"
+[ "$(cat "$T/plain" 2>/dev/null)" = keep ] || fail_because "the file at the socket path was removed"
+ec status
+want_rc 64
+want_err_fixed "edgecap status: --config FILE is required"
+verdict "a socket path that is a regular file: metrics_listen_failed, file left alone, capture goes on; status needs --config" \
+    "$T/c.log" "$ERR"
 
 # ---- 10: every other TLS refusal has its own reason (native: one handshake each) ------------
 if is_native; then
