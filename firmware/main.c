@@ -461,6 +461,25 @@ static ec_status delivery_start(delivery *d)
     return st;
 }
 
+/* The closed segments waiting for delivery, and the oldest one's age. */
+static void spool_waiting(ec_spool *spool, uint64_t *segments, double *oldest_age_s)
+{
+    ec_spool_entry *entries = NULL;
+    size_t n = 0;
+    if (ec_spool_list(spool, &entries, &n) != EC_OK)
+        return;
+    int64_t now = (int64_t)time(NULL) * 1000, oldest = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (entries[i].state != EC_SEG_CLOSED)
+            continue;
+        (*segments)++;
+        if (oldest == 0 || entries[i].meta.start_utc_ms < oldest)
+            oldest = entries[i].meta.start_utc_ms;
+    }
+    *oldest_age_s = oldest > 0 && now > oldest ? (double)(now - oldest) / 1000.0 : 0;
+    free(entries);
+}
+
 /* One snapshot of every stage's counters to [metrics] textfile and the
  * [metrics] listen endpoint. */
 static void write_metrics(const ec_config *cfg, ec_capture *cap, ec_spool *spool,
@@ -475,20 +494,7 @@ static void write_metrics(const ec_config *cfg, ec_capture *cap, ec_spool *spool
     }
     ec_spool_get_stats(spool, &m.spool);
     m.spool_bytes = ec_spool_used_bytes(spool);
-    ec_spool_entry *entries = NULL;
-    size_t n = 0;
-    if (ec_spool_list(spool, &entries, &n) == EC_OK) {
-        int64_t now = (int64_t)time(NULL) * 1000, oldest = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (entries[i].state != EC_SEG_CLOSED)
-                continue;
-            m.spool_segments++;
-            if (oldest == 0 || entries[i].meta.start_utc_ms < oldest)
-                oldest = entries[i].meta.start_utc_ms;
-        }
-        m.spool_oldest_age_s = oldest > 0 && now > oldest ? (double)(now - oldest) / 1000.0 : 0;
-        free(entries);
-    }
+    spool_waiting(spool, &m.spool_segments, &m.spool_oldest_age_s);
     if (dv->uploader != NULL) {
         ec_uploader_get_stats(dv->uploader, &m.upload);
         m.have_upload = true;
@@ -1047,20 +1053,7 @@ static int cmd_reload(int argc, char **argv)
 static void spool_facts(ec_spool *spool, const char *dir, ec_report *r)
 {
     r->spool_bytes = ec_spool_used_bytes(spool);
-    ec_spool_entry *entries = NULL;
-    size_t n = 0;
-    if (ec_spool_list(spool, &entries, &n) == EC_OK) {
-        int64_t now = (int64_t)time(NULL) * 1000, oldest = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (entries[i].state != EC_SEG_CLOSED)
-                continue;
-            r->spool_segments++;
-            if (oldest == 0 || entries[i].meta.start_utc_ms < oldest)
-                oldest = entries[i].meta.start_utc_ms;
-        }
-        r->spool_oldest_age_s = oldest > 0 && now > oldest ? (double)(now - oldest) / 1000.0 : 0;
-        free(entries);
-    }
+    spool_waiting(spool, &r->spool_segments, &r->spool_oldest_age_s);
     char qdir[EC_CFG_PATH_MAX + 16];
     snprintf(qdir, sizeof qdir, "%s/quarantine", dir);
     DIR *d = opendir(qdir);
