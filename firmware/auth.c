@@ -107,7 +107,8 @@ ec_status ec_auth_open(ec_auth **out, const ec_auth_params *p, char *why, size_t
                                       .client_cert_der = p->cert_der,
                                       .client_cert_len = p->cert_len,
                                       .client_key_der = p->key_der,
-                                      .client_key_len = p->key_len};
+                                      .client_key_len = p->key_len,
+                                      .audit = p->audit};
             st = ec_transport_open(&a->token_transport, &tp);
             if (st != EC_OK)
                 snprintf(why, why_len, "token endpoint transport: %s", ec_strerror(st));

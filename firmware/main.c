@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <syslog.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -33,11 +34,14 @@
 #include "edgecap/keystore.h"
 #include "edgecap/log.h"
 #include "edgecap/metrics.h"
+#include "edgecap/metrics_http.h"
+#include "edgecap/report.h"
 #include "edgecap/retention.h"
 #include "edgecap/rng.h"
 #include "edgecap/secmem.h"
 #include "edgecap/speech.h"
 #include "edgecap/spool.h"
+#include "edgecap/tls_reason.h"
 #include "edgecap/transport.h"
 #include "edgecap/upload.h"
 #include "edgecap/version.h"
@@ -61,6 +65,7 @@ static int cmd_upload_once(int argc, char **argv);
 static int cmd_pin(int argc, char **argv);
 static int cmd_speech(int argc, char **argv);
 static int cmd_reload(int argc, char **argv);
+static int cmd_status(int argc, char **argv);
 static int cmd_audit(int argc, char **argv);
 static int cmd_check_config(int argc, char **argv);
 static int cmd_wipe(int argc, char **argv);
@@ -85,6 +90,11 @@ static const command commands[] = {
     {"reload", cmd_reload, "reload --config FILE",
      "Ask the daemon running on FILE's spool to re-read its provisioning file\n"
      "(as SIGHUP does). A file that does not validate leaves it on the old one."},
+    {"status", cmd_status, "status --config FILE [--json]",
+     "Summarise FILE's device: whether the daemon runs, the spool (segments, bytes,\n"
+     "oldest age, quarantine) read from the spool itself, and while the daemon runs its\n"
+     "counters (upload, breakers, TLS failures, tokens, jobs) from [metrics] listen or\n"
+     "textfile. --json prints one JSON object."},
     {"audit", cmd_audit, "audit verify [--config CONF] FILE...",
      "Check an audit log's hash chain (each line carries the SHA-256 of the one before)\n"
      "and, with --config naming [logging] audit_hmac_key, every line's HMAC. Rotated\n"
@@ -550,12 +560,32 @@ static ec_status delivery_start(delivery *d)
     return st;
 }
 
-/* One snapshot of every stage's counters to [metrics] textfile. */
-/* `capture` is NULL when nothing captures (or the last stats when it stopped). */
-static void write_metrics(const ec_config *cfg, const ec_capture_stats *capture, ec_spool *spool,
-                          const delivery *dv)
+/* The closed segments waiting for delivery, and the oldest one's age. */
+static void spool_waiting(ec_spool *spool, uint64_t *segments, double *oldest_age_s)
 {
-    if (cfg->metrics.textfile[0] == '\0')
+    ec_spool_entry *entries = NULL;
+    size_t n = 0;
+    if (ec_spool_list(spool, &entries, &n) != EC_OK)
+        return;
+    int64_t now = (int64_t)time(NULL) * 1000, oldest = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (entries[i].state != EC_SEG_CLOSED)
+            continue;
+        (*segments)++;
+        if (oldest == 0 || entries[i].meta.start_utc_ms < oldest)
+            oldest = entries[i].meta.start_utc_ms;
+    }
+    *oldest_age_s = oldest > 0 && now > oldest ? (double)(now - oldest) / 1000.0 : 0;
+    free(entries);
+}
+
+/* One snapshot of every stage's counters to [metrics] textfile and the
+ * [metrics] listen endpoint. `capture` is NULL when nothing captures (or the
+ * last stats when it stopped). */
+static void write_metrics(const ec_config *cfg, const ec_capture_stats *capture, ec_spool *spool,
+                          const delivery *dv, ec_metrics_server *srv)
+{
+    if (cfg->metrics.textfile[0] == '\0' && srv == NULL)
         return;
     ec_metrics_snapshot m = {.device_id = cfg->device.id, .delivering = dv->uploader != NULL};
     if (capture != NULL) {
@@ -564,20 +594,7 @@ static void write_metrics(const ec_config *cfg, const ec_capture_stats *capture,
     }
     ec_spool_get_stats(spool, &m.spool);
     m.spool_bytes = ec_spool_used_bytes(spool);
-    ec_spool_entry *entries = NULL;
-    size_t n = 0;
-    if (ec_spool_list(spool, &entries, &n) == EC_OK) {
-        int64_t now = (int64_t)time(NULL) * 1000, oldest = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (entries[i].state != EC_SEG_CLOSED)
-                continue;
-            m.spool_segments++;
-            if (oldest == 0 || entries[i].meta.start_utc_ms < oldest)
-                oldest = entries[i].meta.start_utc_ms;
-        }
-        m.spool_oldest_age_s = oldest > 0 && now > oldest ? (double)(now - oldest) / 1000.0 : 0;
-        free(entries);
-    }
+    spool_waiting(spool, &m.spool_segments, &m.spool_oldest_age_s);
     if (dv->uploader != NULL) {
         ec_uploader_get_stats(dv->uploader, &m.upload);
         m.have_upload = true;
@@ -594,6 +611,8 @@ static void write_metrics(const ec_config *cfg, const ec_capture_stats *capture,
     size_t len = 0;
     ec_status st = ec_metrics_format(&m, text, sizeof text, &len);
     if (st == EC_OK)
+        ec_metrics_server_publish(srv, text, len);
+    if (st == EC_OK && cfg->metrics.textfile[0] != '\0')
         st = ec_metrics_write_textfile(cfg->metrics.textfile, text, len);
     if (st != EC_OK)
         ec_log(EC_LOG_WARN, "metrics_write_failed", EC_LOG_STR("path", cfg->metrics.textfile),
@@ -614,6 +633,21 @@ static size_t purge_expired(const ec_config *cfg, ec_spool *spool, ec_audit *aud
                EC_LOG_UINT("deferred", r.deferred), EC_LOG_UINT("failed", r.failed),
                EC_LOG_INT("max_age_hours", cfg->spool.max_age_hours));
     return r.shredded;
+}
+
+/* [metrics] listen, from the first configuration (a reload keeps it). A
+ * listener that cannot start is an error, but capture goes on without it. */
+static void start_metrics_server(const ec_config *cfg, ec_metrics_server **srv)
+{
+    if (cfg->metrics.listen[0] == '\0')
+        return;
+    char why[256];
+    ec_status st = ec_metrics_server_start(srv, cfg->metrics.listen, why, sizeof why);
+    if (st != EC_OK)
+        ec_log(EC_LOG_ERROR, "metrics_listen_failed", EC_LOG_STR("listen", cfg->metrics.listen),
+               EC_LOG_STR("reason", why), EC_LOG_STATUS(st));
+    else
+        ec_log(EC_LOG_INFO, "metrics_listening", EC_LOG_STR("listen", cfg->metrics.listen));
 }
 
 /* The daemon's pid, beside its spool, for `reload` and `speech submit-now`. */
@@ -723,6 +757,7 @@ static int cmd_run(int argc, char **argv)
     delivery dv = {0};
     ec_watchdog wd = {0}; /* the service manager (systemd), when there is one */
     ec_watchdog_feeder feeder;
+    ec_metrics_server *msrv = NULL;
     ec_config *live = &cfg; /* what delivery runs on; a reload replaces it */
     rc = load_config(path, &cfg);
     if (rc != EX_OK)
@@ -752,6 +787,7 @@ static int cmd_run(int argc, char **argv)
              EC_LOG_INT("pid", (long long)getpid()));
     if ((rc = open_consent(&cfg, audit, &sw, &gate)) != EX_OK)
         goto out;
+    start_metrics_server(&cfg, &msrv);
     ec_capture_params cp = capture_params(&cfg, &src, spool, 0);
     cp.consent = gate;
     ec_status st = ec_capture_start(&cap, &cp);
@@ -801,7 +837,7 @@ static int cmd_run(int argc, char **argv)
             mono.tv_sec - last_metrics.tv_sec >= live->metrics.interval_seconds) {
             ec_capture_stats cs;
             ec_capture_get_stats(cap, &cs);
-            write_metrics(live, &cs, spool, &dv);
+            write_metrics(live, &cs, spool, &dv, msrv);
             last_metrics = mono;
         }
         ec_liveness_sample alive = liveness_sample(cap, &dv);
@@ -877,7 +913,8 @@ out:
     }
     delivery_stop(&dv);
     if (spool != NULL) /* the last word, at shutdown */
-        write_metrics(live, last_capture, spool, &dv);
+        write_metrics(live, last_capture, spool, &dv, msrv);
+    ec_metrics_server_stop(&msrv);
     if (spool != NULL)
         (void)ec_spool_put_file(spool, PID_FILE, (const uint8_t *)"0\n", 2);
     ec_consent_free(&gate);
@@ -1241,6 +1278,90 @@ static int cmd_reload(int argc, char **argv)
     return rc;
 }
 
+/* The spool's own facts, for `status`. */
+static void spool_facts(ec_spool *spool, const char *dir, ec_report *r)
+{
+    r->spool_bytes = ec_spool_used_bytes(spool);
+    spool_waiting(spool, &r->spool_segments, &r->spool_oldest_age_s);
+    char qdir[EC_CFG_PATH_MAX + 16];
+    snprintf(qdir, sizeof qdir, "%s/quarantine", dir);
+    DIR *d = opendir(qdir);
+    for (struct dirent *e; d != NULL && (e = readdir(d)) != NULL;)
+        r->quarantined += e->d_type == DT_REG;
+    if (d != NULL)
+        closedir(d);
+}
+
+/* The running daemon's metrics: from its listener, else its textfile. */
+static char *daemon_metrics(const ec_config *cfg, char *from, size_t from_len)
+{
+    char *text = malloc(EC_METRICS_TEXT_MAX + 4096);
+    if (text == NULL)
+        return NULL;
+    if (cfg->metrics.listen[0] != '\0') {
+        ec_status st = ec_report_scrape(cfg->metrics.listen, text, EC_METRICS_TEXT_MAX + 4096);
+        if (st == EC_OK) {
+            snprintf(from, from_len, "listener %s", cfg->metrics.listen);
+            return text;
+        }
+        snprintf(from, from_len, "nowhere (listener %s: %s)", cfg->metrics.listen, ec_strerror(st));
+    }
+    FILE *f = cfg->metrics.textfile[0] != '\0' ? fopen(cfg->metrics.textfile, "re") : NULL;
+    if (f != NULL) {
+        size_t n = fread(text, 1, EC_METRICS_TEXT_MAX, f);
+        fclose(f);
+        text[n] = '\0';
+        snprintf(from, from_len, "textfile %s", cfg->metrics.textfile);
+        return text;
+    }
+    if (cfg->metrics.listen[0] == '\0')
+        snprintf(from, from_len, "nowhere (neither [metrics] listen nor textfile is set)");
+    free(text);
+    return NULL;
+}
+
+static int cmd_status(int argc, char **argv)
+{
+    /* --json is this command's own; the rest parses as usual */
+    bool json = false;
+    int kept = 0;
+    for (int i = 0; i < argc; i++) {
+        if (i > 0 && strcmp(argv[i], "--json") == 0)
+            json = true;
+        else
+            argv[kept++] = argv[i];
+    }
+    const char *path = NULL;
+    int rc = parse_config_command("status", kept, argv, &path);
+    if (rc >= 0)
+        return rc;
+    ec_config cfg;
+    ec_keystore ks = {0};
+    ec_spool *spool = NULL;
+    char *metrics = NULL;
+    if ((rc = load_config(path, &cfg)) != EX_OK)
+        return rc;
+    if ((rc = start_secure(&cfg)) != EX_OK || (rc = open_spool(&cfg, &ks, &spool, true)) != EX_OK)
+        goto out;
+    ec_report r = {.device_id = cfg.device.id, .spool_dir = cfg.spool.dir};
+    r.daemon_pid = daemon_pid(spool, cfg.spool.dir);
+    spool_facts(spool, cfg.spool.dir, &r);
+    if (r.daemon_pid > 0)
+        metrics = daemon_metrics(&cfg, r.metrics_from, sizeof r.metrics_from);
+    r.metrics = metrics;
+    if (json)
+        rc = ec_report_print_json(&r, stdout) == EC_OK ? EX_OK : EX_SOFTWARE;
+    else
+        ec_report_print_text(&r, stdout);
+out:
+    free(metrics);
+    ec_spool_close(&spool);
+    ec_keystore_close(&ks);
+    ec_config_free(&cfg);
+    ec_rng_free();
+    return rc;
+}
+
 static int cmd_speech(int argc, char **argv)
 {
     static const char *const subs[2] = {"jobs", "submit-now"};
@@ -1391,20 +1512,15 @@ static int cmd_pin(int argc, char **argv)
     }
     mbedtls_x509_crt crt;
     mbedtls_x509_crt_init(&crt);
-    unsigned char spki[2048], digest[32], b64[64];
-    size_t n = 0;
+    char pin[EC_TLS_PIN_MAX];
     if (mbedtls_x509_crt_parse_file(&crt, argv[optind]) != 0) {
         fprintf(stderr, "edgecap pin: %s is not a PEM or DER certificate\n", argv[optind]);
         mbedtls_x509_crt_free(&crt);
         return EX_DATAERR;
     }
-    /* DER is written at the end of the buffer */
-    int len = mbedtls_pk_write_pubkey_der(&crt.pk, spki, sizeof spki);
     rc = EX_SOFTWARE;
-    if (len > 0 &&
-        mbedtls_sha256_ret(spki + sizeof spki - (size_t)len, (size_t)len, digest, 0) == 0 &&
-        mbedtls_base64_encode(b64, sizeof b64, &n, digest, sizeof digest) == 0) {
-        printf("sha256//%.*s\n", (int)n, b64);
+    if (ec_tls_spki_pin(&crt, pin, sizeof pin) == EC_OK) {
+        printf("%s\n", pin);
         rc = EX_OK;
     }
     mbedtls_x509_crt_free(&crt);

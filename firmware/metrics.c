@@ -108,10 +108,18 @@ ec_status ec_metrics_format(const ec_metrics_snapshot *m, char *out, size_t cap,
                 u->segments_acknowledged);
         counter(&w, "bytes_acknowledged_total", "Bytes of acknowledged segments.",
                 u->bytes_acknowledged);
+        gauge(&w, "last_acknowledged_timestamp_seconds",
+              "Unix time of the last acknowledged segment; 0 when none yet.",
+              (double)(u->last_ack_utc_ms / 1000));
         counter(&w, "upload_attempts_failed_total", "Upload attempts that failed.",
                 u->attempts_failed);
-        counter(&w, "tls_failures_total", "Upload attempts refused in the TLS handshake.",
-                u->tls_failures);
+        family(&w, "tls_failures_total", "counter",
+               "Requests refused in the TLS handshake, per endpoint and reason.");
+        for (int e = 0; e < 2; e++)
+            for (int r = 0; r < EC_TLS_REASONS; r++)
+                put(&w, "edgecap_tls_failures_total{endpoint=\"%s\",reason=\"%s\"} %" PRIu64 "\n",
+                    e == 0 ? "primary" : "secondary", ec_tls_reason_name((ec_tls_reason)r),
+                    u->tls_failures_by_reason[e][r]);
         counter(&w, "upload_failovers_total", "Segments delivered to the secondary endpoint.",
                 u->failovers);
         family(&w, "breaker_state", "gauge",

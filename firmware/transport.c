@@ -8,17 +8,21 @@
 
 #include <ctype.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include <curl/curl.h>
+#include <mbedtls/debug.h>
 #include <mbedtls/platform_util.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_ciphersuites.h>
 
 #include "edgecap/log.h"
 #include "edgecap/secmem.h"
+#include "edgecap/tls_reason.h"
 
 struct ec_transport {
     CURL *curl;
@@ -30,6 +34,15 @@ struct ec_transport {
     char errbuf[CURL_ERROR_SIZE];
     void (*heartbeat)(void *user);
     void *heartbeat_user;
+    ec_audit *audit;
+    /* what the handshake of the current request showed, for the reason of
+     * a refusal (written by mbedTLS callbacks on the requesting thread) */
+    uint32_t verify_flags;
+    int alert;
+    bool version_refused;
+    char peer_pin[EC_TLS_PIN_MAX];
+    pthread_mutex_t lock; /* guards tls_failures: metrics read them */
+    uint64_t tls_failures[EC_TLS_REASONS];
 };
 
 /* ECDHE key exchange with AEAD ciphers only; the order is our preference. */
@@ -43,11 +56,40 @@ static const int aead_ecdhe_suites[] = {
     0,
 };
 
+/* Every certificate of the peer's chain passes here (curl sets no callback
+ * of its own): the flags say why a chain was refused, and the leaf's key
+ * gives the pin it showed. Nothing is changed. */
+static int on_verify(void *user, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
+{
+    ec_transport *t = user;
+    t->verify_flags |= *flags;
+    if (depth == 0 && ec_tls_spki_pin(crt, t->peer_pin, sizeof t->peer_pin) != EC_OK)
+        t->peer_pin[0] = '\0';
+    return 0;
+}
+
+/* mbedTLS's level-1 (error) debug lines are the only place that names the
+ * alert a peer sent, or that we refused the server's version. */
+static void on_debug(void *user, int level, const char *file, int line, const char *msg)
+{
+    (void)level;
+    (void)file;
+    (void)line;
+    ec_transport *t = user;
+    const char *a = strstr(msg, "is a fatal alert message (msg ");
+    int alert = 0;
+    if (a != NULL && sscanf(a + strlen("is a fatal alert message (msg "), "%d", &alert) == 1)
+        t->alert = alert;
+    if (strstr(msg, "version out of bounds") != NULL)
+        t->version_refused = true;
+}
+
 static CURLcode restrict_tls(CURL *curl, void *ssl_config, void *user)
 {
     (void)curl;
-    (void)user;
     mbedtls_ssl_config *conf = ssl_config;
+    mbedtls_ssl_conf_verify(conf, on_verify, user);
+    mbedtls_ssl_conf_dbg(conf, on_debug, user);
     mbedtls_ssl_conf_ciphersuites(conf, aead_ecdhe_suites);
     /* curl set this from CURLOPT_SSLVERSION already; say it again here, where
      * it cannot be lost */
@@ -85,6 +127,7 @@ static void *wiping_realloc(void *p, size_t n)
 
 ec_status ec_transport_global_init(void)
 {
+    mbedtls_debug_set_threshold(1); /* errors only: see on_debug */
     return curl_global_init_mem(CURL_GLOBAL_DEFAULT, malloc, wiping_free, wiping_realloc, strdup,
                                 calloc) == CURLE_OK
                ? EC_OK
@@ -112,8 +155,10 @@ ec_status ec_transport_open(ec_transport **out, const ec_transport_params *p)
     t->cfg = cfg;
     t->heartbeat = p->heartbeat;
     t->heartbeat_user = p->heartbeat_user;
+    t->audit = p->audit;
     t->curl = curl_easy_init();
-    if (t->curl == NULL) {
+    if (t->curl == NULL || pthread_mutex_init(&t->lock, NULL) != 0) {
+        curl_easy_cleanup(t->curl);
         free(t);
         return EC_ERR_NOMEM;
     }
@@ -143,6 +188,7 @@ void ec_transport_close(ec_transport **tp)
     ec_transport *t = *tp;
     curl_easy_cleanup(t->curl);
     curl_slist_free_all(t->connect_to);
+    pthread_mutex_destroy(&t->lock);
     free(t);
     *tp = NULL;
 }
@@ -357,6 +403,7 @@ static CURLcode apply_policy(ec_transport *t)
     SET(CURLOPT_CAPATH, (char *)NULL);
     SET(CURLOPT_PINNEDPUBLICKEY, t->pins);
     SET(CURLOPT_SSL_CTX_FUNCTION, restrict_tls);
+    SET(CURLOPT_SSL_CTX_DATA, t);
     SET(CURLOPT_SSLCERT_BLOB, &t->cert);
     SET(CURLOPT_SSLCERTTYPE, "DER");
     SET(CURLOPT_SSLKEY_BLOB, &t->key);
@@ -494,6 +541,47 @@ static curl_mime *build_mime(CURL *curl, const ec_http_part *parts, size_t n)
     return mime;
 }
 
+/* The host of `url` (never its query: it may carry a SAS). */
+static void url_host(const char *url, char *out, size_t len)
+{
+    CURLU *u = curl_url();
+    char *host = NULL;
+    if (u != NULL && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK)
+        snprintf(out, len, "%s", host);
+    else
+        snprintf(out, len, "?");
+    curl_free(host);
+    curl_url_cleanup(u);
+}
+
+/* Counts a refused handshake by reason; a pin mismatch is also audited with
+ * the pin the peer showed (a public-key hash: public, like our pins). */
+static void note_tls_failure(ec_transport *t, const char *url, CURLcode rc)
+{
+    int r = ec_tls_classify((long)rc, t->verify_flags, t->alert, t->version_refused);
+    if (r < 0)
+        r = EC_TLS_HANDSHAKE;
+    pthread_mutex_lock(&t->lock);
+    t->tls_failures[r]++;
+    pthread_mutex_unlock(&t->lock);
+    char host[256];
+    url_host(url, host, sizeof host);
+    ec_log(EC_LOG_WARN, "tls_refused", EC_LOG_STR("host", host),
+           EC_LOG_STR("reason", ec_tls_reason_name((ec_tls_reason)r)),
+           EC_LOG_INT("alert", t->alert), EC_LOG_UINT("verify_flags", t->verify_flags));
+    if (r == EC_TLS_PIN_MISMATCH)
+        ec_audit(t->audit, "tls_pin_mismatch", EC_LOG_STR("host", host),
+                 EC_LOG_STR("pin_seen", t->peer_pin[0] != '\0' ? t->peer_pin : "unknown"));
+}
+
+void ec_transport_get_tls_failures(ec_transport *t, uint64_t counts[EC_TLS_REASONS])
+{
+    pthread_mutex_lock(&t->lock);
+    memcpy(counts, t->tls_failures, sizeof t->tls_failures);
+    pthread_mutex_unlock(&t->lock);
+}
+
 ec_status ec_transport_request(ec_transport *t, const ec_http_request *req, ec_http_response *resp)
 {
     memset(resp, 0, sizeof *resp);
@@ -558,6 +646,10 @@ ec_status ec_transport_request(ec_transport *t, const ec_http_request *req, ec_h
         snprintf(resp->reason, sizeof resp->reason, "setup: %s", curl_easy_strerror(rc));
         return EC_ERR_INTERNAL;
     }
+    t->verify_flags = 0;
+    t->alert = -1;
+    t->version_refused = false;
+    t->peer_pin[0] = '\0';
     rc = curl_easy_perform(t->curl);
     curl_slist_free_all(headers);
     curl_easy_setopt(t->curl, CURLOPT_MIMEPOST, NULL);
@@ -574,7 +666,10 @@ ec_status ec_transport_request(ec_transport *t, const ec_http_request *req, ec_h
         else
             snprintf(resp->reason, sizeof resp->reason, "curl error %d%s%.*s", (int)rc,
                      useful ? ": " : "", useful ? (int)strcspn(detail, "?\n") : 0, detail);
-        return classify(rc);
+        st = classify(rc);
+        if (st == EC_ERR_TLS)
+            note_tls_failure(t, req->url, rc);
+        return st;
     }
     curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &resp->status);
     error_code_from_body(resp);

@@ -112,7 +112,8 @@ ec_status ec_uploader_open(ec_uploader **out, const ec_uploader_params *p)
                                   .client_key_der = p->key_der,
                                   .client_key_len = p->key_len,
                                   .heartbeat = heartbeat,
-                                  .heartbeat_user = u};
+                                  .heartbeat_user = u,
+                                  .audit = p->audit};
         st = ec_transport_open(&e->transport, &tp);
         if (st == EC_OK)
             u->n_ep++;
@@ -315,6 +316,7 @@ static void count_success(ec_uploader *u, int i, uint64_t bytes, bool existed, i
     u->stats.latency_sum_s += s;
     u->stats.segments_acknowledged++;
     u->stats.bytes_acknowledged += bytes;
+    u->stats.last_ack_utc_ms = (int64_t)time(NULL) * 1000;
     if (existed)
         u->stats.acknowledged_existing++;
     if (i == 1)
@@ -591,4 +593,6 @@ void ec_uploader_get_stats(ec_uploader *u, ec_upload_stats *stats)
     pthread_mutex_lock(&u->lock);
     *stats = u->stats;
     pthread_mutex_unlock(&u->lock);
+    for (int i = 0; i < u->n_ep && i < 2; i++)
+        ec_transport_get_tls_failures(u->ep[i].transport, stats->tls_failures_by_reason[i]);
 }

@@ -26,8 +26,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "edgecap/audit.h"
 #include "edgecap/config.h"
 #include "edgecap/status.h"
+#include "edgecap/tls_reason.h"
 
 typedef struct {
     const ec_config *cfg;
@@ -40,6 +42,7 @@ typedef struct {
      * calling thread. NULL: none. */
     void (*heartbeat)(void *user);
     void *heartbeat_user;
+    ec_audit *audit; /* may be NULL: where a pin mismatch is recorded */
 } ec_transport_params;
 
 /* One part of a multipart/form-data body, sent from the caller's memory
@@ -100,6 +103,9 @@ void ec_http_response_free(ec_http_response *resp);
 /* RFC 3986 percent-encoding of all but the unreserved characters, truncated
  * to fit `out_len` (callers size `out` at 3x the input plus one). */
 void ec_url_encode(const char *in, char *out, size_t out_len);
+
+/* Refused handshakes so far, per ec_tls_reason (any thread). */
+void ec_transport_get_tls_failures(ec_transport *t, uint64_t counts[EC_TLS_REASONS]);
 
 void ec_transport_close(ec_transport **t);
 

@@ -24,6 +24,7 @@
 #include "edgecap/speech.h"
 #include "edgecap/spool.h"
 #include "edgecap/status.h"
+#include "edgecap/tls_reason.h"
 
 typedef enum { EC_BREAKER_CLOSED = 0, EC_BREAKER_OPEN = 1, EC_BREAKER_HALF_OPEN = 2 } ec_breaker;
 
@@ -43,11 +44,13 @@ typedef struct {
     uint64_t breaker_opens[2]; /* primary, secondary */
     int breaker_state[2];      /* ec_breaker */
     uint64_t tls_failures;     /* attempts refused in the TLS handshake */
+    uint64_t tls_failures_by_reason[2][EC_TLS_REASONS]; /* per endpoint and ec_tls_reason */
     /* seconds from the first request to the proven acknowledgment, per
      * acknowledged segment: counts per upper bound of EC_UPLOAD_LATENCY_BOUNDS
      * (the last bucket is +Inf), and their sum */
     uint64_t latency_buckets[EC_UPLOAD_LATENCY_BUCKETS];
     double latency_sum_s;
+    int64_t last_ack_utc_ms; /* wall clock of the last acknowledgment; 0: none yet */
     ec_status last_error;
     char last_reason[160];
     /* Liveness of the uploader thread (the watchdog): moves on every pass,
