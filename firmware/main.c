@@ -523,17 +523,24 @@ static ec_config *reload_config(const char *path, ec_audit *audit)
     return NULL;
 }
 
-/* Whether `cfg`'s device identity loads and suits its auth mode (a reload
- * checks this before it stops the running delivery). */
+/* Whether `cfg`'s CA bundle and device identity load (the files they name
+ * are read again: they may have been replaced under an unchanged file) and
+ * suit its auth mode. A reload checks this before it stops the running
+ * delivery. */
 static bool identity_usable(const ec_config *cfg, char *why, size_t why_len)
 {
-    uint8_t *cert = NULL, *key = NULL;
-    size_t cert_len = 0, key_len = 0;
+    uint8_t *cert = NULL, *key = NULL, *ca = NULL;
+    size_t cert_len = 0, key_len = 0, ca_len = 0;
     ec_auth *auth = NULL;
-    ec_status st = ec_keystore_file_client_credentials(cfg->tls.client_cert, cfg->tls.client_key,
-                                                       &cert, &cert_len, &key, &key_len);
+    ec_status st = ec_transport_load_ca(cfg->tls.ca_file, &ca, &ca_len, why, why_len);
+    free(ca);
+    if (st != EC_OK)
+        return false;
+    st = ec_keystore_file_client_credentials(cfg->tls.client_cert, cfg->tls.client_key, &cert,
+                                             &cert_len, &key, &key_len);
     if (st != EC_OK) {
-        snprintf(why, why_len, "the device certificate or key: %s", ec_strerror(st));
+        snprintf(why, why_len, "[tls] client_cert %s / client_key %s: %s", cfg->tls.client_cert,
+                 cfg->tls.client_key, ec_strerror(st));
     } else {
         ec_auth_params ap = {
             .cfg = cfg, .cert_der = cert, .cert_len = cert_len, .key_der = key, .key_len = key_len};
@@ -636,7 +643,7 @@ static int cmd_run(int argc, char **argv)
             /* Capture goes on throughout: only delivery restarts. Capture,
              * spool and key store settings take effect at the next start. */
             ec_config *next = reload_config(cfg.source_path, audit);
-            char why[EC_CFG_PATH_MAX + 64];
+            char why[2 * EC_CFG_PATH_MAX + 128];
             /* a working delivery is only replaced by one whose identity loads */
             if (next != NULL && dv.auth != NULL && !identity_usable(next, why, sizeof why)) {
                 ec_log(EC_LOG_ERROR, "reload_refused", EC_LOG_STR("reason", why),

@@ -7,15 +7,21 @@
 #include "edgecap/transport.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <mbedtls/platform_util.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_ciphersuites.h>
+#include <mbedtls/x509_crt.h>
 
 #include "edgecap/log.h"
 #include "edgecap/secmem.h"
@@ -25,8 +31,10 @@ struct ec_transport {
     const ec_config *cfg;
     struct curl_blob cert;
     struct curl_blob key;
+    struct curl_blob ca; /* [tls] ca_file as read when the transport opened */
     char pins[200];
     struct curl_slist *connect_to;
+    const _Atomic int64_t *abandon_at_ms;
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -94,6 +102,72 @@ void ec_transport_global_cleanup(void)
     curl_global_cleanup();
 }
 
+/* A CA bundle larger than this is not a CA bundle. */
+#define CA_FILE_MAX_BYTES (1024 * 1024)
+
+ec_status ec_transport_load_ca(const char *path, uint8_t **pem, size_t *len, char *why,
+                               size_t why_len)
+{
+    *pem = NULL;
+    *len = 0;
+    uint8_t *buf = NULL;
+    size_t have = 0;
+    mbedtls_x509_crt crt;
+    mbedtls_x509_crt_init(&crt);
+    ec_status st = EC_ERR_IO;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        snprintf(why, why_len, "[tls] ca_file %s: %s", path, strerror(errno));
+        st = errno == ENOENT ? EC_ERR_NOT_FOUND : EC_ERR_IO;
+        goto out;
+    }
+    /* one byte more than the cap, and one for the NUL that PEM parsing wants */
+    buf = malloc(CA_FILE_MAX_BYTES + 2);
+    if (buf == NULL) {
+        st = EC_ERR_NOMEM;
+        snprintf(why, why_len, "[tls] ca_file %s: out of memory", path);
+        goto out;
+    }
+    for (;;) {
+        ssize_t n = read(fd, buf + have, CA_FILE_MAX_BYTES + 1 - have);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            snprintf(why, why_len, "[tls] ca_file %s: %s", path, strerror(errno));
+            goto out;
+        }
+        if (n == 0 || (have += (size_t)n) > CA_FILE_MAX_BYTES)
+            break;
+    }
+    if (have > CA_FILE_MAX_BYTES) {
+        st = EC_ERR_INVALID;
+        snprintf(why, why_len, "[tls] ca_file %s: larger than %d bytes", path, CA_FILE_MAX_BYTES);
+        goto out;
+    }
+    buf[have] = '\0';
+    /* PEM wants the terminating NUL counted; DER must not have it */
+    bool is_pem = strstr((const char *)buf, "-----BEGIN CERTIFICATE-----") != NULL;
+    int rc = mbedtls_x509_crt_parse(&crt, buf, is_pem ? have + 1 : have);
+    if (rc != 0 || crt.version == 0) {
+        st = EC_ERR_INVALID;
+        if (rc > 0)
+            snprintf(why, why_len, "[tls] ca_file %s: %d certificate(s) do not parse", path, rc);
+        else
+            snprintf(why, why_len, "[tls] ca_file %s: no PEM or DER certificate", path);
+        goto out;
+    }
+    *pem = buf;
+    *len = have;
+    buf = NULL;
+    st = EC_OK;
+out:
+    if (fd >= 0)
+        close(fd);
+    free(buf);
+    mbedtls_x509_crt_free(&crt);
+    return st;
+}
+
 ec_status ec_transport_open(ec_transport **out, const ec_transport_params *p)
 {
     *out = NULL;
@@ -108,12 +182,26 @@ ec_status ec_transport_open(ec_transport **out, const ec_transport_params *p)
     if (t == NULL)
         return EC_ERR_NOMEM;
     t->cfg = cfg;
+    /* The CA bundle is read now, not at each handshake: a file replaced on
+     * disk takes effect at the next reload, which validates it first. */
+    uint8_t *ca = NULL;
+    size_t ca_len = 0;
+    char why[EC_CFG_PATH_MAX + 96];
+    ec_status st = ec_transport_load_ca(cfg->tls.ca_file, &ca, &ca_len, why, sizeof why);
+    if (st != EC_OK) {
+        ec_log(EC_LOG_ERROR, "tls_ca_unusable", EC_LOG_STR("reason", why));
+        free(t);
+        return st;
+    }
+    t->ca = (struct curl_blob){.data = ca, .len = ca_len, .flags = CURL_BLOB_NOCOPY};
     t->curl = curl_easy_init();
     if (t->curl == NULL) {
+        free(ca);
         free(t);
         return EC_ERR_NOMEM;
     }
     /* NOCOPY: the key stays in our secure memory only */
+    t->abandon_at_ms = p->abandon_at_ms;
     t->cert = (struct curl_blob){
         .data = (void *)p->client_cert_der, .len = p->client_cert_len, .flags = CURL_BLOB_NOCOPY};
     t->key = (struct curl_blob){
@@ -139,6 +227,7 @@ void ec_transport_close(ec_transport **tp)
     ec_transport *t = *tp;
     curl_easy_cleanup(t->curl);
     curl_slist_free_all(t->connect_to);
+    free(t->ca.data);
     free(t);
     *tp = NULL;
 }
@@ -324,6 +413,24 @@ static ec_status check_url(const ec_config *cfg, const char *url, char *reason, 
             rc = curl_easy_setopt(t->curl, (opt), (val));                                          \
     } while (0)
 
+/* curl calls this about once a second even while nothing moves: a
+ * transfer ends here once its owner's abandon time has passed. */
+static int on_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    (void)dltotal;
+    (void)dlnow;
+    (void)ultotal;
+    (void)ulnow;
+    const ec_transport *t = user;
+    int64_t at = atomic_load(t->abandon_at_ms);
+    if (at == 0)
+        return 0;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 >= at;
+}
+
 static CURLcode apply_policy(ec_transport *t)
 {
     const ec_config *cfg = t->cfg;
@@ -337,7 +444,8 @@ static CURLcode apply_policy(ec_transport *t)
     SET(CURLOPT_SSLVERSION, (long)(CURL_SSLVERSION_TLSv1_2 | CURL_SSLVERSION_MAX_DEFAULT));
     SET(CURLOPT_SSL_VERIFYPEER, 1L);
     SET(CURLOPT_SSL_VERIFYHOST, 2L);
-    SET(CURLOPT_CAINFO, cfg->tls.ca_file);
+    SET(CURLOPT_CAINFO, (char *)NULL);
+    SET(CURLOPT_CAINFO_BLOB, &t->ca);
     SET(CURLOPT_CAPATH, (char *)NULL);
     SET(CURLOPT_PINNEDPUBLICKEY, t->pins);
     SET(CURLOPT_SSL_CTX_FUNCTION, restrict_tls);
@@ -349,7 +457,8 @@ static CURLcode apply_policy(ec_transport *t)
         /* a provisioned proxy sees a CONNECT tunnel; TLS stays end to end,
          * and an https proxy is held to the same CA */
         SET(CURLOPT_HTTPPROXYTUNNEL, 1L);
-        SET(CURLOPT_PROXY_CAINFO, cfg->tls.ca_file);
+        SET(CURLOPT_PROXY_CAINFO, (char *)NULL);
+        SET(CURLOPT_PROXY_CAINFO_BLOB, &t->ca);
         SET(CURLOPT_PROXY_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
     }
     if (t->connect_to != NULL)
@@ -360,6 +469,11 @@ static CURLcode apply_policy(ec_transport *t)
     SET(CURLOPT_NOSIGNAL, 1L);
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
     SET(CURLOPT_ERRORBUFFER, t->errbuf);
+    if (t->abandon_at_ms != NULL) {
+        SET(CURLOPT_XFERINFOFUNCTION, on_progress);
+        SET(CURLOPT_XFERINFODATA, t);
+        SET(CURLOPT_NOPROGRESS, 0L);
+    }
     return rc;
 }
 
@@ -395,6 +509,8 @@ static const char *describe(CURLcode rc)
         return "protocol refused";
     case CURLE_OUT_OF_MEMORY:
         return "out of memory";
+    case CURLE_ABORTED_BY_CALLBACK:
+        return "abandoned: the uploader is stopping (reload or shutdown)";
     default:
         return NULL;
     }

@@ -21,6 +21,8 @@
  * streaming Put Block path. */
 #define SEGMENT_MAX_BYTES (64u * 1024 * 1024)
 #define IDLE_POLL_MS 1000
+/* How long a stopping uploader lets a transfer in progress go on. */
+#define STOP_GRACE_MS 2000
 
 typedef struct {
     const char *name; /* "primary", "secondary" */
@@ -48,6 +50,7 @@ struct ec_uploader {
     pthread_cond_t wake;
     bool stop;
     bool kicked;
+    _Atomic int64_t abandon_at_ms; /* set by stop: a stalled transfer ends then */
     ec_upload_stats stats;
 };
 
@@ -94,7 +97,8 @@ ec_status ec_uploader_open(ec_uploader **out, const ec_uploader_params *p)
                                   .client_cert_der = p->cert_der,
                                   .client_cert_len = p->cert_len,
                                   .client_key_der = p->key_der,
-                                  .client_key_len = p->key_len};
+                                  .client_key_len = p->key_len,
+                                  .abandon_at_ms = &u->abandon_at_ms};
         st = ec_transport_open(&e->transport, &tp);
         if (st == EC_OK)
             u->n_ep++;
@@ -517,6 +521,7 @@ ec_status ec_uploader_start(ec_uploader *u)
     if (u->started)
         return EC_ERR_INVALID;
     u->stop = false;
+    atomic_store(&u->abandon_at_ms, 0);
     if (pthread_create(&u->thread, NULL, uploader_main, u) != 0)
         return EC_ERR_NOMEM;
     u->started = true;
@@ -533,6 +538,10 @@ void ec_uploader_kick(ec_uploader *u)
 
 void ec_uploader_stop(ec_uploader *u)
 {
+    /* A segment in flight gets STOP_GRACE_MS to be acknowledged; then its
+     * transfer is abandoned and it stays in the spool, unacknowledged, for
+     * whoever uploads next (a reload's new uploader, or the next start). */
+    atomic_store(&u->abandon_at_ms, now_ms() + STOP_GRACE_MS);
     pthread_mutex_lock(&u->lock);
     u->stop = true;
     pthread_cond_signal(&u->wake);
