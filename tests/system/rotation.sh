@@ -14,9 +14,10 @@
 # (read back with @azure/storage-blob) have contiguous sequence numbers, one
 # per sealed segment, each PUT once and decoding with opusdec.
 #
-# Under valgrind or qemu the peer's key/CA move and the SAS rotation are
-# skipped (the capture must keep up in real time there too; those checks run
-# natively, under ASan never, as the SAN build runs natively too).
+# Under valgrind or qemu a reduced run (each accepted reload costs seconds
+# there): the reload with a segment in flight and the three refusals run; the
+# CA bundle, the peer's key/CA move with the SAS rotation, the old pin/CA
+# drop and the client certificate rotation run natively (and under ASan).
 # shellcheck source=lib/tap.sh
 . "$(dirname "$0")/lib/tap.sh"
 
@@ -87,7 +88,7 @@ CONF
 port=$("$PEERS" fault "$P" stall)
 # shellcheck source=/dev/null
 . "$P/fault-$port/fault.env"
-STALL_PORT=$port STALL_LOG=$FAULT_LOG
+STALL_LOG=$FAULT_LOG STALL_SOCK=$FAULT_DIR/stall.sock
 CONNECT=$FAULT_CONNECT_TO LOW_SPEED_S=600
 write_conf "pin_current = $SERVER_PIN" "$SAS1"
 
@@ -142,19 +143,20 @@ reload_and_wait() { # EVENT [cli]
     upload_after "$ANSWER_LINE" || fail_because "no segment uploaded after the reload (${EC_WAIT_S} s)"
 }
 
-# True while a connection to 127.0.0.1:PORT is established.
-connected_to() { # PORT
-    grep -qE "^ *[0-9]+: [0-9A-F]+:[0-9A-F]+ 0100007F:$(printf '%04X' "$1") 01 " /proc/net/tcp
+# True while the stalled front holds a request: it has passed it on to its
+# inner server (which never answers), so /proc/net/unix shows a connected
+# (state 03) socket on that server's path besides the listening one.
+request_stalled() {
+    grep -qE " 03 [0-9]+ $STALL_SOCK\$" /proc/net/unix
 }
 
 REASONS=()
-wait_for_log "$LOG" 'event=ready' "$pid" || fail_because "no ready event"
-want_re "$LOG" 'event=capture_started source=file'
+wait_for_log "$LOG" 'event=capture_started source=file' "$pid" || fail_because "capture did not start"
 for ((i = 0; i < EC_WAIT_S * 20; i++)); do
-    connected_to "$STALL_PORT" && break
+    request_stalled && break
     sleep 0.05
 done
-connected_to "$STALL_PORT" || fail_because "no upload went to the stalled front"
+request_stalled || fail_because "no upload is held by the stalled front"
 verdict "a daemon captures from a real-time source (FIFO, 1 s segments); an upload hangs on a stalled peer" \
     "$LOG"
 
@@ -178,8 +180,12 @@ verdict "reload (edgecap reload) with a segment in flight to a stalled peer: aba
 
 # ---- 3: the CA bundle file is replaced (config unchanged) -----------------------------------
 cat "$CA_FILE" "$NEXT_CA_FILE" >"$T/ca.new" && mv "$T/ca.new" "$T/ca.pem"
-reload_and_wait reload_accepted
-verdict "CA bundle file replaced by current + next CA, config unchanged: accepted, uploads go on" "$LOG"
+if is_native; then
+    reload_and_wait reload_accepted
+    verdict "CA bundle file replaced by current + next CA, config unchanged: accepted, uploads go on" "$LOG"
+else
+    skip "CA bundle file replaced by current + next CA" "runs natively only (valgrind/qemu: reduced run)"
+fi
 
 # ---- 4: a bad CA bundle is refused before anything changes -----------------------------------
 cp "$T/ca.pem" "$T/ca.good"
@@ -244,17 +250,22 @@ tail -n 3 "$ACCESS_LOG" | grep '"method":"PUT"' | grep -qF "\"client_fp\":\"$CLI
 verdict "a new certificate whose key does not match: refused before anything is swapped, old identity goes on" "$LOG"
 
 # ---- 9: the client certificate and key are rotated -------------------------------------------
-(umask 077 && cp "$RSA_CLIENT_KEY" "$T/client.key")
-reload_and_wait reload_accepted
-first_rsa=$(grep -nF "\"client_fp\":\"$RSA_CLIENT_FINGERPRINT\"" "$ACCESS_LOG" | head -n 1 | cut -d: -f1)
-if [ -z "$first_rsa" ]; then
-    fail_because "no request presented the new certificate"
+if is_native; then
+    (umask 077 && cp "$RSA_CLIENT_KEY" "$T/client.key")
+    reload_and_wait reload_accepted
+    first_rsa=$(grep -nF "\"client_fp\":\"$RSA_CLIENT_FINGERPRINT\"" "$ACCESS_LOG" | head -n 1 | cut -d: -f1)
+    if [ -z "$first_rsa" ]; then
+        fail_because "no request presented the new certificate"
+    else
+        tail -n "+$first_rsa" "$ACCESS_LOG" | grep -qF "\"client_fp\":\"$CLIENT_FINGERPRINT\"" &&
+            fail_because "the old certificate was presented after the new one"
+    fi
+    verdict "client certificate and key files replaced (another device identity): accepted, the new one is presented from then on" \
+        "$LOG"
 else
-    tail -n "+$first_rsa" "$ACCESS_LOG" | grep -qF "\"client_fp\":\"$CLIENT_FINGERPRINT\"" &&
-        fail_because "the old certificate was presented after the new one"
+    cp "$T/client.pem.good" "$T/client.pem" # the running identity again, for upload-once
+    skip "client certificate and key files replaced" "runs natively only (valgrind/qemu: reduced run)"
 fi
-verdict "client certificate and key files replaced (another device identity): accepted, the new one is presented from then on" \
-    "$LOG"
 
 # ---- 10: the source ends; the daemon stops; the spool drains -----------------------------
 # (The daemon is stopped right after the source: the segment it had open is
@@ -275,7 +286,7 @@ want_rc 0
 drained=$(sed -nE 's/^uploaded ([0-9]+) segments.*/\1/p' "$OUT")
 [ $(($(uploads) + ${drained:-0})) -eq "$sealed" ] ||
     fail_because "$(uploads) uploads by the daemon + ${drained:-?} after it for $sealed sealed segments"
-left=$("$EDGECAP" spool ls --config "$CONF" 2>/dev/null | awk '$NF == "closed" || $NF == "open"' | wc -l)
+left=$(find "$T/spool" -maxdepth 1 \( -name '*.seg' -o -name '*.part' \) | wc -l)
 [ "$left" -eq 0 ] || fail_because "$left segments left in the spool"
 diag "$sealed segments sealed; $(uploads) uploaded by the daemon, ${drained:-?} after it; $(grep -c 'event=reload_accepted' "$LOG") reloads accepted, $(grep -c 'event=reload_refused' "$LOG") refused"
 verdict "one capture throughout (nothing dropped); every sealed segment uploaded; the spool is empty" \
