@@ -453,7 +453,7 @@ static ec_status delivery_start(delivery *d)
 
 /* One snapshot of every stage's counters to [metrics] textfile. */
 static void write_metrics(const ec_config *cfg, ec_capture *cap, ec_spool *spool,
-                          const delivery *dv)
+                          const delivery *dv, const ec_upload_stats *upload_before)
 {
     if (cfg->metrics.textfile[0] == '\0')
         return;
@@ -480,6 +480,11 @@ static void write_metrics(const ec_config *cfg, ec_capture *cap, ec_spool *spool
     }
     if (dv->uploader != NULL) {
         ec_uploader_get_stats(dv->uploader, &m.upload);
+        m.have_upload = true;
+    }
+    /* counters run on across reloads (a new uploader starts at zero) */
+    if (upload_before->segments_acknowledged > 0 || upload_before->attempts_failed > 0) {
+        ec_upload_stats_add(&m.upload, upload_before);
         m.have_upload = true;
     }
     if (dv->auth != NULL) {
@@ -578,7 +583,8 @@ static int cmd_run(int argc, char **argv)
     ec_capture *cap = NULL;
     ec_audit *audit = NULL;
     delivery dv = {0};
-    ec_config *live = &cfg; /* what delivery runs on; a reload replaces it */
+    ec_config *live = &cfg;              /* what delivery runs on; a reload replaces it */
+    ec_upload_stats upload_before = {0}; /* totals of the uploaders reloads replaced */
     rc = load_config(path, &cfg);
     if (rc != EX_OK)
         return rc;
@@ -627,7 +633,7 @@ static int cmd_run(int argc, char **argv)
         clock_gettime(CLOCK_MONOTONIC, &mono);
         if (last_metrics.tv_sec == 0 ||
             mono.tv_sec - last_metrics.tv_sec >= live->metrics.interval_seconds) {
-            write_metrics(live, cap, spool, &dv);
+            write_metrics(live, cap, spool, &dv, &upload_before);
             last_metrics = mono;
         }
         sig = sigtimedwait(&wanted, NULL, &tick);
@@ -655,6 +661,12 @@ static int cmd_run(int argc, char **argv)
             }
             if (next == NULL)
                 continue;
+            if (dv.uploader != NULL) {
+                ec_uploader_stop(dv.uploader); /* its totals are final only once it stopped */
+                ec_upload_stats gone;
+                ec_uploader_get_stats(dv.uploader, &gone);
+                ec_upload_stats_add(&upload_before, &gone);
+            }
             delivery_close(&dv);
             free_live(live, &cfg);
             live = next;
@@ -689,7 +701,7 @@ static int cmd_run(int argc, char **argv)
     rc = EX_OK;
 out:
     if (spool != NULL)
-        write_metrics(live, cap, spool, &dv); /* the last word, at shutdown */
+        write_metrics(live, cap, spool, &dv, &upload_before); /* the last word, at shutdown */
     ec_audit(audit, "stopped", EC_LOG_INT("exit_status", rc));
     if (spool != NULL)
         (void)ec_spool_put_file(spool, PID_FILE, (const uint8_t *)"0\n", 2);

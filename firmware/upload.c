@@ -558,3 +558,19 @@ void ec_uploader_get_stats(ec_uploader *u, ec_upload_stats *stats)
     *stats = u->stats;
     pthread_mutex_unlock(&u->lock);
 }
+
+void ec_upload_stats_add(ec_upload_stats *into, const ec_upload_stats *from)
+{
+    into->segments_acknowledged += from->segments_acknowledged;
+    into->bytes_acknowledged += from->bytes_acknowledged;
+    into->acknowledged_existing += from->acknowledged_existing;
+    into->attempts_failed += from->attempts_failed;
+    into->conflicts += from->conflicts;
+    into->failovers += from->failovers;
+    into->tls_failures += from->tls_failures;
+    for (size_t i = 0; i < 2; i++)
+        into->breaker_opens[i] += from->breaker_opens[i];
+    for (size_t i = 0; i < EC_UPLOAD_LATENCY_BUCKETS; i++)
+        into->latency_buckets[i] += from->latency_buckets[i];
+    into->latency_sum_s += from->latency_sum_s;
+}

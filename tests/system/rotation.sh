@@ -80,6 +80,9 @@ sas_token = $2
 
 [logging]
 audit_file = $T/audit.log
+
+[metrics]
+textfile = $T/edgecap.prom
 CONF
     )
 }
@@ -281,6 +284,8 @@ sealed=$(grep -c 'event=segment_sealed' "$LOG")
 want_re "$LOG" "event=capture_stopped .*segments_sealed=$sealed segments_failed=0 overruns=0 frames_dropped=0 "
 [ "$(grep -c 'event=capture_started' "$LOG")" -eq 1 ] || fail_because "capture started more than once"
 want_no_re "$LOG" 'event=(segment_quarantined|upload_read_failed|segment_commit_failed)'
+# the uploader's counters run on across the reloads (written at shutdown)
+want_re "$T/edgecap.prom" "^edgecap_segments_acknowledged_total(\\{[^}]*\\})? $(uploads)\$"
 ec upload-once --config "$CONF"
 want_rc 0
 drained=$(sed -nE 's/^uploaded ([0-9]+) segments.*/\1/p' "$OUT")
@@ -289,8 +294,8 @@ drained=$(sed -nE 's/^uploaded ([0-9]+) segments.*/\1/p' "$OUT")
 left=$(find "$T/spool" -maxdepth 1 \( -name '*.seg' -o -name '*.part' \) | wc -l)
 [ "$left" -eq 0 ] || fail_because "$left segments left in the spool"
 diag "$sealed segments sealed; $(uploads) uploaded by the daemon, ${drained:-?} after it; $(grep -c 'event=reload_accepted' "$LOG") reloads accepted, $(grep -c 'event=reload_refused' "$LOG") refused"
-verdict "one capture throughout (nothing dropped); every sealed segment uploaded; the spool is empty" \
-    "$LOG" "$ERR" "$OUT"
+verdict "one capture throughout (nothing dropped); every sealed segment uploaded (metrics count them across reloads); the spool is empty" \
+    "$LOG" "$ERR" "$OUT" "$T/edgecap.prom"
 
 # ---- 11: the blobs: contiguous sequence numbers, each decodes ------------------------------
 REASONS=()
