@@ -140,7 +140,7 @@ ec_status ec_transport_load_ca(const char *path, uint8_t **pem, size_t *len, cha
             break;
     }
     if (have > CA_FILE_MAX_BYTES) {
-        st = EC_ERR_INVALID;
+        st = EC_ERR_CONFIG;
         snprintf(why, why_len, "[tls] ca_file %s: larger than %d bytes", path, CA_FILE_MAX_BYTES);
         goto out;
     }
@@ -149,7 +149,7 @@ ec_status ec_transport_load_ca(const char *path, uint8_t **pem, size_t *len, cha
     bool is_pem = strstr((const char *)buf, "-----BEGIN CERTIFICATE-----") != NULL;
     int rc = mbedtls_x509_crt_parse(&crt, buf, is_pem ? have + 1 : have);
     if (rc != 0 || crt.version == 0) {
-        st = EC_ERR_INVALID;
+        st = EC_ERR_CONFIG;
         if (rc > 0)
             snprintf(why, why_len, "[tls] ca_file %s: %d certificate(s) do not parse", path, rc);
         else

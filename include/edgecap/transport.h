@@ -90,8 +90,9 @@ ec_status ec_transport_open(ec_transport **out, const ec_transport_params *param
 /*
  * Reads and checks a CA bundle ([tls] ca_file): every certificate in it
  * parses (PEM or DER) and there is at least one. EC_OK with the file's bytes
- * in *pem (heap; free()), or the status with `why` naming the key, the path
- * and the reason. ec_transport_open reads the file this way, once: a
+ * in *pem (heap; free()), or the status (EC_ERR_NOT_FOUND, EC_ERR_IO, or
+ * EC_ERR_CONFIG for a file that is not a CA bundle) with `why` naming the
+ * key, the path and the reason. ec_transport_open reads the file this way, once: a
  * reload checks a replaced file with it before it swaps anything.
  */
 ec_status ec_transport_load_ca(const char *path, uint8_t **pem, size_t *len, char *why,

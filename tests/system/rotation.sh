@@ -195,7 +195,17 @@ cp "$T/ca.pem" "$T/ca.good"
 printf -- '-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n' >"$T/ca.pem"
 reload_and_wait reload_refused
 [[ "$ANSWER" == *"reason=\"[tls] ca_file $T/ca.pem: "* ]] || fail_because "the reason does not name [tls] ca_file and the file"
-verdict "a CA bundle that does not parse: reload refused ([tls] ca_file PATH), delivery goes on" "$LOG"
+# the same file when a delivery starts (here upload-once, on a spool of its own)
+cp "$T/ca.pem" "$T/bad-ca.pem"
+sed -e "s|^ca_file = .*|ca_file = $T/bad-ca.pem|" -e "s|^dir = .*|dir = $T/spool-badca|" \
+    -e "s|^audit_file = .*|audit_file = $T/audit-badca.log|" -e '/^\[metrics\]/,$d' "$CONF" >"$T/badca.conf"
+chmod 600 "$T/badca.conf"
+ec upload-once --config "$T/badca.conf"
+want_rc 78
+want_err_fixed "cannot upload: invalid configuration"
+want_err_fixed "event=tls_ca_unusable reason=\"[tls] ca_file $T/bad-ca.pem: no PEM or DER certificate\""
+verdict "a CA bundle that does not parse: reload refused ([tls] ca_file PATH), delivery goes on; a new delivery refuses it too" \
+    "$LOG" "$ERR"
 mv "$T/ca.good" "$T/ca.pem"
 
 # ---- 5: the peer moves to its next key and CA; the SAS token is rotated --------------------

@@ -132,23 +132,23 @@ static void test_refusals(void **state)
     free(missing);
 
     char *empty = write_bytes("empty.pem", "", 0);
-    refuses(empty, EC_ERR_INVALID, "no PEM or DER certificate");
+    refuses(empty, EC_ERR_CONFIG, "no PEM or DER certificate");
     free(empty);
 
     static const char junk[] =
         "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n";
     char *bad = write_bytes("junk.pem", junk, strlen(junk));
-    refuses(bad, EC_ERR_INVALID, "no PEM or DER certificate");
+    refuses(bad, EC_ERR_CONFIG, "no PEM or DER certificate");
     free(bad);
 
     char *text = write_bytes("text.pem", "hello\n", 6);
-    refuses(text, EC_ERR_INVALID, "no PEM or DER certificate");
+    refuses(text, EC_ERR_CONFIG, "no PEM or DER certificate");
     free(text);
 
     /* a bundle with one good and one broken certificate is refused whole */
     char *mixed_text = ts_strf("%s%s", cert_pem, junk);
     char *mixed = write_bytes("mixed.pem", mixed_text, strlen(mixed_text));
-    refuses(mixed, EC_ERR_INVALID, "1 certificate(s) do not parse");
+    refuses(mixed, EC_ERR_CONFIG, "1 certificate(s) do not parse");
     free(mixed_text);
     free(mixed);
 
@@ -157,7 +157,7 @@ static void test_refusals(void **state)
     assert_non_null(big_data);
     memset(big_data, 'A', big_len);
     char *big = write_bytes("big.pem", big_data, big_len);
-    refuses(big, EC_ERR_INVALID, "larger than 1048576 bytes");
+    refuses(big, EC_ERR_CONFIG, "larger than 1048576 bytes");
     free(big_data);
     free(big);
 }
