@@ -700,6 +700,8 @@ static int cmd_run(int argc, char **argv)
     ec_log(EC_LOG_INFO, "stopping", EC_LOG_STR("signal", signal_name(sig)));
     rc = EX_OK;
 out:
+    if (dv.uploader != NULL)
+        ec_uploader_stop(dv.uploader); /* its counts are final once a segment in flight ended */
     if (spool != NULL)
         write_metrics(live, cap, spool, &dv, &upload_before); /* the last word, at shutdown */
     ec_audit(audit, "stopped", EC_LOG_INT("exit_status", rc));
