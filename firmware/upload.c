@@ -21,8 +21,12 @@
  * streaming Put Block path. */
 #define SEGMENT_MAX_BYTES (64u * 1024 * 1024)
 #define IDLE_POLL_MS 1000
-/* How long a stopping uploader lets a transfer in progress go on. */
+/* How long a stopping uploader lets a transfer in progress go on: a blob
+ * PUT is acknowledged as soon as its bytes are stored; a fast transcription
+ * answers only after the service transcribed the segment (abandoning it
+ * costs a second transcription). */
 #define STOP_GRACE_MS 2000
+#define STOP_GRACE_SPEECH_MS 15000
 
 typedef struct {
     const char *name; /* "primary", "secondary" */
@@ -538,10 +542,12 @@ void ec_uploader_kick(ec_uploader *u)
 
 void ec_uploader_stop(ec_uploader *u)
 {
-    /* A segment in flight gets STOP_GRACE_MS to be acknowledged; then its
+    /* A segment in flight gets its grace to be acknowledged; then its
      * transfer is abandoned and it stays in the spool, unacknowledged, for
      * whoever uploads next (a reload's new uploader, or the next start). */
-    atomic_store(&u->abandon_at_ms, now_ms() + STOP_GRACE_MS);
+    int64_t grace =
+        u->cfg->upload.target == EC_TARGET_SPEECH ? STOP_GRACE_SPEECH_MS : STOP_GRACE_MS;
+    atomic_store(&u->abandon_at_ms, now_ms() + grace);
     pthread_mutex_lock(&u->lock);
     u->stop = true;
     pthread_cond_signal(&u->wake);
