@@ -581,9 +581,11 @@ static void spool_waiting(ec_spool *spool, uint64_t *segments, double *oldest_ag
 
 /* One snapshot of every stage's counters to [metrics] textfile and the
  * [metrics] listen endpoint. `capture` is NULL when nothing captures (or the
- * last stats when it stopped). */
+ * last stats when it stopped); `upload_before` holds the totals of the
+ * uploaders that reloads replaced. */
 static void write_metrics(const ec_config *cfg, const ec_capture_stats *capture, ec_spool *spool,
-                          const delivery *dv, ec_metrics_server *srv)
+                          const delivery *dv, const ec_upload_stats *upload_before,
+                          ec_metrics_server *srv)
 {
     if (cfg->metrics.textfile[0] == '\0' && srv == NULL)
         return;
@@ -597,6 +599,11 @@ static void write_metrics(const ec_config *cfg, const ec_capture_stats *capture,
     spool_waiting(spool, &m.spool_segments, &m.spool_oldest_age_s);
     if (dv->uploader != NULL) {
         ec_uploader_get_stats(dv->uploader, &m.upload);
+        m.have_upload = true;
+    }
+    /* counters run on across reloads (a new uploader starts at zero) */
+    if (upload_before->segments_acknowledged > 0 || upload_before->attempts_failed > 0) {
+        ec_upload_stats_add(&m.upload, upload_before);
         m.have_upload = true;
     }
     if (dv->auth != NULL) {
@@ -673,17 +680,24 @@ static ec_config *reload_config(const char *path, ec_audit *audit)
     return NULL;
 }
 
-/* Whether `cfg`'s device identity loads and suits its auth mode (a reload
- * checks this before it stops the running delivery). */
+/* Whether `cfg`'s CA bundle and device identity load (the files they name
+ * are read again: they may have been replaced under an unchanged file) and
+ * suit its auth mode. A reload checks this before it stops the running
+ * delivery. */
 static bool identity_usable(const ec_config *cfg, char *why, size_t why_len)
 {
-    uint8_t *cert = NULL, *key = NULL;
-    size_t cert_len = 0, key_len = 0;
+    uint8_t *cert = NULL, *key = NULL, *ca = NULL;
+    size_t cert_len = 0, key_len = 0, ca_len = 0;
     ec_auth *auth = NULL;
-    ec_status st = ec_keystore_file_client_credentials(cfg->tls.client_cert, cfg->tls.client_key,
-                                                       &cert, &cert_len, &key, &key_len);
+    ec_status st = ec_transport_load_ca(cfg->tls.ca_file, &ca, &ca_len, why, why_len);
+    free(ca);
+    if (st != EC_OK)
+        return false;
+    st = ec_keystore_file_client_credentials(cfg->tls.client_cert, cfg->tls.client_key, &cert,
+                                             &cert_len, &key, &key_len);
     if (st != EC_OK) {
-        snprintf(why, why_len, "the device certificate or key: %s", ec_strerror(st));
+        snprintf(why, why_len, "[tls] client_cert %s / client_key %s: %s", cfg->tls.client_cert,
+                 cfg->tls.client_key, ec_strerror(st));
     } else {
         ec_auth_params ap = {
             .cfg = cfg, .cert_der = cert, .cert_len = cert_len, .key_der = key, .key_len = key_len};
@@ -758,7 +772,8 @@ static int cmd_run(int argc, char **argv)
     ec_watchdog wd = {0}; /* the service manager (systemd), when there is one */
     ec_watchdog_feeder feeder;
     ec_metrics_server *msrv = NULL;
-    ec_config *live = &cfg; /* what delivery runs on; a reload replaces it */
+    ec_config *live = &cfg;              /* what delivery runs on; a reload replaces it */
+    ec_upload_stats upload_before = {0}; /* totals of the uploaders reloads replaced */
     rc = load_config(path, &cfg);
     if (rc != EX_OK)
         return rc;
@@ -837,7 +852,7 @@ static int cmd_run(int argc, char **argv)
             mono.tv_sec - last_metrics.tv_sec >= live->metrics.interval_seconds) {
             ec_capture_stats cs;
             ec_capture_get_stats(cap, &cs);
-            write_metrics(live, &cs, spool, &dv, msrv);
+            write_metrics(live, &cs, spool, &dv, &upload_before, msrv);
             last_metrics = mono;
         }
         ec_liveness_sample alive = liveness_sample(cap, &dv);
@@ -856,7 +871,7 @@ static int cmd_run(int argc, char **argv)
              * spool and key store settings take effect at the next start. */
             ec_watchdog_reloading(&wd);
             ec_config *next = reload_config(cfg.source_path, audit);
-            char why[EC_CFG_PATH_MAX + 64];
+            char why[2 * EC_CFG_PATH_MAX + 128];
             /* a working delivery is only replaced by one whose identity loads */
             if (next != NULL && dv.auth != NULL && !identity_usable(next, why, sizeof why)) {
                 ec_log(EC_LOG_ERROR, "reload_refused", EC_LOG_STR("reason", why),
@@ -869,6 +884,12 @@ static int cmd_run(int argc, char **argv)
             if (next == NULL) {
                 ec_watchdog_ready(&wd, "reload refused: running on the previous configuration");
                 continue;
+            }
+            if (dv.uploader != NULL) {
+                ec_uploader_stop(dv.uploader); /* its totals are final only once it stopped */
+                ec_upload_stats gone;
+                ec_uploader_get_stats(dv.uploader, &gone);
+                ec_upload_stats_add(&upload_before, &gone);
             }
             delivery_close(&dv);
             free_live(live, &cfg);
@@ -913,7 +934,7 @@ out:
     }
     delivery_stop(&dv);
     if (spool != NULL) /* the last word, at shutdown */
-        write_metrics(live, last_capture, spool, &dv, msrv);
+        write_metrics(live, last_capture, spool, &dv, &upload_before, msrv);
     ec_metrics_server_stop(&msrv);
     if (spool != NULL)
         (void)ec_spool_put_file(spool, PID_FILE, (const uint8_t *)"0\n", 2);

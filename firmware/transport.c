@@ -7,18 +7,23 @@
 #include "edgecap/transport.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <mbedtls/debug.h>
 #include <mbedtls/platform_util.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_ciphersuites.h>
+#include <mbedtls/x509_crt.h>
 
 #include "edgecap/log.h"
 #include "edgecap/secmem.h"
@@ -29,8 +34,10 @@ struct ec_transport {
     const ec_config *cfg;
     struct curl_blob cert;
     struct curl_blob key;
+    struct curl_blob ca; /* [tls] ca_file as read when the transport opened */
     char pins[200];
     struct curl_slist *connect_to;
+    const _Atomic int64_t *abandon_at_ms;
     char errbuf[CURL_ERROR_SIZE];
     void (*heartbeat)(void *user);
     void *heartbeat_user;
@@ -139,6 +146,72 @@ void ec_transport_global_cleanup(void)
     curl_global_cleanup();
 }
 
+/* A CA bundle larger than this is not a CA bundle. */
+#define CA_FILE_MAX_BYTES (1024 * 1024)
+
+ec_status ec_transport_load_ca(const char *path, uint8_t **pem, size_t *len, char *why,
+                               size_t why_len)
+{
+    *pem = NULL;
+    *len = 0;
+    uint8_t *buf = NULL;
+    size_t have = 0;
+    mbedtls_x509_crt crt;
+    mbedtls_x509_crt_init(&crt);
+    ec_status st = EC_ERR_IO;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        snprintf(why, why_len, "[tls] ca_file %s: %s", path, strerror(errno));
+        st = errno == ENOENT ? EC_ERR_NOT_FOUND : EC_ERR_IO;
+        goto out;
+    }
+    /* one byte more than the cap, and one for the NUL that PEM parsing wants */
+    buf = malloc(CA_FILE_MAX_BYTES + 2);
+    if (buf == NULL) {
+        st = EC_ERR_NOMEM;
+        snprintf(why, why_len, "[tls] ca_file %s: out of memory", path);
+        goto out;
+    }
+    for (;;) {
+        ssize_t n = read(fd, buf + have, CA_FILE_MAX_BYTES + 1 - have);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            snprintf(why, why_len, "[tls] ca_file %s: %s", path, strerror(errno));
+            goto out;
+        }
+        if (n == 0 || (have += (size_t)n) > CA_FILE_MAX_BYTES)
+            break;
+    }
+    if (have > CA_FILE_MAX_BYTES) {
+        st = EC_ERR_CONFIG;
+        snprintf(why, why_len, "[tls] ca_file %s: larger than %d bytes", path, CA_FILE_MAX_BYTES);
+        goto out;
+    }
+    buf[have] = '\0';
+    /* PEM wants the terminating NUL counted; DER must not have it */
+    bool is_pem = strstr((const char *)buf, "-----BEGIN CERTIFICATE-----") != NULL;
+    int rc = mbedtls_x509_crt_parse(&crt, buf, is_pem ? have + 1 : have);
+    if (rc != 0 || crt.version == 0) {
+        st = EC_ERR_CONFIG;
+        if (rc > 0)
+            snprintf(why, why_len, "[tls] ca_file %s: %d certificate(s) do not parse", path, rc);
+        else
+            snprintf(why, why_len, "[tls] ca_file %s: no PEM or DER certificate", path);
+        goto out;
+    }
+    *pem = buf;
+    *len = have;
+    buf = NULL;
+    st = EC_OK;
+out:
+    if (fd >= 0)
+        close(fd);
+    free(buf);
+    mbedtls_x509_crt_free(&crt);
+    return st;
+}
+
 ec_status ec_transport_open(ec_transport **out, const ec_transport_params *p)
 {
     *out = NULL;
@@ -156,13 +229,27 @@ ec_status ec_transport_open(ec_transport **out, const ec_transport_params *p)
     t->heartbeat = p->heartbeat;
     t->heartbeat_user = p->heartbeat_user;
     t->audit = p->audit;
+    /* The CA bundle is read now, not at each handshake: a file replaced on
+     * disk takes effect at the next reload, which validates it first. */
+    uint8_t *ca = NULL;
+    size_t ca_len = 0;
+    char why[EC_CFG_PATH_MAX + 96];
+    ec_status st = ec_transport_load_ca(cfg->tls.ca_file, &ca, &ca_len, why, sizeof why);
+    if (st != EC_OK) {
+        ec_log(EC_LOG_ERROR, "tls_ca_unusable", EC_LOG_STR("reason", why));
+        free(t);
+        return st;
+    }
+    t->ca = (struct curl_blob){.data = ca, .len = ca_len, .flags = CURL_BLOB_NOCOPY};
     t->curl = curl_easy_init();
     if (t->curl == NULL || pthread_mutex_init(&t->lock, NULL) != 0) {
         curl_easy_cleanup(t->curl);
+        free(ca);
         free(t);
         return EC_ERR_NOMEM;
     }
     /* NOCOPY: the key stays in our secure memory only */
+    t->abandon_at_ms = p->abandon_at_ms;
     t->cert = (struct curl_blob){
         .data = (void *)p->client_cert_der, .len = p->client_cert_len, .flags = CURL_BLOB_NOCOPY};
     t->key = (struct curl_blob){
@@ -189,6 +276,7 @@ void ec_transport_close(ec_transport **tp)
     curl_easy_cleanup(t->curl);
     curl_slist_free_all(t->connect_to);
     pthread_mutex_destroy(&t->lock);
+    free(t->ca.data);
     free(t);
     *tp = NULL;
 }
@@ -374,6 +462,10 @@ static ec_status check_url(const ec_config *cfg, const char *url, char *reason, 
             rc = curl_easy_setopt(t->curl, (opt), (val));                                          \
     } while (0)
 
+/* curl calls this about once a second even while nothing moves: a
+ * liveness heartbeat for the owner's thread, and the end of a transfer
+ * once its owner's abandon time has passed (otherwise curl's own timeouts
+ * decide when a transfer is dead). */
 static int on_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
                        curl_off_t ulnow)
 {
@@ -381,9 +473,17 @@ static int on_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_of
     (void)dlnow;
     (void)ultotal;
     (void)ulnow;
-    ec_transport *t = user;
-    t->heartbeat(t->heartbeat_user);
-    return 0; /* go on: curl's own timeouts decide when a transfer is dead */
+    const ec_transport *t = user;
+    if (t->heartbeat != NULL)
+        t->heartbeat(t->heartbeat_user);
+    if (t->abandon_at_ms == NULL)
+        return 0;
+    int64_t at = atomic_load(t->abandon_at_ms);
+    if (at == 0)
+        return 0;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 >= at;
 }
 
 static CURLcode apply_policy(ec_transport *t)
@@ -399,7 +499,8 @@ static CURLcode apply_policy(ec_transport *t)
     SET(CURLOPT_SSLVERSION, (long)(CURL_SSLVERSION_TLSv1_2 | CURL_SSLVERSION_MAX_DEFAULT));
     SET(CURLOPT_SSL_VERIFYPEER, 1L);
     SET(CURLOPT_SSL_VERIFYHOST, 2L);
-    SET(CURLOPT_CAINFO, cfg->tls.ca_file);
+    SET(CURLOPT_CAINFO, (char *)NULL);
+    SET(CURLOPT_CAINFO_BLOB, &t->ca);
     SET(CURLOPT_CAPATH, (char *)NULL);
     SET(CURLOPT_PINNEDPUBLICKEY, t->pins);
     SET(CURLOPT_SSL_CTX_FUNCTION, restrict_tls);
@@ -412,7 +513,8 @@ static CURLcode apply_policy(ec_transport *t)
         /* a provisioned proxy sees a CONNECT tunnel; TLS stays end to end,
          * and an https proxy is held to the same CA */
         SET(CURLOPT_HTTPPROXYTUNNEL, 1L);
-        SET(CURLOPT_PROXY_CAINFO, cfg->tls.ca_file);
+        SET(CURLOPT_PROXY_CAINFO, (char *)NULL);
+        SET(CURLOPT_PROXY_CAINFO_BLOB, &t->ca);
         SET(CURLOPT_PROXY_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
     }
     if (t->connect_to != NULL)
@@ -423,7 +525,7 @@ static CURLcode apply_policy(ec_transport *t)
     SET(CURLOPT_NOSIGNAL, 1L);
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
     SET(CURLOPT_ERRORBUFFER, t->errbuf);
-    if (t->heartbeat != NULL) {
+    if (t->heartbeat != NULL || t->abandon_at_ms != NULL) {
         SET(CURLOPT_XFERINFOFUNCTION, on_progress);
         SET(CURLOPT_XFERINFODATA, t);
         SET(CURLOPT_NOPROGRESS, 0L);
@@ -463,6 +565,8 @@ static const char *describe(CURLcode rc)
         return "protocol refused";
     case CURLE_OUT_OF_MEMORY:
         return "out of memory";
+    case CURLE_ABORTED_BY_CALLBACK:
+        return "abandoned: the uploader is stopping (reload or shutdown)";
     default:
         return NULL;
     }

@@ -22,6 +22,12 @@
  * streaming Put Block path. */
 #define SEGMENT_MAX_BYTES (64u * 1024 * 1024)
 #define IDLE_POLL_MS 1000
+/* How long a stopping uploader lets a transfer in progress go on: a blob
+ * PUT is acknowledged as soon as its bytes are stored; a fast transcription
+ * answers only after the service transcribed the segment (abandoning it
+ * costs a second transcription). */
+#define STOP_GRACE_MS 2000
+#define STOP_GRACE_SPEECH_MS 15000
 
 typedef struct {
     const char *name; /* "primary", "secondary" */
@@ -49,6 +55,7 @@ struct ec_uploader {
     pthread_cond_t wake;
     bool stop;
     bool kicked;
+    _Atomic int64_t abandon_at_ms; /* set by stop: a stalled transfer ends then */
     ec_upload_stats stats;
 };
 
@@ -113,7 +120,8 @@ ec_status ec_uploader_open(ec_uploader **out, const ec_uploader_params *p)
                                   .client_key_len = p->key_len,
                                   .heartbeat = heartbeat,
                                   .heartbeat_user = u,
-                                  .audit = p->audit};
+                                  .audit = p->audit,
+                                  .abandon_at_ms = &u->abandon_at_ms};
         st = ec_transport_open(&e->transport, &tp);
         if (st == EC_OK)
             u->n_ep++;
@@ -562,6 +570,7 @@ ec_status ec_uploader_start(ec_uploader *u)
     if (u->started)
         return EC_ERR_INVALID;
     u->stop = false;
+    atomic_store(&u->abandon_at_ms, 0);
     if (pthread_create(&u->thread, NULL, uploader_main, u) != 0)
         return EC_ERR_NOMEM;
     u->started = true;
@@ -578,6 +587,12 @@ void ec_uploader_kick(ec_uploader *u)
 
 void ec_uploader_stop(ec_uploader *u)
 {
+    /* A segment in flight gets its grace to be acknowledged; then its
+     * transfer is abandoned and it stays in the spool, unacknowledged, for
+     * whoever uploads next (a reload's new uploader, or the next start). */
+    int64_t grace =
+        u->cfg->upload.target == EC_TARGET_SPEECH ? STOP_GRACE_SPEECH_MS : STOP_GRACE_MS;
+    atomic_store(&u->abandon_at_ms, now_ms() + grace);
     pthread_mutex_lock(&u->lock);
     u->stop = true;
     pthread_cond_signal(&u->wake);
@@ -595,4 +610,25 @@ void ec_uploader_get_stats(ec_uploader *u, ec_upload_stats *stats)
     pthread_mutex_unlock(&u->lock);
     for (int i = 0; i < u->n_ep && i < 2; i++)
         ec_transport_get_tls_failures(u->ep[i].transport, stats->tls_failures_by_reason[i]);
+}
+
+void ec_upload_stats_add(ec_upload_stats *into, const ec_upload_stats *from)
+{
+    into->segments_acknowledged += from->segments_acknowledged;
+    into->bytes_acknowledged += from->bytes_acknowledged;
+    into->acknowledged_existing += from->acknowledged_existing;
+    into->attempts_failed += from->attempts_failed;
+    into->conflicts += from->conflicts;
+    into->failovers += from->failovers;
+    into->tls_failures += from->tls_failures;
+    for (size_t i = 0; i < 2; i++) {
+        into->breaker_opens[i] += from->breaker_opens[i];
+        for (size_t r = 0; r < EC_TLS_REASONS; r++)
+            into->tls_failures_by_reason[i][r] += from->tls_failures_by_reason[i][r];
+    }
+    for (size_t i = 0; i < EC_UPLOAD_LATENCY_BUCKETS; i++)
+        into->latency_buckets[i] += from->latency_buckets[i];
+    into->latency_sum_s += from->latency_sum_s;
+    if (from->last_ack_utc_ms > into->last_ack_utc_ms)
+        into->last_ack_utc_ms = from->last_ack_utc_ms;
 }

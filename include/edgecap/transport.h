@@ -7,7 +7,8 @@
  *     no proxy unless [upload] proxy names one (the environment's proxy
  *     variables are ignored);
  *   - TLS >= 1.2 ([tls] min_version), ECDHE key exchange with AEAD ciphers
- *     only, the peer chained to [tls] ca_file, its name checked, and its
+ *     only, the peer chained to [tls] ca_file (read when the transport
+ *     opens, not at each handshake), its name checked, and its
  *     SubjectPublicKeyInfo SHA-256 equal to pin_current or pin_next;
  *   - the device's client certificate and key (DER, from secure memory);
  *   - connect and low-speed timeouts; keep-alive reuse of the one handle;
@@ -22,6 +23,7 @@
 #ifndef EDGECAP_TRANSPORT_H
 #define EDGECAP_TRANSPORT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -43,6 +45,10 @@ typedef struct {
     void (*heartbeat)(void *user);
     void *heartbeat_user;
     ec_audit *audit; /* may be NULL: where a pin mismatch is recorded */
+    /* NULL, or a CLOCK_MONOTONIC time in ms (0: none yet) after which a
+     * transfer in progress is abandoned (EC_ERR_NETWORK, reason "abandoned:
+     * ..."), so that stopping an uploader never waits for a stalled peer */
+    const _Atomic int64_t *abandon_at_ms;
 } ec_transport_params;
 
 /* One part of a multipart/form-data body, sent from the caller's memory
@@ -88,6 +94,17 @@ typedef struct {
 typedef struct ec_transport ec_transport;
 
 ec_status ec_transport_open(ec_transport **out, const ec_transport_params *params);
+
+/*
+ * Reads and checks a CA bundle ([tls] ca_file): every certificate in it
+ * parses (PEM or DER) and there is at least one. EC_OK with the file's bytes
+ * in *pem (heap; free()), or the status (EC_ERR_NOT_FOUND, EC_ERR_IO, or
+ * EC_ERR_CONFIG for a file that is not a CA bundle) with `why` naming the
+ * key, the path and the reason. ec_transport_open reads the file this way, once: a
+ * reload checks a replaced file with it before it swaps anything.
+ */
+ec_status ec_transport_load_ca(const char *path, uint8_t **pem, size_t *len, char *why,
+                               size_t why_len);
 
 /*
  * Performs one request. EC_OK means an HTTP answer arrived (any status; the

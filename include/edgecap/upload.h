@@ -87,10 +87,16 @@ ec_status ec_uploader_start(ec_uploader *u);
 /* Wakes the thread to look at the spool now (a segment was sealed). */
 void ec_uploader_kick(ec_uploader *u);
 
-/* Stops the thread (an upload in flight finishes or times out) and joins. */
+/* Stops the thread and joins: an upload in flight gets 2 s (a fast
+ * transcription 15 s) to be acknowledged, then it is abandoned and its
+ * segment stays in the spool. */
 void ec_uploader_stop(ec_uploader *u);
 
 void ec_uploader_get_stats(ec_uploader *u, ec_upload_stats *stats);
+
+/* Adds `from`'s counters (not its breaker states or last error) to `into`:
+ * a reload keeps the totals of the uploader it replaces. */
+void ec_upload_stats_add(ec_upload_stats *into, const ec_upload_stats *from);
 
 void ec_uploader_close(ec_uploader **u);
 

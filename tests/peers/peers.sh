@@ -149,6 +149,12 @@
 #                                400 (default true)
 #         transcript_text T      the text every transcription returns
 #       speech/README.md has the whole interface and the contract's limits.
+#   peers.sh server-key DIR current|next
+#       Moves the main front (nginx: a graceful stop, requests in progress
+#       finish, and a start on the same port) to the next server key, certified by the
+#       next server CA (NEXT_PIN, NEXT_CA_FILE), or back to the current one
+#       (SERVER_PIN, CA_FILE); returns when a new connection sees it. A
+#       `restart DIR nginx` keeps the choice. For live rotation tests.
 #   peers.sh pin CERT.pem           prints sha256//BASE64 of CERT's SPKI
 #   peers.sh env DIR                prints DIR/peers.env
 #
@@ -163,7 +169,10 @@
 #   CA_FILE          server CA (PEM) the device trusts
 #   SERVER_CERT      the main front's certificate
 #   SERVER_PIN       sha256//... of SERVER_CERT's public key
-#   NEXT_PIN         sha256//... of the next server key (fault kind rekeyed)
+#   NEXT_PIN         sha256//... of the next server key (fault kind rekeyed,
+#                    and the main front after `server-key DIR next`)
+#   NEXT_CA_FILE     the next server CA (PEM): it certifies the next key for
+#                    the main front after `server-key DIR next`
 #   CLIENT_CERT CLIENT_KEY CLIENT_KEY_DER   the provisioned device identity
 #                    (EC P-256; the key as PKCS#8 PEM and as SEC1 DER, RFC 5915,
 #                    which mbedTLS parses as well as PKCS#8)
@@ -540,6 +549,12 @@ peers__pki() { # DIR
             "DNS:$PEERS_WRONG_HOST" $((-day)) $((30 * day)) || exit 1
         peers__leaf "$pki" server-ca server-next "$pki/server-next.key" "$PEERS_BLOB_HOST" server \
             "$names" $((-day)) $((30 * day)) || exit 1
+        # Where the main front moves with `server-key DIR next`: the next
+        # key, certified by a next server CA (a CA rotation and a key
+        # rotation at once, as when a private endpoint's certificate is renewed).
+        peers__ca "$pki" server-ca-next "edgecap test next server CA" || exit 1
+        peers__leaf "$pki" server-ca-next server-rotated "$pki/server-next.key" "$PEERS_BLOB_HOST" \
+            server "$names" $((-day)) $((30 * day)) || exit 1
         peers__ca "$pki" unknown-ca "edgecap test unknown CA" || exit 1
         peers__leaf "$pki" unknown-ca server-unknownca "$pki/server.key" "$PEERS_BLOB_HOST" server \
             "$names" $((-day)) $((30 * day)) || exit 1
@@ -763,7 +778,12 @@ peers__nginx_conf() { # ROOT KIND PORT [ARG...]
     local cert=$pki/server.pem key=$pki/server.key protocols=$PEERS_TLS12 ciphers=$PEERS_CIPHERS
     local echo_module="" keepalive="" location="" plain=0
     case "$kind" in
-    main | ok) ;;
+    main)
+        # `server-key DIR next` moved it to the next key and CA
+        [ "$(cat "$root/server-key" 2>/dev/null)" = next ] &&
+            cert=$pki/server-rotated.pem key=$pki/server-next.key
+        ;;
+    ok) ;;
     proxy) plain=1 ;;
     expired) cert=$pki/server-expired.pem ;;
     wronghost) cert=$pki/server-wronghost.pem ;;
@@ -1137,6 +1157,7 @@ peers_start() ( # DIR
             "SERVER_CERT=$pki/server.pem" \
             "SERVER_PIN=$(peers__pin "$pki/server.pem")" \
             "NEXT_PIN=$(peers__pin "$pki/server-next.pem")" \
+            "NEXT_CA_FILE=$pki/server-ca-next.pem" \
             "CLIENT_CERT=$pki/client.pem" \
             "CLIENT_KEY=$pki/client.key" \
             "CLIENT_KEY_DER=$pki/client.key.der" \
@@ -1298,6 +1319,51 @@ peers_restart() ( # DIR nginx|azurite|speech
     esac
 )
 
+# Whether the front on PORT presents a certificate that chains to CA and
+# whose key is PIN (the device identity as client; the probe is not logged).
+peers__front_presents() { # DIR PORT CA PIN
+    local pki=$1/pki
+    curl -s -o /dev/null --max-time 3 --cacert "$3" --pinnedpubkey "$4" \
+        -H "X-Edgecap-Peers-Probe: 1" --cert "$pki/client.pem" --key "$pki/client.key" \
+        --connect-to "$PEERS_BLOB_HOST:443:127.0.0.1:$2" "https://$PEERS_BLOB_HOST/?comp=list" \
+        2>/dev/null
+}
+
+peers_server_key() ( # DIR current|next
+    set -u
+    dir=$(peers__absdir "$1") || exit 1
+    case "${2:-}" in
+    current) which=current ;;
+    next) which=next ;;
+    *) peers__say "usage: peers.sh server-key DIR current|next"; exit 64 ;;
+    esac
+    peers__load_env "$dir" || exit 1
+    pid=$(cat "$dir/run/nginx.pid" 2>/dev/null)
+    peers__ours "$pid" "$dir" || { peers__say "nginx is not running"; exit 1; }
+    echo "$which" >"$dir/server-key"
+    peers__nginx_conf "$dir" main "$NGINX_PORT" || exit 1
+    ca=$CA_FILE pin=$SERVER_PIN
+    [ "$which" = next ] && ca=$NEXT_CA_FILE pin=$NEXT_PIN
+    # A graceful stop (QUIT: requests in progress finish, nothing is cut
+    # half-way) and a start on the same port. (SIGHUP does not work with
+    # master_process off: the reconfigured listener stops speaking TLS.)
+    kill -QUIT "$pid"
+    peers__poll "$PEERS_WAIT_S" "$pid" false
+    if peers__running "$pid"; then
+        peers__say "nginx (pid $pid) did not stop within ${PEERS_WAIT_S} s"
+        exit 1
+    fi
+    rm -f "$dir/run/nginx.pid"
+    peers__nginx_run "$dir" nginx "$dir" "$NGINX_PORT" || { peers__tail_logs "$dir"; exit 1; }
+    pid=$(cat "$dir/run/nginx.pid")
+    peers__setenv "$dir/peers.env" NGINX_PID "$pid"
+    if ! peers__poll "$PEERS_WAIT_S" "$pid" peers__front_presents "$dir" "$NGINX_PORT" "$ca" "$pin"; then
+        peers__say "the main front does not present the $which key within ${PEERS_WAIT_S} s"
+        peers__tail_logs "$dir"
+        exit 1
+    fi
+)
+
 # Runs a node script of this directory with peers.env exported and Azurite's
 # CA trusted.
 peers__node() { # DIR SCRIPT ARGS...
@@ -1348,7 +1414,7 @@ usage: peers.sh start DIR | stop DIR | env DIR
        peers.sh speech DIR PATH [JSON]
        peers.sh container DIR NAME [PERMS [HOURS]] | sas DIR NAME [PERMS [HOURS]]
        peers.sh readback DIR --container NAME [--prefix P] [--out-dir D | --cat BLOB]
-       peers.sh pin CERT.pem
+       peers.sh pin CERT.pem | server-key DIR current|next
 (the comment at the top of tests/peers/peers.sh says more)
 EOF
     return 64
@@ -1365,6 +1431,7 @@ peers_main() {
     container | sas) [ "$n" -ge 2 ] && [ "$n" -le 4 ] || peers__usage || return ;;
     readback) [ "$n" -ge 2 ] || peers__usage || return ;;
     pin) [ "$n" -eq 1 ] || peers__usage || return ;;
+    server-key) [ "$n" -eq 2 ] || peers__usage || return ;;
     speech) [ "$n" -ge 2 ] && [ "$n" -le 3 ] || peers__usage || return ;;
     *) peers__usage || return ;;
     esac
@@ -1380,6 +1447,7 @@ peers_main() {
     sas) peers_sas "$@" ;;
     readback) peers_readback "$@" ;;
     pin) peers_pin "$1" ;;
+    server-key) peers_server_key "$@" ;;
     speech) peers_speech "$@" ;;
     esac
 }

@@ -110,7 +110,7 @@ fault() { # KIND [ARG...]: starts a fault front and sources its fault.env
     . "$P/fault-$port/fault.env"
 }
 
-plan 52
+plan 53
 T0=$EPOCHREALTIME
 
 # ---- start ------------------------------------------------------------------
@@ -279,6 +279,23 @@ CODE=$(curl -sS --max-time 20 -o /dev/null -w '%{http_code}' --cacert "$CA_FILE"
 want_eq "status with the DER key" "$CODE" 403
 verdict "SERVER_PIN matches the main front (curl --pinnedpubkey), NEXT_PIN does not; CLIENT_KEY_DER works" \
     "$T/e"
+
+# server-key: the main front moves to the next key and CA while it runs, and back.
+"$PEERS" server-key "$P" next >"$T/sk.out" 2>"$T/sk.err" || fail_because "server-key next failed"
+device_curl "$NGINX_PORT" --cacert "$NEXT_CA_FILE" --pinnedpubkey "$NEXT_PIN" "https://$BLOB_HOST/?comp=list"
+want_eq "status with NEXT_CA_FILE and NEXT_PIN after server-key next" "$CODE" 403
+device_curl "$NGINX_PORT" --pinnedpubkey "$NEXT_PIN" "https://$BLOB_HOST/?comp=list"
+want_eq "curl status with the current CA after server-key next" "$CURL_RC" 60
+device_curl "$NGINX_PORT" --cacert "$NEXT_CA_FILE" --pinnedpubkey "$SERVER_PIN" "https://$BLOB_HOST/?comp=list"
+want_eq "curl status with only SERVER_PIN after server-key next" "$CURL_RC" 90
+"$PEERS" server-key "$P" current >>"$T/sk.out" 2>>"$T/sk.err" || fail_because "server-key current failed"
+device_curl "$NGINX_PORT" --pinnedpubkey "$SERVER_PIN" "https://$BLOB_HOST/?comp=list"
+want_eq "status with SERVER_PIN after server-key current" "$CODE" 403
+"$PEERS" server-key "$P" sideways >"$T/sk-bad.out" 2>"$T/sk-bad.err"
+want_eq "exit status of server-key sideways" "$?" 64
+want_re "$T/sk-bad.err" 'usage: peers.sh server-key DIR current\|next'
+verdict "server-key next/current: the running front presents the next key from NEXT_CA_FILE, then the current one again" \
+    "$T/sk.err" "$T/e"
 
 timeout 10 openssl s_client -connect "127.0.0.1:$NGINX_PORT" -servername "$BLOB_HOST" \
     -tls1_1 -cipher 'DEFAULT:@SECLEVEL=0' </dev/null >"$T/s" 2>&1
