@@ -248,16 +248,33 @@ static int start_secure(const ec_config *cfg)
     return EX_OK;
 }
 
+/* The token key store of [pkcs11]; EX_OK or the exit code (the reason is
+ * logged by the backend; the PIN never is). */
+static int open_pkcs11(const ec_config *cfg, ec_keystore *ks)
+{
+    ec_keystore_pkcs11_params p = {.module = cfg->pkcs11.module,
+                                   .token_label = cfg->pkcs11.token_label,
+                                   .pin = cfg->pkcs11.pin,
+                                   .kek_label = cfg->pkcs11.kek_label,
+                                   .key_label = cfg->pkcs11.key_label};
+    ec_status st = ec_keystore_pkcs11_open(ks, &p);
+    if (st == EC_OK)
+        return EX_OK;
+    fprintf(stderr, "edgecap: cannot open the PKCS#11 key store (token \"%s\" through %s): %s\n",
+            cfg->pkcs11.token_label, cfg->pkcs11.module, ec_strerror(st));
+    return st == EC_ERR_AUTH ? EX_NOPERM : st == EC_ERR_NOT_FOUND ? EX_UNAVAILABLE : EX_IOERR;
+}
+
 /* The key store and spool a config names; EX_OK or the exit code. An
  * observer (read_only) opens beside a running daemon. */
 static int open_spool(const ec_config *cfg, ec_keystore *ks, ec_spool **spool, bool read_only)
 {
-    if (cfg->device.keystore != EC_KEYSTORE_FILE) {
-        fprintf(stderr, "edgecap: [device] keystore = pkcs11 is not available in this build\n");
-        return EX_UNAVAILABLE;
-    }
-    ec_status st = ec_keystore_file_open(ks, cfg->device.keystore_dir);
-    if (st != EC_OK) {
+    ec_status st;
+    if (cfg->device.keystore == EC_KEYSTORE_PKCS11) {
+        int rc = open_pkcs11(cfg, ks);
+        if (rc != EX_OK)
+            return rc;
+    } else if ((st = ec_keystore_file_open(ks, cfg->device.keystore_dir)) != EC_OK) {
         fprintf(stderr, "edgecap: cannot open the key store %s: %s\n", cfg->device.keystore_dir,
                 ec_strerror(st));
         return st == EC_ERR_PERM ? EX_NOPERM : EX_IOERR;
