@@ -29,6 +29,7 @@
 #include "edgecap/config.h"
 #include "edgecap/json.h"
 #include "edgecap/keystore.h"
+#include "edgecap/token_key.h"
 #include "edgecap/log.h"
 #include "edgecap/metrics.h"
 #include "edgecap/rng.h"
@@ -389,6 +390,38 @@ static void delivery_close(delivery *d)
     memset(d, 0, sizeof *d);
 }
 
+/* The device certificate and its key: [tls] client_key, or (*key NULL) the
+ * key in the token, checked to belong to the certificate. `why` says what
+ * failed. */
+static ec_status load_identity(const ec_config *cfg, const ec_keystore *ks, uint8_t **cert,
+                               size_t *cert_len, uint8_t **key, size_t *key_len, char *why,
+                               size_t why_len)
+{
+    *key = NULL;
+    *key_len = 0;
+    if (!ec_keystore_has_device_key(ks)) {
+        ec_status st = ec_keystore_file_client_credentials(
+            cfg->tls.client_cert, cfg->tls.client_key, cert, cert_len, key, key_len);
+        if (st != EC_OK)
+            snprintf(why, why_len, "the device certificate or key: %s", ec_strerror(st));
+        return st;
+    }
+    ec_status st = ec_keystore_file_certificate(cfg->tls.client_cert, cert, cert_len);
+    if (st != EC_OK) {
+        snprintf(why, why_len, "the device certificate: %s", ec_strerror(st));
+        return st;
+    }
+    char reason[120];
+    st = ec_token_key_check_pair(ks, *cert, *cert_len, reason, sizeof reason);
+    if (st != EC_OK) {
+        snprintf(why, why_len, "the token's device key ([pkcs11] key_label = %s): %s",
+                 cfg->pkcs11.key_label, reason);
+        ec_secmem_free(*cert);
+        *cert = NULL;
+    }
+    return st;
+}
+
 /* Opens what delivering the spool needs under `cfg` (the uploader only with
  * `uploader`). EC_OK, or the status with the reason logged. */
 static ec_status delivery_open(delivery *d, const ec_config *cfg, ec_keystore *ks, ec_spool *spool,
@@ -396,19 +429,18 @@ static ec_status delivery_open(delivery *d, const ec_config *cfg, ec_keystore *k
 {
     memset(d, 0, sizeof *d);
     char why[EC_CFG_PATH_MAX + 64] = "";
-    ec_status st =
-        ec_keystore_file_client_credentials(cfg->tls.client_cert, cfg->tls.client_key, &d->cert_der,
-                                            &d->cert_len, &d->key_der, &d->key_len);
-    if (st != EC_OK) {
-        snprintf(why, sizeof why, "the device certificate or key");
+    ec_status st = load_identity(cfg, ks, &d->cert_der, &d->cert_len, &d->key_der, &d->key_len, why,
+                                 sizeof why);
+    if (st != EC_OK)
         goto out;
-    }
+    const ec_keystore *key_store = ec_keystore_has_device_key(ks) ? ks : NULL;
     ec_auth_params ap = {.cfg = cfg,
                          .cert_der = d->cert_der,
                          .cert_len = d->cert_len,
                          .key_der = d->key_der,
                          .key_len = d->key_len,
-                         .audit = audit};
+                         .audit = audit,
+                         .key_store = key_store};
     if ((st = ec_auth_open(&d->auth, &ap, why, sizeof why)) != EC_OK)
         goto out;
     if (cfg->speech.batch) {
@@ -419,7 +451,8 @@ static ec_status delivery_open(delivery *d, const ec_config *cfg, ec_keystore *k
                               .cert_der = d->cert_der,
                               .cert_len = d->cert_len,
                               .key_der = d->key_der,
-                              .key_len = d->key_len};
+                              .key_len = d->key_len,
+                              .key_store = key_store};
         if ((st = ec_batch_open(&d->batch, &bp)) != EC_OK) {
             snprintf(why, sizeof why, "the batch job state in %s", cfg->spool.dir);
             goto out;
@@ -445,7 +478,8 @@ static ec_status delivery_open(delivery *d, const ec_config *cfg, ec_keystore *k
                                  .cert_der = d->cert_der,
                                  .cert_len = d->cert_len,
                                  .key_der = d->key_der,
-                                 .key_len = d->key_len};
+                                 .key_len = d->key_len,
+                                 .key_store = key_store};
         if ((st = ec_uploader_open(&d->uploader, &up)) != EC_OK)
             snprintf(why, sizeof why, "the uploader");
     }
@@ -542,18 +576,19 @@ static ec_config *reload_config(const char *path, ec_audit *audit)
 
 /* Whether `cfg`'s device identity loads and suits its auth mode (a reload
  * checks this before it stops the running delivery). */
-static bool identity_usable(const ec_config *cfg, char *why, size_t why_len)
+static bool identity_usable(const ec_config *cfg, const ec_keystore *ks, char *why, size_t why_len)
 {
     uint8_t *cert = NULL, *key = NULL;
     size_t cert_len = 0, key_len = 0;
     ec_auth *auth = NULL;
-    ec_status st = ec_keystore_file_client_credentials(cfg->tls.client_cert, cfg->tls.client_key,
-                                                       &cert, &cert_len, &key, &key_len);
-    if (st != EC_OK) {
-        snprintf(why, why_len, "the device certificate or key: %s", ec_strerror(st));
-    } else {
-        ec_auth_params ap = {
-            .cfg = cfg, .cert_der = cert, .cert_len = cert_len, .key_der = key, .key_len = key_len};
+    ec_status st = load_identity(cfg, ks, &cert, &cert_len, &key, &key_len, why, why_len);
+    if (st == EC_OK) {
+        ec_auth_params ap = {.cfg = cfg,
+                             .cert_der = cert,
+                             .cert_len = cert_len,
+                             .key_der = key,
+                             .key_len = key_len,
+                             .key_store = ec_keystore_has_device_key(ks) ? ks : NULL};
         st = ec_auth_open(&auth, &ap, why, why_len);
         ec_auth_close(&auth);
     }
@@ -655,7 +690,7 @@ static int cmd_run(int argc, char **argv)
             ec_config *next = reload_config(cfg.source_path, audit);
             char why[EC_CFG_PATH_MAX + 64];
             /* a working delivery is only replaced by one whose identity loads */
-            if (next != NULL && dv.auth != NULL && !identity_usable(next, why, sizeof why)) {
+            if (next != NULL && dv.auth != NULL && !identity_usable(next, &ks, why, sizeof why)) {
                 ec_log(EC_LOG_ERROR, "reload_refused", EC_LOG_STR("reason", why),
                        EC_LOG_STR("effect", "running on the previous configuration"));
                 ec_audit(audit, "reload_refused", EC_LOG_STR("reason", why));

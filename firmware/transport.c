@@ -16,15 +16,22 @@
 #include <mbedtls/platform_util.h>
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_ciphersuites.h>
+#include <mbedtls/x509_crt.h>
 
 #include "edgecap/log.h"
 #include "edgecap/secmem.h"
+#include "edgecap/token_key.h"
 
 struct ec_transport {
     CURL *curl;
     const ec_config *cfg;
     struct curl_blob cert;
     struct curl_blob key;
+    /* the device key in a token: curl gets no key blob; restrict_tls hands
+     * mbedTLS this certificate and a key whose signatures the token makes */
+    bool token_key;
+    mbedtls_x509_crt own_crt;
+    mbedtls_pk_context own_pk;
     char pins[200];
     struct curl_slist *connect_to;
     char errbuf[CURL_ERROR_SIZE];
@@ -44,8 +51,10 @@ static const int aead_ecdhe_suites[] = {
 static CURLcode restrict_tls(CURL *curl, void *ssl_config, void *user)
 {
     (void)curl;
-    (void)user;
+    ec_transport *t = user;
     mbedtls_ssl_config *conf = ssl_config;
+    if (t != NULL && t->token_key && mbedtls_ssl_conf_own_cert(conf, &t->own_crt, &t->own_pk) != 0)
+        return CURLE_SSL_CERTPROBLEM;
     mbedtls_ssl_conf_ciphersuites(conf, aead_ecdhe_suites);
     /* curl set this from CURLOPT_SSLVERSION already; say it again here, where
      * it cannot be lost */
@@ -108,10 +117,24 @@ ec_status ec_transport_open(ec_transport **out, const ec_transport_params *p)
     if (t == NULL)
         return EC_ERR_NOMEM;
     t->cfg = cfg;
+    mbedtls_x509_crt_init(&t->own_crt);
+    mbedtls_pk_init(&t->own_pk);
     t->curl = curl_easy_init();
     if (t->curl == NULL) {
         free(t);
         return EC_ERR_NOMEM;
+    }
+    if (ec_keystore_has_device_key(p->client_key_store)) {
+        ec_status st = EC_ERR_CRYPTO;
+        if (mbedtls_x509_crt_parse_der(&t->own_crt, p->client_cert_der, p->client_cert_len) != 0 ||
+            (st = ec_token_key_setup(&t->own_pk, p->client_key_store, &t->own_crt.pk)) != EC_OK) {
+            ec_log(EC_LOG_ERROR, "transport_client_key_unusable",
+                   EC_LOG_STR("reason", "the device certificate does not go with the token's "
+                                        "EC P-256 key"));
+            ec_transport_close(&t);
+            return st;
+        }
+        t->token_key = true;
     }
     /* NOCOPY: the key stays in our secure memory only */
     t->cert = (struct curl_blob){
@@ -139,6 +162,8 @@ void ec_transport_close(ec_transport **tp)
     ec_transport *t = *tp;
     curl_easy_cleanup(t->curl);
     curl_slist_free_all(t->connect_to);
+    mbedtls_pk_free(&t->own_pk);
+    mbedtls_x509_crt_free(&t->own_crt);
     free(t);
     *tp = NULL;
 }
@@ -341,10 +366,13 @@ static CURLcode apply_policy(ec_transport *t)
     SET(CURLOPT_CAPATH, (char *)NULL);
     SET(CURLOPT_PINNEDPUBLICKEY, t->pins);
     SET(CURLOPT_SSL_CTX_FUNCTION, restrict_tls);
-    SET(CURLOPT_SSLCERT_BLOB, &t->cert);
-    SET(CURLOPT_SSLCERTTYPE, "DER");
-    SET(CURLOPT_SSLKEY_BLOB, &t->key);
-    SET(CURLOPT_SSLKEYTYPE, "DER");
+    SET(CURLOPT_SSL_CTX_DATA, t);
+    if (!t->token_key) {
+        SET(CURLOPT_SSLCERT_BLOB, &t->cert);
+        SET(CURLOPT_SSLCERTTYPE, "DER");
+        SET(CURLOPT_SSLKEY_BLOB, &t->key);
+        SET(CURLOPT_SSLKEYTYPE, "DER");
+    }
     if (cfg->upload.proxy[0] != '\0') {
         /* a provisioned proxy sees a CONNECT tunnel; TLS stays end to end,
          * and an https proxy is held to the same CA */

@@ -94,7 +94,8 @@ ec_status ec_uploader_open(ec_uploader **out, const ec_uploader_params *p)
                                   .client_cert_der = p->cert_der,
                                   .client_cert_len = p->cert_len,
                                   .client_key_der = p->key_der,
-                                  .client_key_len = p->key_len};
+                                  .client_key_len = p->key_len,
+                                  .client_key_store = p->key_store};
         st = ec_transport_open(&e->transport, &tp);
         if (st == EC_OK)
             u->n_ep++;

@@ -69,6 +69,10 @@ ec_status ec_keystore_file_client_credentials(const char *cert_path, const char 
                                               uint8_t **cert_der, size_t *cert_len,
                                               uint8_t **key_der, size_t *key_len);
 
+/* Only the certificate (PEM or DER, converted to DER in secure memory), for
+ * a device key that lives in a token. */
+ec_status ec_keystore_file_certificate(const char *cert_path, uint8_t **cert_der, size_t *cert_len);
+
 /* The [pkcs11] settings of the provisioning file. */
 typedef struct {
     const char *module;      /* absolute path of the PKCS#11 module (dlopen'ed) */

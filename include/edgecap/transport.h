@@ -9,7 +9,8 @@
  *   - TLS >= 1.2 ([tls] min_version), ECDHE key exchange with AEAD ciphers
  *     only, the peer chained to [tls] ca_file, its name checked, and its
  *     SubjectPublicKeyInfo SHA-256 equal to pin_current or pin_next;
- *   - the device's client certificate and key (DER, from secure memory);
+ *   - the device's client certificate and key (DER, from secure memory), or
+ *     the key in a token, which signs the handshake (include/edgecap/token_key.h);
  *   - connect and low-speed timeouts; keep-alive reuse of the one handle;
  *   - [upload] connect_to maps the real host name to a private-endpoint
  *     address while SNI, Host and the certificate name stay the real name.
@@ -27,6 +28,7 @@
 #include <stdint.h>
 
 #include "edgecap/config.h"
+#include "edgecap/keystore.h"
 #include "edgecap/status.h"
 
 typedef struct {
@@ -35,6 +37,9 @@ typedef struct {
     size_t client_cert_len;
     const uint8_t *client_key_der;
     size_t client_key_len;
+    /* When not NULL and it holds the device key (a PKCS#11 token), the TLS
+     * client signature is made there and client_key_der is not used. */
+    const ec_keystore *client_key_store;
 } ec_transport_params;
 
 /* One part of a multipart/form-data body, sent from the caller's memory

@@ -3,16 +3,23 @@
 # SoftHSM2 from Debian, its token directory in this test's scratch directory
 # (SOFTHSM2_CONF), never the system one. The spool KEK is created on the token
 # as a non-extractable AES-256 key (opensc's pkcs11-tool cannot read it out),
-# segments are sealed and unwrapped on the token, tampering is quarantined,
-# and the daemon uploads through the nginx/Azurite peers. A wrong PIN, a
-# missing module, token or key are clear errors that never show the PIN.
+# segments are sealed and unwrapped on the token, tampering is quarantined.
+# The device's EC P-256 key is generated on the token (pkcs11-tool
+# --keypairgen, never extractable); the device CA certifies its public key
+# (openssl x509 -force_pubkey) and nginx admits that certificate: the daemon
+# uploads through the nginx/Azurite peers with the token signing the TLS
+# handshake, and the token's ES256 client assertion verifies with PyJWT. A
+# wrong PIN, a missing module, token or key, a certificate that is not the
+# token key's, are clear errors that never show the PIN.
 #
 # The module is a native shared object: under qemu-user (board builds) the
 # binary cannot load it, so everything is skipped there; under valgrind only
 # the token checks run, not the peers.
 . "$(dirname "$0")/lib/tap.sh"
 
-plan 8
+plan 13
+
+TOOL=${TOOL:-$BUILD/results/tool-run}
 
 MODULE=/usr/lib/softhsm/libsofthsm2.so
 if ! is_native && [ -n "$EC_QEMU" ]; then
@@ -33,6 +40,13 @@ TOKEN=edgecap-sys
 softhsm2-util --init-token --free --label "$TOKEN" --pin "$PIN" --so-pin "$SO_PIN" \
     >"$T/init.log" 2>&1 || { diag_file "$T/init.log"; exit 1; }
 p11() { pkcs11-tool --module "$MODULE" --token-label "$TOKEN" "$@"; }
+# The device key, made on the token; only its public half comes out.
+p11 --login --pin "$PIN" --keypairgen --key-type EC:prime256v1 --label edgecap-device --id 01 \
+    --usage-sign >"$T/keygen.log" 2>&1 || { diag_file "$T/keygen.log"; exit 1; }
+p11 --read-object --type pubkey --label edgecap-device --output-file "$T/device-pub.der" \
+    >>"$T/keygen.log" 2>&1 &&
+    openssl pkey -pubin -inform DER -in "$T/device-pub.der" -out "$T/device-pub.pem" \
+        >>"$T/keygen.log" 2>&1 || { diag_file "$T/keygen.log"; exit 1; }
 
 sox -q -n -r 16000 -c 1 -b 16 "$T/tone.wav" synth 6 sine 300-600 vol 0.5
 
@@ -136,7 +150,7 @@ want_out_re "verified $((${#S1[@]} - 1)) segments: $((${#S1[@]} - 1)) authentic,
 want_no_secret "$PIN" "$OUT" "$ERR"
 verdict "spool verify: segments unwrap on the token; a flipped bit in a wrapped key is quarantined"
 
-# ---- 4-7: negative cases --------------------------------------------------------
+# ---- 4-8: negative cases --------------------------------------------------------
 negative() { # DESCRIPTION SED-EXPRESSION RC ERR-REGEX
     local f=$T/neg.conf
     REASONS=()
@@ -154,37 +168,125 @@ negative "a missing module: clear error (69)" "s|^module = .*|module = $T/no-suc
     "event=pkcs11_module_unloadable module=$T/no-such-pkcs11.so"
 negative "a missing token label: clear error (69)" "s|^token_label = .*|token_label = no-such-token|" 69 \
     'event=pkcs11_token_not_found token_label=no-such-token'
-p11 --login --pin "$PIN" --keygen --key-type GENERIC:32 --label not-aes >"$T/keygen.log" 2>&1 ||
+negative "a missing key label: clear error (69)" \
+    "s|^pin_file = .*|&\nkey_label = no-such-key|; /^client_key = /d" 69 \
+    'event=pkcs11_key_not_found key_label=no-such-key reason="no private key with this label on the token"'
+p11 --login --pin "$PIN" --keygen --key-type GENERIC:32 --label not-aes >>"$T/keygen.log" 2>&1 ||
     diag_file "$T/keygen.log"
 negative "a KEK label that is not an AES key: refused (74)" \
     "s|^pin_file = .*|&\nkek_label = not-aes|" 74 'event=pkcs11_object_refused label=not-aes'
 
-# ---- 8: upload through the peers with the token key store ----------------------
+# ---- 9: the device key stays in the token ---------------------------------------
+REASONS=()
+p11 --login --pin "$PIN" --list-objects --type privkey >"$T/privkeys" 2>&1
+want_fixed "$T/privkeys" 'label:      edgecap-device'
+want_re "$T/privkeys" 'Access: +sensitive, always sensitive, never extractable'
+p11 --login --pin "$PIN" --read-object --type privkey --label edgecap-device \
+    --output-file "$T/priv.out" >"$T/read-priv.log" 2>&1
+[ -s "$T/priv.out" ] && fail_because "pkcs11-tool wrote private key bytes"
+verdict "the device key is on the token: sensitive, never extractable, nothing read out" \
+    "$T/privkeys" "$T/read-priv.log"
+
+# ---- 10-13: with the peers ------------------------------------------------------
 if ! is_native; then
-    skip "upload with the token key store" "peers run natively only (valgrind: token checks only)"
+    for ((i = TAP_N; i < TAP_PLANNED; i++)); do
+        skip "peers and PyJWT with the token" "natively only (valgrind: the token checks above)"
+    done
     finish
 fi
 start_peers
 SAS=$("$PEERS" container "$P" audio)
 (umask 077 && printf '%s\n' "$SAS" >"$T/sas")
-C8=$T/c8.conf
-pkcs11_config "$C8" "$T/spool8"
-ec capture --config "$C8" --seconds 6
-mapfile -t S8 < <(segments "$C8")
-ec upload-once --config "$C8"
+# The device CA certifies the token key; nginx admits that certificate.
+PEERS_CADIR=$P/pki/device-ca.db PEERS_SAN=DNS:unused openssl x509 -new -subj "/O=edgecap tests/CN=p11-0001" -force_pubkey "$T/device-pub.pem" \
+    -CA "$DEVICE_CA" -CAkey "$P/pki/device-ca.key" -days 2 -extfile "$P/pki/openssl.cnf" \
+    -extensions client -out "$T/device.pem" >"$T/x509.log" 2>&1 ||
+    { diag_file "$T/x509.log"; exit 1; }
+"$PEERS" admit "$P" "$T/device.pem" >"$T/admit.log" 2>&1 || { diag_file "$T/admit.log"; exit 1; }
+# shellcheck source=/dev/null
+. "$P/peers.env"
+DEVICE_FP=$(openssl x509 -in "$T/device.pem" -noout -fingerprint -sha1 | sed 's/^.*=//; s/://g' |
+    tr 'A-F' 'a-f')
+
+# A config whose device key is the token's: client_cert is the token key's
+# certificate, no client_key.
+token_config() { # FILE SPOOL [CERT]
+    pkcs11_config "$1" "$2" "key_label = edgecap-device"
+    sed -i -e "s|^client_cert = .*|client_cert = ${3:-$T/device.pem}|" -e '/^client_key = /d' "$1"
+}
+
+C10=$T/c10.conf
+token_config "$C10" "$T/spool10"
+ec capture --config "$C10" --seconds 6
+mapfile -t S10 < <(segments "$C10")
+ec upload-once --config "$C10"
 want_rc 0
-want_out_re "^uploaded ${#S8[@]} segments "
-[ -z "$(segments "$C8")" ] || fail_because "the spool is not empty"
-"$PEERS" readback "$P" --container audio >"$T/readback.json" 2>"$T/readback.err" ||
-    fail_because "readback failed"
-for name in "${S8[@]}"; do
+want_out_re "^uploaded ${#S10[@]} segments "
+[ "${#S10[@]}" -eq 2 ] || fail_because "${#S10[@]} segments, expected 2"
+[ -z "$(segments "$C10")" ] || fail_because "the spool is not empty"
+for name in "${S10[@]}"; do
     ts=${name#p11-0001-}
     blob="edgecap/p11-0001/${ts:0:4}/${ts:4:2}/${ts:6:2}/$name.ogg"
     "$PEERS" readback "$P" --container audio --cat "$blob" >"$T/got.ogg" 2>/dev/null
     opusinfo "$T/got.ogg" >/dev/null 2>&1 || fail_because "$blob is not Ogg Opus"
 done
-want_re "$ACCESS_LOG" '"client_verify":"SUCCESS"'
+want_re "$ACCESS_LOG" "\"method\":\"PUT\".*\"client_verify\":\"SUCCESS\",\"client_fp\":\"$DEVICE_FP\""
 want_no_secret "$PIN" "$OUT" "$ERR"
-verdict "upload-once: ${#S8[@]} segments sealed under the token's KEK, stored as Ogg Opus"
+verdict "upload-once: KEK and TLS client key in the token; nginx verified the token key's certificate" \
+    "$ERR" "$OUT"
+
+# The certificate nginx would admit (CLIENT_CERT), but not the token key's.
+REASONS=()
+token_config "$T/c11.conf" "$T/spool11" "$CLIENT_CERT"
+before=$(grep -c '"method":"PUT"' "$ACCESS_LOG")
+ec upload-once --config "$T/c11.conf"
+want_rc 78
+want_err_re "event=delivery_unavailable .*the token's device key \(\[pkcs11\] key_label = edgecap-device\): the token's key does not belong to the device certificate"
+[ "$(grep -c '"method":"PUT"' "$ACCESS_LOG")" -eq "$before" ] || fail_because "a PUT reached the peer"
+want_no_secret "$PIN" "$OUT" "$ERR"
+verdict "a client certificate that is not the token key's: refused before any connection"
+
+# ---- 12-13: the client assertion signed by the token ------------------------------
+PY=/usr/bin/python3
+AUD=https://login.microsoftonline.com/$TENANT_ID/oauth2/v2.0/token
+cat >"$T/verify.py" <<'PY'
+import base64, sys
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+cert = x509.load_pem_x509_certificate(open(sys.argv[1], "rb").read())
+token = open(sys.argv[2]).read().strip()
+thumb = base64.urlsafe_b64encode(cert.fingerprint(hashes.SHA256())).rstrip(b"=").decode()
+header = jwt.get_unverified_header(token)
+if header != {"alg": "ES256", "typ": "JWT", "x5t#S256": thumb}:
+    sys.exit("header %r" % header)
+claims = jwt.decode(token, cert.public_key(), algorithms=["ES256"], audience=sys.argv[4],
+                    issuer=sys.argv[3], options={"require": ["aud", "iss", "sub", "jti", "exp"]})
+print("verified ES256", claims["jti"])
+PY
+token_assertion() { # ALG OUT ERR
+    EC_P11_MODULE=$MODULE EC_P11_TOKEN=$TOKEN EC_P11_KEY_LABEL=edgecap-device \
+        EC_P11_PIN_FILE=$T/pin "$TOOL" jwt_assert "$1" "$T/device.pem" pkcs11 "$CLIENT_ID" \
+        "$AUD" "$(date +%s)" 300 >"$2" 2>"$3"
+}
+
+REASONS=()
+token_assertion ES256 "$T/token.jwt" "$T/jwt.err" || fail_because "jwt_assert exited $?"
+"$PY" "$T/verify.py" "$T/device.pem" "$T/token.jwt" "$CLIENT_ID" "$AUD" >"$T/pyjwt.out" 2>&1 ||
+    fail_because "PyJWT refused the token's assertion"
+# and the same check refuses another key's signature
+"$PY" "$T/verify.py" "$CLIENT_CERT" "$T/token.jwt" "$CLIENT_ID" "$AUD" >"$T/pyjwt-other.out" 2>&1 &&
+    fail_because "PyJWT accepted the assertion under another certificate"
+want_no_secret "$PIN" "$T/jwt.err" "$T/token.jwt"
+verdict "PyJWT verifies the ES256 assertion the token signed (header, x5t#S256, claims)" \
+    "$T/jwt.err" "$T/pyjwt.out"
+
+REASONS=()
+token_assertion PS256 "$T/ps.jwt" "$T/ps.err"
+rc=$?
+[ "$rc" -eq 65 ] || fail_because "jwt_assert PS256 exited $rc, expected 65"
+want_fixed "$T/ps.err" "the token's device key is EC P-256: set [auth] assertion_alg = ES256"
+[ -s "$T/ps.jwt" ] && fail_because "a PS256 assertion was printed"
+verdict "PS256 with the token's EC key: refused with the reason" "$T/ps.err"
 
 finish
