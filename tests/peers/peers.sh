@@ -116,7 +116,9 @@
 #       for a key that lives in a PKCS#11 token) at the main front and at
 #       fault fronts started later: adds its SHA-1 fingerprint to
 #       EXTRA_CLIENT_FINGERPRINTS in peers.env, rewrites nginx.conf and
-#       restarts nginx on the same port.
+#       restarts nginx on the same port. The certificate is also registered
+#       with the Speech peer's token endpoint as a new client (the Speech
+#       peer restarts: its tokens and jobs are gone); prints that client id.
 #   peers.sh fault-stop DIR PORT    stops one fault server
 #   peers.sh kill DIR nginx|azurite|speech     SIGKILL (a crash), pid file kept
 #   peers.sh restart DIR nginx|azurite|speech  stops (TERM) if running, starts
@@ -1262,7 +1264,21 @@ peers_admit() ( # DIR CERT.pem
     PEERS_EXTRA_CLIENT_FPS="$PEERS_EXTRA_CLIENT_FPS $fp"
     peers__setenv "$dir/peers.env" EXTRA_CLIENT_FINGERPRINTS "${PEERS_EXTRA_CLIENT_FPS# }"
     peers__nginx_conf "$dir" main "$NGINX_PORT" || exit 1
-    peers_restart "$dir" nginx
+    peers_restart "$dir" nginx >&2 || exit 1
+    id=$(peers__uuid) kind=ec
+    openssl x509 -in "$2" -noout -text | grep -q rsaEncryption && kind=rsa
+    cert=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")
+    node -e '
+        const fs = require("fs");
+        const [f, id, cert, fp, kind] = process.argv.slice(1);
+        const c = JSON.parse(fs.readFileSync(f, "utf8"));
+        c.clients.push({ id, cert });
+        c.clientFingerprints[fp] = kind;
+        fs.writeFileSync(f + ".new", JSON.stringify(c, null, 2));
+        fs.renameSync(f + ".new", f);' "$dir/speech/config.json" "$id" "$cert" "$fp" "$kind" ||
+        exit 1
+    peers_restart "$dir" speech >&2 || exit 1
+    echo "$id"
 )
 
 peers_fault_stop() ( # DIR PORT

@@ -17,7 +17,7 @@
 # the token checks run, not the peers.
 . "$(dirname "$0")/lib/tap.sh"
 
-plan 13
+plan 15
 
 TOOL=${TOOL:-$BUILD/results/tool-run}
 
@@ -187,7 +187,7 @@ p11 --login --pin "$PIN" --read-object --type privkey --label edgecap-device \
 verdict "the device key is on the token: sensitive, never extractable, nothing read out" \
     "$T/privkeys" "$T/read-priv.log"
 
-# ---- 10-13: with the peers ------------------------------------------------------
+# ---- 10-15: with the peers ------------------------------------------------------
 if ! is_native; then
     for ((i = TAP_N; i < TAP_PLANNED; i++)); do
         skip "peers and PyJWT with the token" "natively only (valgrind: the token checks above)"
@@ -202,7 +202,8 @@ PEERS_CADIR=$P/pki/device-ca.db PEERS_SAN=DNS:unused openssl x509 -new -subj "/O
     -CA "$DEVICE_CA" -CAkey "$P/pki/device-ca.key" -days 2 -extfile "$P/pki/openssl.cnf" \
     -extensions client -out "$T/device.pem" >"$T/x509.log" 2>&1 ||
     { diag_file "$T/x509.log"; exit 1; }
-"$PEERS" admit "$P" "$T/device.pem" >"$T/admit.log" 2>&1 || { diag_file "$T/admit.log"; exit 1; }
+TOKEN_CLIENT_ID=$("$PEERS" admit "$P" "$T/device.pem" 2>"$T/admit.log") ||
+    { diag_file "$T/admit.log"; exit 1; }
 # shellcheck source=/dev/null
 . "$P/peers.env"
 DEVICE_FP=$(openssl x509 -in "$T/device.pem" -noout -fingerprint -sha1 | sed 's/^.*=//; s/://g' |
@@ -288,5 +289,40 @@ rc=$?
 want_fixed "$T/ps.err" "the token's device key is EC P-256: set [auth] assertion_alg = ES256"
 [ -s "$T/ps.jwt" ] && fail_because "a PS256 assertion was printed"
 verdict "PS256 with the token's EC key: refused with the reason" "$T/ps.err"
+
+# ---- 14-15: the daemon's Entra ID assertion, signed by the token -------------------
+# [auth] mode = entra: the Speech peer's token endpoint verifies the ES256
+# assertion (jose) against the token key's certificate, registered as
+# TOKEN_CLIENT_ID; Azurite takes the bearer token.
+entra_token_config() { # FILE SPOOL ALG
+    token_config "$1" "$2"
+    sed -i -e "s|^connect_to = .*|&\nconnect_to = $CONNECT_TO_LOGIN|" \
+        -e "s|^allowed_hosts = .*|&, $LOGIN_HOST|" -e '/^sas_token_file = /d' \
+        -e "s|^mode = sas|mode = entra\ntenant_id = $TENANT_ID\nclient_id = $TOKEN_CLIENT_ID\nassertion_alg = $3|" \
+        "$1"
+}
+REASONS=()
+entra_token_config "$T/c14.conf" "$T/spool14" ES256
+ec capture --config "$T/c14.conf" --seconds 3
+ec upload-once --config "$T/c14.conf"
+want_rc 0
+want_out_re "^uploaded 1 segments "
+"$PEERS" speech "$P" '/requests?op=token' >"$T/tokens.json" 2>&1 || fail_because "no token records"
+for want in '"alg":"ES256"' '"x5t_match":true' '"result":"issued"' \
+    "\"client_id\":\"$TOKEN_CLIENT_ID\""; do
+    grep -qF -- "$want" "$T/tokens.json" || fail_because "the token request lacks $want"
+done
+want_re "$ACCESS_LOG" '"method":"PUT".*"auth_scheme":"Bearer"'
+want_no_secret "$PIN" "$OUT" "$ERR"
+verdict "upload-once with [auth] mode = entra: the token's ES256 assertion is accepted, bearer upload" \
+    "$ERR" "$T/tokens.json"
+
+REASONS=()
+entra_token_config "$T/c15.conf" "$T/spool15" PS256
+ec capture --config "$T/c15.conf" --seconds 3
+ec upload-once --config "$T/c15.conf"
+want_rc 78
+want_err_re "event=delivery_unavailable .*the token's device key is EC P-256: set \[auth\] assertion_alg = ES256"
+verdict "[auth] assertion_alg = PS256 with the token's EC key: refused with the reason"
 
 finish
