@@ -31,7 +31,11 @@
 #include "edgecap/keystore.h"
 #include "edgecap/rng.h"
 #include "edgecap/secmem.h"
+#include "edgecap/token_key.h"
 #include "support.h"
+
+#include <mbedtls/ecp.h>
+#include <mbedtls/x509_crt.h>
 
 #define MODULE "/usr/lib/softhsm/libsofthsm2.so"
 #define TOKEN "edgecap-unit"
@@ -64,15 +68,18 @@ static int group_setup(void **state)
     char *tokens = ts_strf("%s/tokens", dir);
     mkdir(tokens, 0700);
     void *dl = dlopen(MODULE, RTLD_NOW | RTLD_LOCAL);
-    usable = dl != NULL && access("/usr/bin/softhsm2-util", X_OK) == 0 &&
-             access("/usr/bin/pkcs11-tool", X_OK) == 0 &&
-             run("softhsm2-util --init-token --free --label " TOKEN " --pin " PIN
-                 " --so-pin so-" PIN) == 0 &&
-             run("pkcs11-tool --module " MODULE " --token-label " TOKEN " --login --pin " PIN
-                 " --keypairgen --key-type EC:prime256v1 --label " KEY_LABEL
-                 " --id 0d --usage-sign") == 0 &&
-             run("pkcs11-tool --module " MODULE " --token-label " TOKEN " --login --pin " PIN
-                 " --keypairgen --key-type EC:secp384r1 --label p384 --id 0e --usage-sign") == 0;
+    usable =
+        dl != NULL && access("/usr/bin/softhsm2-util", X_OK) == 0 &&
+        access("/usr/bin/pkcs11-tool", X_OK) == 0 &&
+        run("softhsm2-util --init-token --free --label " TOKEN " --pin " PIN " --so-pin so-" PIN) ==
+            0 &&
+        run("pkcs11-tool --module " MODULE " --token-label " TOKEN " --login --pin " PIN
+            " --keypairgen --key-type EC:prime256v1 --label " KEY_LABEL
+            " --id 0d --usage-sign") == 0 &&
+        run("pkcs11-tool --module " MODULE " --token-label " TOKEN " --login --pin " PIN
+            " --keypairgen --key-type EC:prime256v1 --label other --id 0f --usage-sign") == 0 &&
+        run("pkcs11-tool --module " MODULE " --token-label " TOKEN " --login --pin " PIN
+            " --keypairgen --key-type EC:secp384r1 --label p384 --id 0e --usage-sign") == 0;
     if (dl != NULL)
         dlclose(dl);
     ec_secret_new(&pin, PIN, strlen(PIN));
@@ -374,6 +381,121 @@ static void test_rejections(void **state)
     ec_keystore_close(&ks);
 }
 
+/* The token key's public half, read as CKA_EC_POINT (a DER OCTET STRING
+ * around the uncompressed point) from the public key object. */
+static void token_public_key(mbedtls_pk_context *pub)
+{
+    direct d;
+    direct_open(&d);
+    CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+    assert_int_equal(count_label(&d, CKO_PUBLIC_KEY, KEY_LABEL, &h), 1);
+    uint8_t point[80];
+    CK_ATTRIBUTE a = {CKA_EC_POINT, point, sizeof point};
+    assert_int_equal(d.f->C_GetAttributeValue(d.s, h, &a, 1), CKR_OK);
+    direct_close(&d);
+    assert_int_equal(a.ulValueLen, 67); /* 04 41 04 X Y */
+    assert_int_equal(mbedtls_pk_setup(pub, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY)), 0);
+    mbedtls_ecp_keypair *ec = mbedtls_pk_ec(*pub);
+    assert_int_equal(mbedtls_ecp_group_load(&ec->grp, MBEDTLS_ECP_DP_SECP256R1), 0);
+    assert_int_equal(mbedtls_ecp_point_read_binary(&ec->grp, &ec->Q, point + 2, 65), 0);
+}
+
+/* A self-signed certificate whose signature the token makes through the
+ * mbedTLS pk context: the same path as a TLS CertificateVerify. */
+static size_t token_self_signed(const ec_keystore *ks, const mbedtls_pk_context *pub, uint8_t *out,
+                                size_t cap)
+{
+    mbedtls_pk_context pk;
+    mbedtls_pk_init(&pk);
+    assert_int_equal(ec_token_key_setup(&pk, ks, pub), EC_OK);
+    mbedtls_x509write_cert w;
+    mbedtls_x509write_crt_init(&w);
+    mbedtls_mpi serial;
+    mbedtls_mpi_init(&serial);
+    mbedtls_mpi_lset(&serial, 7);
+    mbedtls_x509write_crt_set_subject_key(&w, &pk);
+    mbedtls_x509write_crt_set_issuer_key(&w, &pk);
+    assert_int_equal(mbedtls_x509write_crt_set_subject_name(&w, "CN=edgecap-unit"), 0);
+    assert_int_equal(mbedtls_x509write_crt_set_issuer_name(&w, "CN=edgecap-unit"), 0);
+    mbedtls_x509write_crt_set_md_alg(&w, MBEDTLS_MD_SHA256);
+    assert_int_equal(mbedtls_x509write_crt_set_serial(&w, &serial), 0);
+    assert_int_equal(mbedtls_x509write_crt_set_validity(&w, "20250101000000", "20350101000000"), 0);
+    int n = mbedtls_x509write_crt_der(&w, out, cap, ec_rng_mbedtls, NULL);
+    assert_true(n > 0);
+    memmove(out, out + cap - (size_t)n, (size_t)n);
+    mbedtls_mpi_free(&serial);
+    mbedtls_x509write_crt_free(&w);
+    mbedtls_pk_free(&pk);
+    return (size_t)n;
+}
+
+static void test_device_key_signs_on_token(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    mbedtls_pk_context pub;
+    mbedtls_pk_init(&pub);
+    token_public_key(&pub);
+    ec_keystore ks;
+    ec_keystore_pkcs11_params p = params("kek-a");
+    p.key_label = KEY_LABEL;
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    assert_true(ec_keystore_has_device_key(&ks));
+
+    /* the raw r || s verifies under the public key (after DER encoding) */
+    uint8_t hash[32], raw[64], der[MBEDTLS_ECDSA_MAX_LEN];
+    size_t raw_len = 0, der_len = 0;
+    assert_int_equal(ec_rng_bytes(hash, sizeof hash), EC_OK);
+    assert_int_equal(ks.ops->sign_digest(ks.ctx, hash, sizeof hash, raw, sizeof raw, &raw_len),
+                     EC_OK);
+    assert_int_equal(raw_len, 64);
+    assert_int_equal(ec_token_key_sig_to_der(raw, 32, der, sizeof der, &der_len), EC_OK);
+    assert_int_equal(mbedtls_pk_verify(&pub, MBEDTLS_MD_SHA256, hash, 32, der, der_len), 0);
+    hash[0] ^= 1;
+    assert_int_not_equal(mbedtls_pk_verify(&pub, MBEDTLS_MD_SHA256, hash, 32, der, der_len), 0);
+
+    /* a certificate signed through the pk context parses and verifies */
+    uint8_t cert[1024];
+    size_t cert_len = token_self_signed(&ks, &pub, cert, sizeof cert);
+    mbedtls_x509_crt crt;
+    mbedtls_x509_crt_init(&crt);
+    assert_int_equal(mbedtls_x509_crt_parse_der(&crt, cert, cert_len), 0);
+    uint32_t flags = 0;
+    assert_int_equal(mbedtls_x509_crt_verify(&crt, &crt, NULL, NULL, &flags, NULL, NULL), 0);
+    mbedtls_x509_crt_free(&crt);
+    char why[160];
+    assert_int_equal(ec_token_key_check_pair(&ks, cert, cert_len, why, sizeof why), EC_OK);
+    ec_keystore_close(&ks);
+
+    /* the same certificate is not the other token key's */
+    p.key_label = "other";
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    assert_int_equal(ec_token_key_check_pair(&ks, cert, cert_len, why, sizeof why), EC_ERR_CRYPTO);
+    assert_string_equal(why, "the token's key does not belong to the device certificate");
+    ec_keystore_close(&ks);
+    mbedtls_pk_free(&pub);
+}
+
+/* DER INTEGERs are signed: a half with its top bit set gets a 0x00 in front,
+ * leading zero bytes are dropped. */
+static void test_sig_to_der(void **state)
+{
+    (void)state;
+    uint8_t raw[64], der[80];
+    size_t len = 0;
+    memset(raw, 0, sizeof raw);
+    raw[0] = 0x80; /* r = 0x80 00 .. 00 01 */
+    raw[31] = 0x01;
+    raw[63] = 0x05; /* s = 5 */
+    assert_int_equal(ec_token_key_sig_to_der(raw, 32, der, sizeof der, &len), EC_OK);
+    static const uint8_t want_head[] = {0x30, 38, 0x02, 33, 0x00, 0x80};
+    assert_int_equal(len, 40);
+    assert_memory_equal(der, want_head, sizeof want_head);
+    static const uint8_t want_tail[] = {0x01, 0x02, 0x01, 0x05};
+    assert_memory_equal(der + len - 4, want_tail, sizeof want_tail);
+    assert_int_equal(ec_token_key_sig_to_der(raw, 32, der, 39, &len), EC_ERR_CRYPTO);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -381,6 +503,8 @@ int main(void)
         cmocka_unit_test(test_wrap_unwrap_and_tamper),
         cmocka_unit_test(test_same_layout_as_file_store),
         cmocka_unit_test(test_rejections),
+        cmocka_unit_test(test_device_key_signs_on_token),
+        cmocka_unit_test(test_sig_to_der),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
