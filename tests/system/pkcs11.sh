@@ -151,7 +151,7 @@ want_no_secret "$PIN" "$OUT" "$ERR"
 verdict "spool verify: segments unwrap on the token; a flipped bit in a wrapped key is quarantined"
 
 # ---- 4-8: negative cases --------------------------------------------------------
-negative() { # DESCRIPTION SED-EXPRESSION RC ERR-REGEX
+negative() { # DESCRIPTION SED-EXPRESSION RC ERR-REGEX WHY
     local f=$T/neg.conf
     REASONS=()
     pkcs11_config "$f" "$T/spool-neg"
@@ -159,22 +159,26 @@ negative() { # DESCRIPTION SED-EXPRESSION RC ERR-REGEX
     ec capture --config "$f" --seconds 1
     want_rc "$3"
     want_err_re "$4"
+    want_err_re "^edgecap: cannot open the PKCS#11 key store \(token \"[^\"]+\" through /[^)]+\): $5\$"
     want_no_secret "$PIN" "$OUT" "$ERR"
     verdict "$1"
 }
 negative "a wrong PIN: refused (77), the PIN not shown" "s|^pin_file = .*|pin_file = $T/wrong-pin|" 77 \
-    'event=pkcs11_login_refused reason="the token refused the PIN" pkcs11_error=CKR_PIN_INCORRECT'
+    'event=pkcs11_login_refused reason="the token refused the PIN" pkcs11_error=CKR_PIN_INCORRECT' \
+    "credentials refused"
 negative "a missing module: clear error (69)" "s|^module = .*|module = $T/no-such-pkcs11.so|" 69 \
-    "event=pkcs11_module_unloadable module=$T/no-such-pkcs11.so"
+    "event=pkcs11_module_unloadable module=$T/no-such-pkcs11.so" "not found"
 negative "a missing token label: clear error (69)" "s|^token_label = .*|token_label = no-such-token|" 69 \
-    'event=pkcs11_token_not_found token_label=no-such-token'
+    'event=pkcs11_token_not_found token_label=no-such-token' "not found"
 negative "a missing key label: clear error (69)" \
     "s|^pin_file = .*|&\nkey_label = no-such-key|; /^client_key = /d" 69 \
-    'event=pkcs11_key_not_found key_label=no-such-key reason="no private key with this label on the token"'
+    'event=pkcs11_key_not_found key_label=no-such-key reason="no private key with this label on the token"' \
+    "not found"
 p11 --login --pin "$PIN" --keygen --key-type GENERIC:32 --label not-aes >>"$T/keygen.log" 2>&1 ||
     diag_file "$T/keygen.log"
 negative "a KEK label that is not an AES key: refused (74)" \
-    "s|^pin_file = .*|&\nkek_label = not-aes|" 74 'event=pkcs11_object_refused label=not-aes'
+    "s|^pin_file = .*|&\nkek_label = not-aes|" 74 \
+    'event=pkcs11_object_refused label=not-aes reason="it is not an AES key"' "cryptographic failure"
 
 # ---- 9: the device key stays in the token ---------------------------------------
 REASONS=()
@@ -245,7 +249,12 @@ want_rc 78
 want_err_re "event=delivery_unavailable .*the token's device key \(\[pkcs11\] key_label = edgecap-device\): the token's key does not belong to the device certificate"
 [ "$(grep -c '"method":"PUT"' "$ACCESS_LOG")" -eq "$before" ] || fail_because "a PUT reached the peer"
 want_no_secret "$PIN" "$OUT" "$ERR"
-verdict "a client certificate that is not the token key's: refused before any connection"
+token_config "$T/c11.conf" "$T/spool11" "$RSA_CLIENT_CERT"
+ec upload-once --config "$T/c11.conf"
+want_rc 78
+want_err_re "event=delivery_unavailable .*: the device certificate's key is not EC P-256 \(the token key is\)"
+[ "$(grep -c '"method":"PUT"' "$ACCESS_LOG")" -eq "$before" ] || fail_because "a PUT reached the peer"
+verdict "a client certificate that is not the token key's (EC, RSA): refused before any connection"
 
 # ---- 12-13: the client assertion signed by the token ------------------------------
 PY=/usr/bin/python3

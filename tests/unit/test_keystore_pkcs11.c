@@ -155,8 +155,9 @@ static CK_ULONG count_label(direct *d, CK_OBJECT_CLASS cls, const char *label,
     return n;
 }
 
-/* Imports a known AES-256 key (sensitive, not extractable) under `label`. */
-static void import_aes(const char *label, const uint8_t key[32], bool extractable)
+/* Imports a known AES key of `len` bytes (sensitive; extractable or not)
+ * under `label`. */
+static void import_aes(const char *label, const uint8_t *key, size_t len, bool extractable)
 {
     direct d;
     direct_open(&d);
@@ -169,7 +170,7 @@ static void import_aes(const char *label, const uint8_t key[32], bool extractabl
         {CKA_SENSITIVE, &yes, sizeof yes}, {CKA_EXTRACTABLE, &ext, sizeof ext},
         {CKA_ENCRYPT, &yes, sizeof yes},   {CKA_DECRYPT, &yes, sizeof yes},
         {CKA_WRAP, &no, sizeof no},        {CKA_LABEL, (void *)label, strlen(label)},
-        {CKA_VALUE, (void *)key, 32},
+        {CKA_VALUE, (void *)key, len},
     };
     CK_OBJECT_HANDLE h;
     assert_int_equal(d.f->C_CreateObject(d.s, t, sizeof t / sizeof t[0], &h), CKR_OK);
@@ -282,7 +283,7 @@ static void test_same_layout_as_file_store(void **state)
     uint8_t kek[32], key[EC_DATA_KEY_BYTES], back[EC_DATA_KEY_BYTES], w[EC_WRAPPED_KEY_BYTES];
     assert_int_equal(ec_rng_bytes(kek, sizeof kek), EC_OK);
     assert_int_equal(ec_rng_bytes(key, sizeof key), EC_OK);
-    import_aes("kek-known", kek, false);
+    import_aes("kek-known", kek, sizeof kek, false);
     ec_keystore ks;
     ec_keystore_pkcs11_params p = params("kek-known");
     assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
@@ -343,6 +344,7 @@ static const reject_case rejects[] = {
      "it is extractable or not sensitive"},
     {"KEK label on two keys", MODULE, TOKEN, PIN, "kek-twice", "", EC_ERR_CRYPTO,
      "more than one object has this label"},
+    {"AES-128 KEK", MODULE, TOKEN, PIN, "kek-128", "", EC_ERR_CRYPTO, "the KEK is not AES-256"},
 };
 
 static void test_rejections(void **state)
@@ -350,9 +352,10 @@ static void test_rejections(void **state)
     (void)state;
     NEED_TOKEN();
     uint8_t k[32] = {1};
-    import_aes("kek-extractable", k, true);
-    import_aes("kek-twice", k, false);
-    import_aes("kek-twice", k, false);
+    import_aes("kek-extractable", k, sizeof k, true);
+    import_aes("kek-twice", k, sizeof k, false);
+    import_aes("kek-twice", k, sizeof k, false);
+    import_aes("kek-128", k, 16, false);
     for (size_t i = 0; i < sizeof rejects / sizeof rejects[0]; i++) {
         const reject_case *c = &rejects[i];
         if (strstr(c->module, "libz") != NULL && access(c->module, R_OK) != 0)
