@@ -13,12 +13,14 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <p11-kit/pkcs11.h>
 
 #include <mbedtls/platform_util.h>
 #include <mbedtls/sha256.h>
 
+#include "edgecap/fault.h"
 #include "edgecap/log.h"
 #include "edgecap/rng.h"
 #include "edgecap/secmem.h"
@@ -328,25 +330,36 @@ static ec_status login(p11_ks *k, const ec_secret *pin)
     return EC_OK;
 }
 
-/* The one object of `cls` with `label`: EC_ERR_NOT_FOUND for none,
- * EC_ERR_CRYPTO (ambiguous) for more. */
-static ec_status find_one(p11_ks *k, CK_OBJECT_CLASS cls, const char *label, CK_OBJECT_HANDLE *out)
+/* Up to two objects of `cls` with `label`, in found[0..*n). */
+static ec_status list_label(p11_ks *k, CK_OBJECT_CLASS cls, const char *label,
+                            CK_OBJECT_HANDLE found[2], CK_ULONG *n)
 {
     CK_ATTRIBUTE tmpl[] = {
         {CKA_CLASS, &cls, sizeof cls},
         {CKA_LABEL, (void *)label, strlen(label)},
     };
-    CK_OBJECT_HANDLE found[2];
-    CK_ULONG n = 0;
+    *n = 0;
     CK_RV rv = k->f->C_FindObjectsInit(k->session, tmpl, 2);
     if (rv == CKR_OK) {
-        rv = k->f->C_FindObjects(k->session, found, 2, &n);
+        rv = k->f->C_FindObjects(k->session, found, 2, n);
         k->f->C_FindObjectsFinal(k->session);
     }
     if (rv != CKR_OK) {
         log_rv("pkcs11_failed", "C_FindObjects", rv);
         return EC_ERR_IO;
     }
+    return EC_OK;
+}
+
+/* The one object of `cls` with `label`: EC_ERR_NOT_FOUND for none,
+ * EC_ERR_CRYPTO (ambiguous) for more. */
+static ec_status find_one(p11_ks *k, CK_OBJECT_CLASS cls, const char *label, CK_OBJECT_HANDLE *out)
+{
+    CK_OBJECT_HANDLE found[2];
+    CK_ULONG n = 0;
+    ec_status st = list_label(k, cls, label, found, &n);
+    if (st != EC_OK)
+        return st;
     if (n == 0)
         return EC_ERR_NOT_FOUND;
     if (n > 1) {
@@ -388,7 +401,7 @@ static ec_status check_protected(p11_ks *k, CK_OBJECT_HANDLE obj, const char *la
     return EC_ERR_CRYPTO;
 }
 
-static ec_status create_kek(p11_ks *k, const char *label)
+static ec_status create_kek(p11_ks *k, const char *label, CK_OBJECT_HANDLE *out)
 {
     uint8_t id[KEK_CKA_ID_BYTES];
     ec_status st = ec_rng_bytes(id, sizeof id);
@@ -410,13 +423,52 @@ static ec_status create_kek(p11_ks *k, const char *label)
         {CKA_ID, id, sizeof id},
     };
     CK_MECHANISM mech = {CKM_AES_KEY_GEN, NULL, 0};
-    CK_RV rv = k->f->C_GenerateKey(k->session, &mech, tmpl, sizeof tmpl / sizeof tmpl[0], &k->kek);
+    CK_RV rv = k->f->C_GenerateKey(k->session, &mech, tmpl, sizeof tmpl / sizeof tmpl[0], out);
     if (rv != CKR_OK) {
         log_rv("pkcs11_failed", "create the KEK (C_GenerateKey, CKM_AES_KEY_GEN)", rv);
         return EC_ERR_IO;
     }
-    ec_log(EC_LOG_INFO, "kek_created", EC_LOG_STR("backend", "pkcs11"), EC_LOG_STR("label", label));
     return EC_OK;
+}
+
+/*
+ * The KEK under `label`, created when absent. Two processes starting at once
+ * could each create one (a token has no create-if-absent): a creator that
+ * then finds another KEK under the label destroys its own, which nothing has
+ * used yet, and looks again after a random pause, so at most one KEK
+ * survives and every process uses it.
+ */
+static ec_status find_or_create_kek(p11_ks *k, const char *label)
+{
+    for (int attempt = 0; attempt < 5; attempt++) {
+        ec_status st = find_one(k, CKO_SECRET_KEY, label, &k->kek);
+        if (st != EC_ERR_NOT_FOUND)
+            return st;
+        CK_OBJECT_HANDLE mine = CK_INVALID_HANDLE, found[2];
+        CK_ULONG n = 0;
+        if ((st = create_kek(k, label, &mine)) != EC_OK)
+            return st;
+        /* tests: another process creates its KEK right after ours */
+        CK_OBJECT_HANDLE theirs;
+        if (EC_FAULT("pkcs11.kek_race") && create_kek(k, label, &theirs) != EC_OK)
+            return EC_ERR_IO;
+        if ((st = list_label(k, CKO_SECRET_KEY, label, found, &n)) != EC_OK)
+            return st;
+        if (n == 1 && found[0] == mine) {
+            k->kek = mine;
+            ec_log(EC_LOG_INFO, "kek_created", EC_LOG_STR("backend", "pkcs11"),
+                   EC_LOG_STR("label", label));
+            return EC_OK;
+        }
+        k->f->C_DestroyObject(k->session, mine);
+        uint8_t r = 0;
+        ec_rng_bytes(&r, 1);
+        struct timespec pause = {.tv_nsec = (long)(1 + r % 64) * 1000000L};
+        nanosleep(&pause, NULL);
+    }
+    ec_log(EC_LOG_ERROR, "pkcs11_failed", EC_LOG_STR("operation", "create the KEK"),
+           EC_LOG_STR("reason", "other processes kept creating one at the same time"));
+    return EC_ERR_IO;
 }
 
 /* The KEK id: SHA-256 over a domain label and the KEK's CKA_ID (or, for a KEK
@@ -496,9 +548,7 @@ ec_status ec_keystore_pkcs11_open(ec_keystore *ks, const ec_keystore_pkcs11_para
     if (st == EC_OK)
         st = login(k, p->pin);
     if (st == EC_OK) {
-        st = find_one(k, CKO_SECRET_KEY, p->kek_label, &k->kek);
-        if (st == EC_ERR_NOT_FOUND)
-            st = create_kek(k, p->kek_label);
+        st = find_or_create_kek(k, p->kek_label);
     }
     if (st == EC_OK)
         st = check_protected(k, k->kek, p->kek_label, CKK_AES, "it is not an AES key");

@@ -28,6 +28,7 @@
 #include <mbedtls/gcm.h>
 #include <mbedtls/pk.h>
 
+#include "edgecap/fault.h"
 #include "edgecap/keystore.h"
 #include "edgecap/rng.h"
 #include "edgecap/secmem.h"
@@ -316,6 +317,38 @@ static void test_same_layout_as_file_store(void **state)
     ec_keystore_close(&ks);
 }
 
+/* Two processes creating the KEK at once: the one that then sees another
+ * KEK under the label destroys its own and uses the other, so one KEK is
+ * left. The other process is simulated by a fault seam that creates a second
+ * KEK right after ours. */
+static void test_kek_creation_race_leaves_one(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    ec_fault_reset();
+    ec_fault_arm("pkcs11.kek_race", 0, 1);
+    ec_keystore ks;
+    ec_keystore_pkcs11_params p = params("kek-race");
+    ts_log_begin();
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    char *log = ts_log_end();
+    assert_null(strstr(log, "kek_created")); /* it took the other one */
+    free(log);
+    assert_int_equal(ec_fault_hits("pkcs11.kek_race"), 1);
+    ec_fault_reset();
+    uint8_t id_a[EC_KEK_ID_BYTES], id_b[EC_KEK_ID_BYTES];
+    ks.ops->kek_id(ks.ctx, id_a);
+    ec_keystore_close(&ks);
+    direct d;
+    direct_open(&d);
+    assert_int_equal(count_label(&d, CKO_SECRET_KEY, "kek-race", NULL), 1);
+    direct_close(&d);
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    ks.ops->kek_id(ks.ctx, id_b);
+    assert_memory_equal(id_a, id_b, EC_KEK_ID_BYTES);
+    ec_keystore_close(&ks);
+}
+
 typedef struct {
     const char *name;
     const char *module;
@@ -506,6 +539,7 @@ int main(void)
         cmocka_unit_test(test_wrap_unwrap_and_tamper),
         cmocka_unit_test(test_same_layout_as_file_store),
         cmocka_unit_test(test_rejections),
+        cmocka_unit_test(test_kek_creation_race_leaves_one),
         cmocka_unit_test(test_device_key_signs_on_token),
         cmocka_unit_test(test_sig_to_der),
     };
