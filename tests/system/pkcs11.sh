@@ -17,7 +17,7 @@
 # the token checks run, not the peers.
 . "$(dirname "$0")/lib/tap.sh"
 
-plan 15
+plan 16
 
 TOOL=${TOOL:-$BUILD/results/tool-run}
 
@@ -191,7 +191,7 @@ p11 --login --pin "$PIN" --read-object --type privkey --label edgecap-device \
 verdict "the device key is on the token: sensitive, never extractable, nothing read out" \
     "$T/privkeys" "$T/read-priv.log"
 
-# ---- 10-15: with the peers ------------------------------------------------------
+# ---- 10-16: with the peers ------------------------------------------------------
 if ! is_native; then
     for ((i = TAP_N; i < TAP_PLANNED; i++)); do
         skip "peers and PyJWT with the token" "natively only (valgrind: the token checks above)"
@@ -333,5 +333,29 @@ ec upload-once --config "$T/c15.conf"
 want_rc 78
 want_err_re "event=delivery_unavailable .*the token's device key is EC P-256: set \[auth\] assertion_alg = ES256"
 verdict "[auth] assertion_alg = PS256 with the token's EC key: refused with the reason"
+
+# ---- 16: the daemon with the token key, through a reload ---------------------------
+# A reload whose client_cert is not the token key's is refused (the running
+# delivery stays); the right one is accepted, and the daemon uploads with it.
+REASONS=()
+C16=$T/c16.conf
+token_config "$C16" "$T/spool16"
+LOG=$T/daemon16.log
+start_bg "$LOG" run --config "$C16"
+pid=$DAEMON_PID
+wait_for_log "$LOG" 'event=segment_uploaded' "$pid" ||
+    fail_because "no segment uploaded by the running daemon"
+sed -i "s|^client_cert = .*|client_cert = $CLIENT_CERT|" "$C16"
+kill -HUP "$pid"
+wait_for_log "$LOG" 'event=reload_refused' "$pid" || fail_because "no reload_refused"
+want_re "$LOG" "event=reload_refused reason=\"the token's device key \(\[pkcs11\] key_label = edgecap-device\): the token's key does not belong to the device certificate\""
+sed -i "s|^client_cert = .*|client_cert = $T/device.pem|" "$C16"
+kill -HUP "$pid"
+wait_for_log "$LOG" 'event=reload_accepted' "$pid" || fail_because "no reload_accepted"
+kill -TERM "$pid"
+wait_exit "$pid" || fail_because "the daemon did not stop"
+want_no_secret "$PIN" "$LOG" "$LOG.out"
+verdict "run: uploads with the token key; a reload to a certificate not the token key's is refused" \
+    "$LOG"
 
 finish
