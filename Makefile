@@ -43,6 +43,8 @@ PKGS := alsa opus libopusenc inih libcjson
 PKG_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS))
 PKG_LIBS = $(shell $(PKG_CONFIG) --libs $(PKGS))
 CMOCKA_CFLAGS = $(shell $(PKG_CONFIG) --cflags cmocka)
+# PKCS#11 header only (hal/keystore_pkcs11.c dlopens the module; nothing links p11-kit).
+P11_CFLAGS = $(shell $(PKG_CONFIG) --cflags p11-kit-1)
 CMOCKA_LIBS = $(shell $(PKG_CONFIG) --libs cmocka)
 
 HARDEN_CFLAGS := -O2 -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fPIE
@@ -58,7 +60,7 @@ ifeq ($(EC_WIDE_TIME),1)
 ARCH_CPPFLAGS := -D_FILE_OFFSET_BITS=64 -D_TIME_BITS=64
 endif
 CPPFLAGS_ALL = -Iinclude -I$(CURL)/include -DCURL_STATICLIB -D_GNU_SOURCE $(ARCH_CPPFLAGS) \
-	$(PKG_CFLAGS)
+	$(PKG_CFLAGS) $(P11_CFLAGS)
 CFLAGS_ALL = -std=c11 -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wvla -g $(HARDEN_CFLAGS) \
 	-MMD -MP $(CFLAGS)
 LDFLAGS_ALL = $(HARDEN_LDFLAGS) $(LDFLAGS)

@@ -48,6 +48,8 @@ struct ec_auth {
     size_t cert_len;
     ec_jwt_signer_der signer;
     bool have_signer;
+    ec_jwt_signer token_signer; /* the device key is in a token: signs there */
+    bool token_key;
     ec_transport *token_transport;
     char token_url[EC_CFG_URL_MAX + 128];
 
@@ -97,10 +99,15 @@ ec_status ec_auth_open(ec_auth **out, const ec_auth_params *p, char *why, size_t
         a->scope_mode[EC_SCOPE_SPEECH] == EC_AUTH_ENTRA) {
         ec_jwt_alg alg =
             p->cfg->auth.assertion_alg == EC_ASSERTION_ES256 ? EC_JWT_ES256 : EC_JWT_PS256;
-        st = ec_jwt_signer_from_der(&a->signer, alg, p->key_der, p->key_len, p->cert_der,
-                                    p->cert_len, why, why_len);
+        if (p->key_store != NULL) {
+            st = ec_jwt_signer_keystore(&a->token_signer, alg, p->key_store, why, why_len);
+            a->token_key = st == EC_OK;
+        } else {
+            st = ec_jwt_signer_from_der(&a->signer, alg, p->key_der, p->key_len, p->cert_der,
+                                        p->cert_len, why, why_len);
+            a->have_signer = st == EC_OK;
+        }
         if (st == EC_OK) {
-            a->have_signer = true;
             snprintf(a->token_url, sizeof a->token_url, "%s/%s/oauth2/v2.0/token",
                      p->cfg->auth.authority_host, p->cfg->auth.tenant_id);
             ec_transport_params tp = {.cfg = p->cfg,
@@ -108,7 +115,8 @@ ec_status ec_auth_open(ec_auth **out, const ec_auth_params *p, char *why, size_t
                                       .client_cert_len = p->cert_len,
                                       .client_key_der = p->key_der,
                                       .client_key_len = p->key_len,
-                                      .audit = p->audit};
+                                      .audit = p->audit,
+                                      .client_key_store = p->key_store};
             st = ec_transport_open(&a->token_transport, &tp);
             if (st != EC_OK)
                 snprintf(why, why_len, "token endpoint transport: %s", ec_strerror(st));
@@ -218,7 +226,7 @@ static ec_status fetch_token(ec_auth *a, ec_auth_scope scope, char *reason, size
     char jti[37];
     ec_http_response resp = {0};
     ec_status st;
-    ec_jwt_signer signer = ec_jwt_signer_der_get(&a->signer);
+    ec_jwt_signer signer = a->token_key ? a->token_signer : ec_jwt_signer_der_get(&a->signer);
     ec_jwt_assertion_params jp = {
         .alg = a->cfg->auth.assertion_alg == EC_ASSERTION_ES256 ? EC_JWT_ES256 : EC_JWT_PS256,
         .cert_der = a->cert_der,

@@ -86,6 +86,8 @@ static bool check_tag(const char *v);
 static bool check_alsa_name(const char *v);
 static bool check_listen(const char *v);
 static bool check_window(const char *v);
+static bool check_token_label(const char *v);
+static bool check_object_label(const char *v);
 
 static const int rates_hz[] = {8000, 16000, 48000, 0};
 static const int frame_sizes_ms[] = {10, 20, 40, 60, 0};
@@ -223,7 +225,7 @@ static const key_def keys[] = {
 
     STR("tls", "ca_file", tls.ca_file, check_abs_path, "an absolute path", NULL, true),
     STR("tls", "client_cert", tls.client_cert, check_abs_path, "an absolute path", NULL, true),
-    STR("tls", "client_key", tls.client_key, check_abs_path, "an absolute path", NULL, true),
+    STR("tls", "client_key", tls.client_key, check_path_or_empty, "an absolute path", "", false),
     STR("tls", "pin_current", tls.pin_current, check_pin,
         "sha256// followed by the base64 SHA-256 of the server's SubjectPublicKeyInfo", NULL, true),
     STR("tls", "pin_next", tls.pin_next, check_pin,
@@ -296,12 +298,22 @@ static const key_def keys[] = {
          "DAYS HH:MM-HH:MM (DAYS: mon..sun, a range such as mon-fri, or daily; times 00:00 to "
          "24:00, start and end differ; an end before the start crosses midnight)",
          "", false),
+
+    STR("pkcs11", "module", pkcs11.module, check_path_or_empty, "an absolute path", "", false),
+    STR("pkcs11", "token_label", pkcs11.token_label, check_token_label,
+        "1-32 printable ASCII characters, no leading or trailing space", "", false),
+    SECRET("pkcs11", "pin", pkcs11.pin),
+    STR("pkcs11", "kek_label", pkcs11.kek_label, check_object_label,
+        "1-64 printable ASCII characters, no leading or trailing space", "edgecap-kek", false),
+    STR("pkcs11", "key_label", pkcs11.key_label, check_object_label,
+        "1-64 printable ASCII characters, no leading or trailing space", "", false),
 };
 
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
-static const char *const sections[] = {"device", "capture", "encoder", "spool",   "upload", "tls",
-                                       "auth",   "speech",  "logging", "metrics", "consent"};
+static const char *const sections[] = {"device",  "capture", "encoder", "spool",
+                                       "upload",  "tls",     "auth",    "speech",
+                                       "logging", "metrics", "consent", "pkcs11"};
 #define N_SECTIONS (sizeof sections / sizeof sections[0])
 
 /* ---- string checks ------------------------------------------------------ */
@@ -622,6 +634,32 @@ static bool check_window(const char *v)
 {
     ec_consent_window w;
     return ec_consent_window_parse(v, &w);
+}
+
+/* PKCS#11 labels are blank-padded (token) or compared byte for byte (objects):
+ * printable ASCII without leading or trailing blanks is unambiguous. */
+static bool check_label(const char *v, size_t max, bool empty_ok)
+{
+    size_t n = strlen(v);
+    if (n == 0)
+        return empty_ok;
+    if (n > max || v[0] == ' ' || v[n - 1] == ' ')
+        return false;
+    for (const char *p = v; *p != '\0'; p++) {
+        if (*p < 0x20 || *p > 0x7e)
+            return false;
+    }
+    return true;
+}
+
+static bool check_token_label(const char *v)
+{
+    return check_label(v, 32, true);
+}
+
+static bool check_object_label(const char *v)
+{
+    return check_label(v, 64, true);
 }
 
 /* ---- parse state and errors --------------------------------------------- */
@@ -1389,6 +1427,41 @@ static void check_audit_rotation(parse_state *st)
                   "must be 0 (never rotate) or at least 16384");
 }
 
+/* [pkcs11] goes with keystore = pkcs11; the device key is either on the token
+ * ([pkcs11] key_label) or in [tls] client_key, never both. */
+static void check_pkcs11(parse_state *st)
+{
+    const ec_config *c = st->cfg;
+    static const char *const names[] = {"module",         "token_label", "pin",      "pin_file",
+                                        "pin_credential", "kek_label",   "key_label"};
+    if (c->device.keystore == EC_KEYSTORE_PKCS11) {
+        require(st, "pkcs11", "module", "with [device] keystore = pkcs11");
+        require(st, "pkcs11", "token_label", "with [device] keystore = pkcs11");
+        require_secret(st, "pkcs11", "pin", "with [device] keystore = pkcs11");
+        if (is_set(st, "pkcs11", "kek_label") && is_empty(st, "pkcs11", "kek_label"))
+            require(st, "pkcs11", "kek_label", NULL);
+    } else {
+        require_secret(st, "pkcs11", "pin", NULL);
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+            if (is_set(st, "pkcs11", names[i]))
+                set_error(st, line_of(st, "pkcs11", names[i]), "pkcs11", names[i],
+                          "only meaningful with [device] keystore = pkcs11");
+        }
+    }
+    if (c->device.keystore == EC_KEYSTORE_PKCS11 && c->pkcs11.key_label[0] != '\0') {
+        if (is_set(st, "tls", "client_key") && !is_empty(st, "tls", "client_key"))
+            set_error(st, line_of(st, "tls", "client_key"), "tls", "client_key",
+                      "the device key is on the token ([pkcs11] key_label = %s); remove "
+                      "client_key",
+                      c->pkcs11.key_label);
+    } else {
+        require(st, "tls", "client_key",
+                c->device.keystore == EC_KEYSTORE_PKCS11
+                    ? "(or put the device key on the token: [pkcs11] key_label)"
+                    : NULL);
+    }
+}
+
 static void validate(parse_state *st)
 {
     ec_config *c = st->cfg;
@@ -1462,6 +1535,7 @@ static void validate(parse_state *st)
         require(st, "consent", "switch", "with [consent] required = on");
     else if (c->consent.required)
         require(st, "consent", "state_file", "with [consent] required = on");
+    check_pkcs11(st);
     if (c->tls.pin_next[0] != '\0' && strcmp(c->tls.pin_next, c->tls.pin_current) == 0)
         set_error(st, line_of(st, "tls", "pin_next"), "tls", "pin_next",
                   "must differ from pin_current (it is the key the server rotates to)");

@@ -448,6 +448,38 @@ ec_jwt_signer ec_jwt_signer_der_get(ec_jwt_signer_der *s)
     return (ec_jwt_signer){.sign = der_sign, .ctx = s};
 }
 
+static ec_status keystore_sign(void *ctx, ec_jwt_alg alg, const uint8_t hash[SHA256_BYTES],
+                               uint8_t *sig, size_t sig_cap, size_t *sig_len)
+{
+    const ec_keystore *ks = ctx;
+    if (sig_len != NULL)
+        *sig_len = 0;
+    if (ks == NULL || alg != EC_JWT_ES256 || hash == NULL || sig == NULL || sig_len == NULL ||
+        sig_cap < EC_JWT_ES256_SIG_BYTES)
+        return EC_ERR_INVALID;
+    return ks->ops->sign_digest(ks->ctx, hash, SHA256_BYTES, sig, sig_cap, sig_len);
+}
+
+ec_status ec_jwt_signer_keystore(ec_jwt_signer *out, ec_jwt_alg alg, const ec_keystore *ks,
+                                 char *why, size_t why_len)
+{
+    if (why != NULL && why_len > 0)
+        why[0] = '\0';
+    if (out == NULL)
+        return EC_ERR_INVALID;
+    *out = (ec_jwt_signer){0};
+    if (!ec_keystore_has_device_key(ks)) {
+        say(why, why_len, "the key store holds no device key");
+        return EC_ERR_CONFIG;
+    }
+    if (alg != EC_JWT_ES256) {
+        say(why, why_len, "the token's device key is EC P-256: set [auth] assertion_alg = ES256");
+        return EC_ERR_CONFIG;
+    }
+    *out = (ec_jwt_signer){.sign = keystore_sign, .ctx = (void *)ks};
+    return EC_OK;
+}
+
 /* ---- the assertion ----------------------------------------------------------------------- */
 
 /* x5t#S256 of a certificate that must be exactly one DER X.509 certificate

@@ -42,6 +42,7 @@
 #include "edgecap/speech.h"
 #include "edgecap/spool.h"
 #include "edgecap/tls_reason.h"
+#include "edgecap/token_key.h"
 #include "edgecap/transport.h"
 #include "edgecap/upload.h"
 #include "edgecap/version.h"
@@ -286,18 +287,35 @@ static int start_secure(const ec_config *cfg)
     return EX_OK;
 }
 
+/* The token key store of [pkcs11]; EX_OK or the exit code (the reason is
+ * logged by the backend; the PIN never is). */
+static int open_pkcs11(const ec_config *cfg, ec_keystore *ks)
+{
+    ec_keystore_pkcs11_params p = {.module = cfg->pkcs11.module,
+                                   .token_label = cfg->pkcs11.token_label,
+                                   .pin = cfg->pkcs11.pin,
+                                   .kek_label = cfg->pkcs11.kek_label,
+                                   .key_label = cfg->pkcs11.key_label};
+    ec_status st = ec_keystore_pkcs11_open(ks, &p);
+    if (st == EC_OK)
+        return EX_OK;
+    fprintf(stderr, "edgecap: cannot open the PKCS#11 key store (token \"%s\" through %s): %s\n",
+            cfg->pkcs11.token_label, cfg->pkcs11.module, ec_strerror(st));
+    return st == EC_ERR_AUTH ? EX_NOPERM : st == EC_ERR_NOT_FOUND ? EX_UNAVAILABLE : EX_IOERR;
+}
+
 /* The key store and spool a config names; EX_OK or the exit code. An
  * observer (read_only) opens beside a running daemon. An owner audits what
  * it seals, quarantines and drops to `audit` (may be NULL). */
 static int open_spool_audited(const ec_config *cfg, ec_keystore *ks, ec_spool **spool,
                               bool read_only, ec_audit *audit)
 {
-    if (cfg->device.keystore != EC_KEYSTORE_FILE) {
-        fprintf(stderr, "edgecap: [device] keystore = pkcs11 is not available in this build\n");
-        return EX_UNAVAILABLE;
-    }
-    ec_status st = ec_keystore_file_open(ks, cfg->device.keystore_dir);
-    if (st != EC_OK) {
+    ec_status st;
+    if (cfg->device.keystore == EC_KEYSTORE_PKCS11) {
+        int rc = open_pkcs11(cfg, ks);
+        if (rc != EX_OK)
+            return rc;
+    } else if ((st = ec_keystore_file_open(ks, cfg->device.keystore_dir)) != EC_OK) {
         fprintf(stderr, "edgecap: cannot open the key store %s: %s\n", cfg->device.keystore_dir,
                 ec_strerror(st));
         return st == EC_ERR_PERM ? EX_NOPERM : EX_IOERR;
@@ -476,6 +494,39 @@ static void delivery_close(delivery *d)
     memset(d, 0, sizeof *d);
 }
 
+/* The device certificate and its key: [tls] client_key, or (*key NULL) the
+ * key in the token, checked to belong to the certificate. `why` says what
+ * failed. */
+static ec_status load_identity(const ec_config *cfg, const ec_keystore *ks, uint8_t **cert,
+                               size_t *cert_len, uint8_t **key, size_t *key_len, char *why,
+                               size_t why_len)
+{
+    *key = NULL;
+    *key_len = 0;
+    if (!ec_keystore_has_device_key(ks)) {
+        ec_status st = ec_keystore_file_client_credentials(
+            cfg->tls.client_cert, cfg->tls.client_key, cert, cert_len, key, key_len);
+        if (st != EC_OK)
+            snprintf(why, why_len, "[tls] client_cert %s / client_key %s: %s",
+                     cfg->tls.client_cert, cfg->tls.client_key, ec_strerror(st));
+        return st;
+    }
+    ec_status st = ec_keystore_file_certificate(cfg->tls.client_cert, cert, cert_len);
+    if (st != EC_OK) {
+        snprintf(why, why_len, "the device certificate: %s", ec_strerror(st));
+        return st;
+    }
+    char reason[120];
+    st = ec_token_key_check_pair(ks, *cert, *cert_len, reason, sizeof reason);
+    if (st != EC_OK) {
+        snprintf(why, why_len, "the token's device key ([pkcs11] key_label = %s): %s",
+                 cfg->pkcs11.key_label, reason);
+        ec_secmem_free(*cert);
+        *cert = NULL;
+    }
+    return st;
+}
+
 /* Opens what delivering the spool needs under `cfg` (the uploader only with
  * `uploader`). EC_OK, or the status with the reason logged. */
 static ec_status delivery_open(delivery *d, const ec_config *cfg, ec_keystore *ks, ec_spool *spool,
@@ -484,19 +535,18 @@ static ec_status delivery_open(delivery *d, const ec_config *cfg, ec_keystore *k
     memset(d, 0, sizeof *d);
     d->audit = audit;
     char why[EC_CFG_PATH_MAX + 64] = "";
-    ec_status st =
-        ec_keystore_file_client_credentials(cfg->tls.client_cert, cfg->tls.client_key, &d->cert_der,
-                                            &d->cert_len, &d->key_der, &d->key_len);
-    if (st != EC_OK) {
-        snprintf(why, sizeof why, "the device certificate or key");
+    ec_status st = load_identity(cfg, ks, &d->cert_der, &d->cert_len, &d->key_der, &d->key_len, why,
+                                 sizeof why);
+    if (st != EC_OK)
         goto out;
-    }
+    const ec_keystore *key_store = ec_keystore_has_device_key(ks) ? ks : NULL;
     ec_auth_params ap = {.cfg = cfg,
                          .cert_der = d->cert_der,
                          .cert_len = d->cert_len,
                          .key_der = d->key_der,
                          .key_len = d->key_len,
-                         .audit = audit};
+                         .audit = audit,
+                         .key_store = key_store};
     if ((st = ec_auth_open(&d->auth, &ap, why, sizeof why)) != EC_OK)
         goto out;
     if (cfg->speech.batch) {
@@ -507,7 +557,8 @@ static ec_status delivery_open(delivery *d, const ec_config *cfg, ec_keystore *k
                               .cert_der = d->cert_der,
                               .cert_len = d->cert_len,
                               .key_der = d->key_der,
-                              .key_len = d->key_len};
+                              .key_len = d->key_len,
+                              .key_store = key_store};
         if ((st = ec_batch_open(&d->batch, &bp)) != EC_OK) {
             snprintf(why, sizeof why, "the batch job state in %s", cfg->spool.dir);
             goto out;
@@ -533,7 +584,8 @@ static ec_status delivery_open(delivery *d, const ec_config *cfg, ec_keystore *k
                                  .cert_der = d->cert_der,
                                  .cert_len = d->cert_len,
                                  .key_der = d->key_der,
-                                 .key_len = d->key_len};
+                                 .key_len = d->key_len,
+                                 .key_store = key_store};
         if ((st = ec_uploader_open(&d->uploader, &up)) != EC_OK)
             snprintf(why, sizeof why, "the uploader");
     }
@@ -684,7 +736,7 @@ static ec_config *reload_config(const char *path, ec_audit *audit)
  * are read again: they may have been replaced under an unchanged file) and
  * suit its auth mode. A reload checks this before it stops the running
  * delivery. */
-static bool identity_usable(const ec_config *cfg, char *why, size_t why_len)
+static bool identity_usable(const ec_config *cfg, const ec_keystore *ks, char *why, size_t why_len)
 {
     uint8_t *cert = NULL, *key = NULL, *ca = NULL;
     size_t cert_len = 0, key_len = 0, ca_len = 0;
@@ -693,14 +745,14 @@ static bool identity_usable(const ec_config *cfg, char *why, size_t why_len)
     free(ca);
     if (st != EC_OK)
         return false;
-    st = ec_keystore_file_client_credentials(cfg->tls.client_cert, cfg->tls.client_key, &cert,
-                                             &cert_len, &key, &key_len);
-    if (st != EC_OK) {
-        snprintf(why, why_len, "[tls] client_cert %s / client_key %s: %s", cfg->tls.client_cert,
-                 cfg->tls.client_key, ec_strerror(st));
-    } else {
-        ec_auth_params ap = {
-            .cfg = cfg, .cert_der = cert, .cert_len = cert_len, .key_der = key, .key_len = key_len};
+    st = load_identity(cfg, ks, &cert, &cert_len, &key, &key_len, why, why_len);
+    if (st == EC_OK) {
+        ec_auth_params ap = {.cfg = cfg,
+                             .cert_der = cert,
+                             .cert_len = cert_len,
+                             .key_der = key,
+                             .key_len = key_len,
+                             .key_store = ec_keystore_has_device_key(ks) ? ks : NULL};
         st = ec_auth_open(&auth, &ap, why, why_len);
         ec_auth_close(&auth);
     }
@@ -873,7 +925,7 @@ static int cmd_run(int argc, char **argv)
             ec_config *next = reload_config(cfg.source_path, audit);
             char why[2 * EC_CFG_PATH_MAX + 128];
             /* a working delivery is only replaced by one whose identity loads */
-            if (next != NULL && dv.auth != NULL && !identity_usable(next, why, sizeof why)) {
+            if (next != NULL && dv.auth != NULL && !identity_usable(next, &ks, why, sizeof why)) {
                 ec_log(EC_LOG_ERROR, "reload_refused", EC_LOG_STR("reason", why),
                        EC_LOG_STR("effect", "running on the previous configuration"));
                 ec_audit(audit, "reload_refused", EC_LOG_STR("reason", why));

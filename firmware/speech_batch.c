@@ -329,7 +329,8 @@ ec_status ec_batch_open(ec_batch **out, const ec_batch_params *p)
                                   .client_cert_len = p->cert_len,
                                   .client_key_der = p->key_der,
                                   .client_key_len = p->key_len,
-                                  .audit = p->audit};
+                                  .audit = p->audit,
+                                  .client_key_store = p->key_store};
         st = ec_transport_open(&b->transport, &tp);
     }
     if (st != EC_OK) {

@@ -28,6 +28,7 @@
 #include "edgecap/log.h"
 #include "edgecap/secmem.h"
 #include "edgecap/tls_reason.h"
+#include "edgecap/token_key.h"
 
 struct ec_transport {
     CURL *curl;
@@ -35,6 +36,11 @@ struct ec_transport {
     struct curl_blob cert;
     struct curl_blob key;
     struct curl_blob ca; /* [tls] ca_file as read when the transport opened */
+    /* the device key in a token: curl gets no key blob; restrict_tls hands
+     * mbedTLS this certificate and a key whose signatures the token makes */
+    bool token_key;
+    mbedtls_x509_crt own_crt;
+    mbedtls_pk_context own_pk;
     char pins[200];
     struct curl_slist *connect_to;
     const _Atomic int64_t *abandon_at_ms;
@@ -94,7 +100,10 @@ static void on_debug(void *user, int level, const char *file, int line, const ch
 static CURLcode restrict_tls(CURL *curl, void *ssl_config, void *user)
 {
     (void)curl;
+    ec_transport *t = user;
     mbedtls_ssl_config *conf = ssl_config;
+    if (t != NULL && t->token_key && mbedtls_ssl_conf_own_cert(conf, &t->own_crt, &t->own_pk) != 0)
+        return CURLE_SSL_CERTPROBLEM;
     mbedtls_ssl_conf_verify(conf, on_verify, user);
     mbedtls_ssl_conf_dbg(conf, on_debug, user);
     mbedtls_ssl_conf_ciphersuites(conf, aead_ecdhe_suites);
@@ -241,12 +250,26 @@ ec_status ec_transport_open(ec_transport **out, const ec_transport_params *p)
         return st;
     }
     t->ca = (struct curl_blob){.data = ca, .len = ca_len, .flags = CURL_BLOB_NOCOPY};
+    mbedtls_x509_crt_init(&t->own_crt);
+    mbedtls_pk_init(&t->own_pk);
     t->curl = curl_easy_init();
     if (t->curl == NULL || pthread_mutex_init(&t->lock, NULL) != 0) {
         curl_easy_cleanup(t->curl);
         free(ca);
         free(t);
         return EC_ERR_NOMEM;
+    }
+    if (ec_keystore_has_device_key(p->client_key_store)) {
+        st = EC_ERR_CRYPTO;
+        if (mbedtls_x509_crt_parse_der(&t->own_crt, p->client_cert_der, p->client_cert_len) != 0 ||
+            (st = ec_token_key_setup(&t->own_pk, p->client_key_store, &t->own_crt.pk)) != EC_OK) {
+            ec_log(EC_LOG_ERROR, "transport_client_key_unusable",
+                   EC_LOG_STR("reason", "the device certificate does not go with the token's "
+                                        "EC P-256 key"));
+            ec_transport_close(&t);
+            return st;
+        }
+        t->token_key = true;
     }
     /* NOCOPY: the key stays in our secure memory only */
     t->abandon_at_ms = p->abandon_at_ms;
@@ -277,6 +300,8 @@ void ec_transport_close(ec_transport **tp)
     curl_slist_free_all(t->connect_to);
     pthread_mutex_destroy(&t->lock);
     free(t->ca.data);
+    mbedtls_pk_free(&t->own_pk);
+    mbedtls_x509_crt_free(&t->own_crt);
     free(t);
     *tp = NULL;
 }
@@ -505,10 +530,12 @@ static CURLcode apply_policy(ec_transport *t)
     SET(CURLOPT_PINNEDPUBLICKEY, t->pins);
     SET(CURLOPT_SSL_CTX_FUNCTION, restrict_tls);
     SET(CURLOPT_SSL_CTX_DATA, t);
-    SET(CURLOPT_SSLCERT_BLOB, &t->cert);
-    SET(CURLOPT_SSLCERTTYPE, "DER");
-    SET(CURLOPT_SSLKEY_BLOB, &t->key);
-    SET(CURLOPT_SSLKEYTYPE, "DER");
+    if (!t->token_key) {
+        SET(CURLOPT_SSLCERT_BLOB, &t->cert);
+        SET(CURLOPT_SSLCERTTYPE, "DER");
+        SET(CURLOPT_SSLKEY_BLOB, &t->key);
+        SET(CURLOPT_SSLKEYTYPE, "DER");
+    }
     if (cfg->upload.proxy[0] != '\0') {
         /* a provisioned proxy sees a CONNECT tunnel; TLS stays end to end,
          * and an https proxy is held to the same CA */

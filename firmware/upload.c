@@ -121,7 +121,8 @@ ec_status ec_uploader_open(ec_uploader **out, const ec_uploader_params *p)
                                   .heartbeat = heartbeat,
                                   .heartbeat_user = u,
                                   .audit = p->audit,
-                                  .abandon_at_ms = &u->abandon_at_ms};
+                                  .abandon_at_ms = &u->abandon_at_ms,
+                                  .client_key_store = p->key_store};
         st = ec_transport_open(&e->transport, &tp);
         if (st == EC_OK)
             u->n_ep++;

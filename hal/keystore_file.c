@@ -389,3 +389,28 @@ out:
     ec_secmem_free(key_buf);
     return st;
 }
+
+ec_status ec_keystore_file_certificate(const char *cert_path, uint8_t **cert_der, size_t *cert_len)
+{
+    uint8_t *cert_file = NULL;
+    size_t cert_file_len = 0;
+    mbedtls_x509_crt crt;
+    mbedtls_x509_crt_init(&crt);
+    *cert_der = NULL;
+    ec_status st = read_file_secure(cert_path, false, &cert_file, &cert_file_len);
+    if (st != EC_OK)
+        goto out;
+    if (mbedtls_x509_crt_parse(&crt, cert_file, parse_len(cert_file, cert_file_len)) != 0) {
+        ec_log(EC_LOG_ERROR, "credential_invalid", EC_LOG_STR("cert", cert_path),
+               EC_LOG_STR("reason", "not a PEM/DER certificate"));
+        st = EC_ERR_CRYPTO;
+    } else if ((*cert_der = ec_secmem_dup(crt.raw.p, crt.raw.len)) == NULL) {
+        st = EC_ERR_NOMEM;
+    } else {
+        *cert_len = crt.raw.len;
+    }
+out:
+    mbedtls_x509_crt_free(&crt);
+    ec_secmem_free(cert_file);
+    return st;
+}

@@ -8,12 +8,12 @@ set -eu
 
 HOST_PKGS="build-essential pkg-config libasound2-dev libopus-dev libopusenc-dev
  libinih-dev libcmocka-dev libmbedtls-dev libcjson-dev opus-tools
- dpkg-dev autoconf automake libtool ca-certificates"
+ dpkg-dev autoconf automake libtool ca-certificates libp11-kit-dev"
 
 cross_pkgs() { # $1 = debian arch, $2 = gnu triplet
     echo "gcc-$2 libc6-dev-$1-cross qemu-user-static
  libasound2-dev:$1 libopus-dev:$1 libopusenc-dev:$1 libinih-dev:$1
- libcmocka-dev:$1 libmbedtls-dev:$1 libcjson-dev:$1"
+ libcmocka-dev:$1 libmbedtls-dev:$1 libcjson-dev:$1 libp11-kit-dev:$1"
 }
 
 # The test peers: nginx (with its echo module, for a stalling peer) in front of
@@ -25,9 +25,10 @@ PEER_PKGS="nginx-light libnginx-mod-http-echo openssl curl ca-certificates"
 # speech synthesis plus sox for test and demo audio, and PyJWT (on
 # cryptography) to verify the client assertion independently; faketime to seal
 # segments "in the past" for the retention test; systemd for systemd-analyze
-# (verify and security of config/edgecap.service, offline).
+# (verify and security of config/edgecap.service, offline). SoftHSM2 is the
+# PKCS#11 token of the key store tests, opensc's pkcs11-tool their outside view.
 TOOL_PKGS="clang-format cppcheck valgrind espeak-ng sox time python3-jwt python3-cryptography
- python3-prometheus-client faketime systemd"
+ python3-prometheus-client faketime systemd softhsm2 opensc"
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -43,6 +43,9 @@ typedef struct {
     const uint8_t *key_der;
     size_t key_len;
     ec_audit *audit; /* may be NULL */
+    /* not NULL when the device key is in a token (key_der is NULL then): TLS
+     * and the client assertion are signed there */
+    const ec_keystore *key_store;
 } ec_auth_params;
 
 typedef struct {

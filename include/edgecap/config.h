@@ -175,6 +175,13 @@ typedef struct {
         char windows[EC_CFG_WINDOWS_MAX][EC_CFG_WINDOW_MAX]; /* "mon-fri 08:00-17:30" */
         size_t n_windows;
     } consent;
+    struct {
+        char module[EC_CFG_PATH_MAX]; /* the PKCS#11 module (dlopen'ed) */
+        char token_label[33];         /* at most 32 bytes, as in CK_TOKEN_INFO */
+        ec_secret *pin;               /* the user PIN */
+        char kek_label[65];
+        char key_label[65]; /* "" = the device key is [tls] client_key */
+    } pkcs11;
 
     char source_path[EC_CFG_PATH_MAX];
     uint8_t sha256[32]; /* of the file as read; the audit log records it */

@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "edgecap/keystore.h"
 #include "edgecap/status.h"
 
 typedef enum {
@@ -81,6 +82,17 @@ void ec_jwt_signer_der_free(ec_jwt_signer_der *s);
 
 /* The ec_jwt_signer view of `s` (valid while `s` lives). */
 ec_jwt_signer ec_jwt_signer_der_get(ec_jwt_signer_der *s);
+
+/*
+ * The signer over a key store that holds the device key (a PKCS#11 token,
+ * hal/keystore_pkcs11.c): the token signs the digest with CKM_ECDSA, whose
+ * raw r || s is the JWS ES256 form, so ES256 only (the token key is EC
+ * P-256). The caller has checked that the key belongs to the certificate
+ * (ec_token_key_check_pair). EC_ERR_CONFIG with a reason in `why` for PS256
+ * or a store without a device key. `ks` must outlive the signer.
+ */
+ec_status ec_jwt_signer_keystore(ec_jwt_signer *out, ec_jwt_alg alg, const ec_keystore *ks,
+                                 char *why, size_t why_len);
 
 typedef struct {
     ec_jwt_alg alg;

@@ -3,7 +3,10 @@
  * handing it out. Segment data keys are wrapped and unwrapped through it, so a
  * board with a TPM or PKCS#11 token can keep the KEK inside the token. The
  * file backend (hal/keystore_file.c) keeps a random 32-byte KEK in a 0600
- * file created on first use and in secure memory while open.
+ * file created on first use and in secure memory while open. The PKCS#11
+ * backend (hal/keystore_pkcs11.c) keeps the KEK, and the device's private key,
+ * inside a token (a secure element, or SoftHSM2 in the tests) as
+ * non-extractable objects: wrapping, unwrapping and signing happen there.
  *
  * Wrapping is AES-256-GCM: out = nonce(12) || ciphertext(32) || tag(16), with
  * caller-supplied AAD that binds the wrapped key to its context.
@@ -11,9 +14,11 @@
 #ifndef EDGECAP_KEYSTORE_H
 #define EDGECAP_KEYSTORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "edgecap/secret.h"
 #include "edgecap/status.h"
 
 #define EC_KEK_ID_BYTES 16
@@ -37,6 +42,11 @@ typedef struct {
     /* Optional (NULL where a backend cannot): destroys the KEK for good, for
      * decommissioning (`edgecap wipe`); afterwards wrap and unwrap fail. */
     ec_status (*destroy)(void *ctx);
+    /* Signs a digest (hash_len 20..64 bytes) with the device's private key
+     * when the store holds it (NULL otherwise: the file store's key is a
+     * file). ECDSA P-256: `sig` gets the raw r || s, 64 bytes. */
+    ec_status (*sign_digest)(void *ctx, const uint8_t *hash, size_t hash_len, uint8_t *sig,
+                             size_t sig_cap, size_t *sig_len);
 } ec_keystore_ops;
 
 typedef struct {
@@ -67,6 +77,38 @@ ec_status ec_keystore_file_open_existing(ec_keystore *ks, const char *dir);
 ec_status ec_keystore_file_client_credentials(const char *cert_path, const char *key_path,
                                               uint8_t **cert_der, size_t *cert_len,
                                               uint8_t **key_der, size_t *key_len);
+
+/* Only the certificate (PEM or DER, converted to DER in secure memory), for
+ * a device key that lives in a token. */
+ec_status ec_keystore_file_certificate(const char *cert_path, uint8_t **cert_der, size_t *cert_len);
+
+/* The [pkcs11] settings of the provisioning file. */
+typedef struct {
+    const char *module;      /* absolute path of the PKCS#11 module (dlopen'ed) */
+    const char *token_label; /* the token (CKA_LABEL of its token info) */
+    const ec_secret *pin;    /* the user PIN */
+    const char *kek_label;   /* the AES-256 KEK, created on the token when absent */
+    const char *key_label;   /* the device's EC P-256 private key; "" = none */
+} ec_keystore_pkcs11_params;
+
+/*
+ * Opens the PKCS#11 key store: loads the module, finds the token by label,
+ * logs in with the PIN (never logged or copied), finds the KEK by label or
+ * generates it on the token (AES-256, CKA_TOKEN, CKA_SENSITIVE,
+ * not CKA_EXTRACTABLE, a random CKA_ID), and, with a key_label, finds the
+ * device's private key (EC P-256, sensitive, not extractable). An existing KEK
+ * or key that is extractable or of the wrong kind is refused, never used.
+ * The KEK id is a hash of the KEK's CKA_ID (public), never of key bytes.
+ * Wrapping is CKM_AES_GCM on the token with the same layout and AAD as the
+ * file store, so the spool format does not depend on the backend.
+ * EC_ERR_NOT_FOUND: no module at the path, no such token, no such key;
+ * EC_ERR_AUTH: the PIN was refused; EC_ERR_CRYPTO: an object is unsuitable;
+ * EC_ERR_IO: the token failed. The reason is logged (pkcs11_* events).
+ */
+ec_status ec_keystore_pkcs11_open(ec_keystore *ks, const ec_keystore_pkcs11_params *p);
+
+/* Whether `ks` holds the device's private key (sign_digest is available). */
+bool ec_keystore_has_device_key(const ec_keystore *ks);
 
 /* Closes any backend; safe on a zeroed or closed ec_keystore. */
 void ec_keystore_close(ec_keystore *ks);

@@ -102,7 +102,8 @@ typedef struct {
     ec_spool *spool;                   /* holds the state file; owner, or observer with read_only */
     const uint8_t *cert_der, *key_der; /* device identity (kept by the caller) */
     size_t cert_len, key_len;
-    bool read_only; /* `speech jobs`: only reads the state */
+    const ec_keystore *key_store; /* the device key's token, or NULL (see ec_auth_params) */
+    bool read_only;               /* `speech jobs`: only reads the state */
 } ec_batch_params;
 
 typedef struct {

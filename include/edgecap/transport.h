@@ -10,7 +10,8 @@
  *     only, the peer chained to [tls] ca_file (read when the transport
  *     opens, not at each handshake), its name checked, and its
  *     SubjectPublicKeyInfo SHA-256 equal to pin_current or pin_next;
- *   - the device's client certificate and key (DER, from secure memory);
+ *   - the device's client certificate and key (DER, from secure memory), or
+ *     the key in a token, which signs the handshake (include/edgecap/token_key.h);
  *   - connect and low-speed timeouts; keep-alive reuse of the one handle;
  *   - [upload] connect_to maps the real host name to a private-endpoint
  *     address while SNI, Host and the certificate name stay the real name.
@@ -30,6 +31,7 @@
 
 #include "edgecap/audit.h"
 #include "edgecap/config.h"
+#include "edgecap/keystore.h"
 #include "edgecap/status.h"
 #include "edgecap/tls_reason.h"
 
@@ -49,6 +51,9 @@ typedef struct {
      * transfer in progress is abandoned (EC_ERR_NETWORK, reason "abandoned:
      * ..."), so that stopping an uploader never waits for a stalled peer */
     const _Atomic int64_t *abandon_at_ms;
+    /* When not NULL and it holds the device key (a PKCS#11 token), the TLS
+     * client signature is made there and client_key_der is not used. */
+    const ec_keystore *client_key_store;
 } ec_transport_params;
 
 /* One part of a multipart/form-data body, sent from the caller's memory

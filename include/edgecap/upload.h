@@ -69,6 +69,7 @@ typedef struct {
     ec_spool *transcripts; /* target speech with keep_transcripts = on */
     const uint8_t *cert_der, *key_der; /* the device identity, kept by the caller */
     size_t cert_len, key_len;
+    const ec_keystore *key_store; /* the device key's token, or NULL (see ec_auth_params) */
 } ec_uploader_params;
 
 /* Prepares a transport per endpoint. */

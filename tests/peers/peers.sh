@@ -111,6 +111,14 @@
 #                            https_proxy=$FAULT_PROXY_URL; an empty FAULT_LOG
 #                            shows the proxy was not used (a CONNECT is
 #                            logged as status 400 with an empty method)
+#   peers.sh admit DIR CERT.pem     peers_admit DIR CERT.pem
+#       Admits one more device certificate (already issued by DEVICE_CA, e.g.
+#       for a key that lives in a PKCS#11 token) at the main front and at
+#       fault fronts started later: adds its SHA-1 fingerprint to
+#       EXTRA_CLIENT_FINGERPRINTS in peers.env, rewrites nginx.conf and
+#       restarts nginx on the same port. The certificate is also registered
+#       with the Speech peer's token endpoint as a new client (the Speech
+#       peer restarts: its tokens and jobs are gone); prints that client id.
 #   peers.sh fault-stop DIR PORT    stops one fault server
 #   peers.sh kill DIR nginx|azurite|speech     SIGKILL (a crash), pid file kept
 #   peers.sh restart DIR nginx|azurite|speech  stops (TERM) if running, starts
@@ -655,6 +663,7 @@ http {
     map \$ssl_client_fingerprint \$peers_client_ok {
         "$PEERS_CLIENT_FP" 1;
 $([ -n "${PEERS_RSA_CLIENT_FP:-}" ] && echo "        \"$PEERS_RSA_CLIENT_FP\" 1;")
+$(for fp in ${PEERS_EXTRA_CLIENT_FPS:-}; do echo "        \"$fp\" 1;"; done)
         default 0;
     }
     # Upstream by Host: the Speech and login hosts to the Speech peer, the
@@ -1065,6 +1074,7 @@ peers__load_env() { # DIR
     PEERS_AZURITE_PORT=$AZURITE_PORT
     PEERS_CLIENT_FP=$CLIENT_FINGERPRINT
     PEERS_RSA_CLIENT_FP=$RSA_CLIENT_FINGERPRINT
+    PEERS_EXTRA_CLIENT_FPS=${EXTRA_CLIENT_FINGERPRINTS:-}
     PEERS_SPEECH_PORT=$SPEECH_PORT
     # shellcheck disable=SC2153  # TENANT_ID comes from peers.env
     PEERS_TENANT_ID=$TENANT_ID
@@ -1267,6 +1277,31 @@ peers_fault() ( # DIR KIND [ARG...]
     echo "$port"
 )
 
+peers_admit() ( # DIR CERT.pem
+    set -u
+    dir=$(peers__absdir "$1") || exit 1
+    peers__load_env "$dir" || exit 1
+    fp=$(peers__fingerprint "$2") && [ -n "$fp" ] || { peers__say "admit: cannot read $2"; exit 1; }
+    PEERS_EXTRA_CLIENT_FPS="$PEERS_EXTRA_CLIENT_FPS $fp"
+    peers__setenv "$dir/peers.env" EXTRA_CLIENT_FINGERPRINTS "${PEERS_EXTRA_CLIENT_FPS# }"
+    peers__nginx_conf "$dir" main "$NGINX_PORT" || exit 1
+    peers_restart "$dir" nginx >&2 || exit 1
+    id=$(peers__uuid) kind=ec
+    openssl x509 -in "$2" -noout -text | grep -q rsaEncryption && kind=rsa
+    cert=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")
+    node -e '
+        const fs = require("fs");
+        const [f, id, cert, fp, kind] = process.argv.slice(1);
+        const c = JSON.parse(fs.readFileSync(f, "utf8"));
+        c.clients.push({ id, cert });
+        c.clientFingerprints[fp] = kind;
+        fs.writeFileSync(f + ".new", JSON.stringify(c, null, 2));
+        fs.renameSync(f + ".new", f);' "$dir/speech/config.json" "$id" "$cert" "$fp" "$kind" ||
+        exit 1
+    peers_restart "$dir" speech >&2 || exit 1
+    echo "$id"
+)
+
 peers_fault_stop() ( # DIR PORT
     dir=$(peers__absdir "$1") || exit 1
     [ -f "$dir/run/fault-$2.pid" ] || { peers__say "no fault server on port $2 in $dir"; exit 1; }
@@ -1411,6 +1446,7 @@ peers__usage() {
 usage: peers.sh start DIR | stop DIR | env DIR
        peers.sh fault DIR KIND [ARG...] | fault-stop DIR PORT
        peers.sh kill DIR nginx|azurite|speech | restart DIR nginx|azurite|speech
+       peers.sh admit DIR CERT.pem
        peers.sh speech DIR PATH [JSON]
        peers.sh container DIR NAME [PERMS [HOURS]] | sas DIR NAME [PERMS [HOURS]]
        peers.sh readback DIR --container NAME [--prefix P] [--out-dir D | --cat BLOB]
@@ -1427,7 +1463,7 @@ peers_main() {
     case "$cmd" in
     start | stop | env) [ "$n" -eq 1 ] || peers__usage || return ;;
     fault) [ "$n" -ge 2 ] || peers__usage || return ;;
-    fault-stop | kill | restart) [ "$n" -eq 2 ] || peers__usage || return ;;
+    fault-stop | kill | restart | admit) [ "$n" -eq 2 ] || peers__usage || return ;;
     container | sas) [ "$n" -ge 2 ] && [ "$n" -le 4 ] || peers__usage || return ;;
     readback) [ "$n" -ge 2 ] || peers__usage || return ;;
     pin) [ "$n" -eq 1 ] || peers__usage || return ;;
@@ -1443,6 +1479,7 @@ peers_main() {
     fault-stop) peers_fault_stop "$@" ;;
     kill) peers_kill "$@" ;;
     restart) peers_restart "$@" ;;
+    admit) peers_admit "$@" ;;
     container) peers_container "$@" ;;
     sas) peers_sas "$@" ;;
     readback) peers_readback "$@" ;;

@@ -753,6 +753,52 @@ static reject_case cases[] = {
      .at = {[S_LOGGING] = "audit_hmac_key_credential = hmac\naudit_hmac_key_file = @DIR/sas"},
      .line = L_LOGGING, .key = "[logging] audit_hmac_key_credential",
      .fragment = "set one of audit_hmac_key, audit_hmac_key_file or audit_hmac_key_credential"},
+    /* [pkcs11] */
+    {.name = "pkcs11 without module", .at = {[S_DEVICE] = "keystore = pkcs11",
+     [S_TAIL] = "[pkcs11]\ntoken_label = edge\npin = 1234" SECRET_MARK},
+     .line = L_TAIL, .key = "[pkcs11] module",
+     .fragment = "required key missing with [device] keystore = pkcs11"},
+    {.name = "pkcs11 without token_label", .at = {[S_DEVICE] = "keystore = pkcs11",
+     [S_TAIL] = "[pkcs11]\nmodule = /usr/lib/softhsm/libsofthsm2.so\npin = 1234" SECRET_MARK},
+     .line = L_TAIL, .key = "[pkcs11] token_label",
+     .fragment = "required key missing with [device] keystore = pkcs11"},
+    {.name = "pkcs11 without pin", .at = {[S_DEVICE] = "keystore = pkcs11",
+     [S_TAIL] = "[pkcs11]\nmodule = /usr/lib/softhsm/libsofthsm2.so\ntoken_label = edge"},
+     .line = L_TAIL, .key = "[pkcs11] pin",
+     .fragment = "required key missing with [device] keystore = pkcs11 (or give pin_file or pin_credential)"},
+    {.name = "pkcs11 pin and pin_file", .at = {[S_DEVICE] = "keystore = pkcs11",
+     [S_TAIL] = "[pkcs11]\nmodule = /m.so\ntoken_label = edge\npin = 1" SECRET_MARK
+                "\npin_file = @DIR/sas"},
+     .line = L_TAIL + 4, .key = "[pkcs11] pin_file", .fragment = "set either pin or pin_file, not both"},
+    {.name = "pkcs11 relative module", .at = {[S_DEVICE] = "keystore = pkcs11",
+     [S_TAIL] = "[pkcs11]\nmodule = libsofthsm2.so"},
+     .line = L_TAIL + 1, .key = "[pkcs11] module", .fragment = "expected an absolute path"},
+    {.name = "pkcs11 token label over 32 bytes", .at = {[S_DEVICE] = "keystore = pkcs11",
+     [S_TAIL] = "[pkcs11]\ntoken_label = abcdefghijklmnopqrstuvwxyz0123456"},
+     .line = L_TAIL + 1, .key = "[pkcs11] token_label",
+     .fragment = "value is longer than 32 characters"},
+    {.name = "pkcs11 key label not ASCII", .at = {[S_DEVICE] = "keystore = pkcs11",
+     [S_TAIL] = "[pkcs11]\nkey_label = cl\xc3\xa9"},
+     .line = L_TAIL + 1, .key = "[pkcs11] key_label",
+     .fragment = "expected 1-64 printable ASCII characters"},
+    {.name = "pkcs11 empty kek_label", .at = {[S_DEVICE] = "keystore = pkcs11",
+     [S_TAIL] = "[pkcs11]\nmodule = /m.so\ntoken_label = edge\npin = 1" SECRET_MARK
+                "\nkek_label ="},
+     .line = L_TAIL + 4, .key = "[pkcs11] kek_label", .fragment = "required key has an empty value"},
+    {.name = "pkcs11 section with keystore = file",
+     .at = {[S_TAIL] = "[pkcs11]\nmodule = /usr/lib/softhsm/libsofthsm2.so"},
+     .line = L_TAIL + 1, .key = "[pkcs11] module",
+     .fragment = "only meaningful with [device] keystore = pkcs11"},
+    {.name = "client_key beside a token key", .at = {[S_DEVICE] = "keystore = pkcs11",
+     [S_TAIL] = "[pkcs11]\nmodule = /m.so\ntoken_label = edge\npin = 1" SECRET_MARK
+                "\nkey_label = dev"},
+     .line = L_TLS_HDR + 3, .key = "[tls] client_key",
+     .fragment = "the device key is on the token ([pkcs11] key_label = dev); remove client_key"},
+    {.name = "pkcs11 without key_label needs client_key", .drop = {"client_key"},
+     .at = {[S_DEVICE] = "keystore = pkcs11",
+     [S_TAIL] = "[pkcs11]\nmodule = /m.so\ntoken_label = edge\npin = 1" SECRET_MARK},
+     .line = L_TLS_HDR, .key = "[tls] client_key",
+     .fragment = "required key missing (or put the device key on the token: [pkcs11] key_label)"},
 
     /* the provisioning file itself */
     {.name = "inline secret in a group-readable file (0640)", .mode = 0640,
@@ -881,6 +927,30 @@ static void test_base_is_valid(void **state)
     ec_config_free(&cfg);
 }
 
+/* A token key store holding the device key: no [tls] client_key. */
+static void test_accepts_pkcs11(void **state)
+{
+    (void)state;
+    ec_config cfg;
+    const char *at[N_SLOTS] = {
+        [S_DEVICE] = "keystore = pkcs11",
+        [S_TAIL] = "[pkcs11]\nmodule = /usr/lib/softhsm/libsofthsm2.so\n"
+                   "token_label = edgecap token 1\npin_file = @DIR/sas\nkey_label = dev key",
+    };
+    const char *drop[MAX_DROPS] = {"client_key"};
+    load_ok(&cfg, at, drop, "\n");
+    assert_int_equal(cfg.device.keystore, EC_KEYSTORE_PKCS11);
+    assert_string_equal(cfg.pkcs11.module, "/usr/lib/softhsm/libsofthsm2.so");
+    assert_string_equal(cfg.pkcs11.token_label, "edgecap token 1");
+    assert_string_equal(cfg.pkcs11.kek_label, "edgecap-kek");
+    assert_string_equal(cfg.pkcs11.key_label, "dev key");
+    assert_string_equal(cfg.tls.client_key, "");
+    assert_non_null(cfg.pkcs11.pin);
+    assert_true(ec_secret_len(cfg.pkcs11.pin) > 0);
+    ec_config_free(&cfg);
+    assert_null(cfg.pkcs11.pin);
+}
+
 /* CRLF line ends, inline comments, a BOM, a 0644 file without secrets. */
 static void test_accepts_crlf_comments_bom(void **state)
 {
@@ -891,6 +961,8 @@ static void test_accepts_crlf_comments_bom(void **state)
         [S_DEVICE] = "keystore = pkcs11 ; inline comment",
         [S_CAPTURE] = "# hash comment\nrate_hz = 48000",
         [S_ENCODER] = "vbr = constrained",
+        [S_TAIL] = "[pkcs11]\nmodule = /usr/lib/softhsm/libsofthsm2.so\ntoken_label = edge\n"
+                   "pin = 12" SECRET_MARK,
     };
     load_ok(&cfg, at, NULL, "\r\n");
     assert_int_equal(cfg.device.keystore, EC_KEYSTORE_PKCS11);
@@ -1740,6 +1812,7 @@ int main(void)
     static const struct CMUnitTest fixed[] = {
         cmocka_unit_test(test_base_is_valid),
         cmocka_unit_test(test_accepts_crlf_comments_bom),
+        cmocka_unit_test(test_accepts_pkcs11),
         cmocka_unit_test(test_line_length_boundary),
         cmocka_unit_test(test_example_validates),
         cmocka_unit_test(test_lists_repeat_and_append),

@@ -1,0 +1,188 @@
+/*
+ * A token-held EC P-256 key as an mbedtls_pk_context (see
+ * include/edgecap/token_key.h). mbedTLS 2.28 has an "alt" key type only for
+ * RSA (mbedtls_pk_setup_rsa_alt); for ECDSA it installs pk_internal.h, whose
+ * mbedtls_pk_info_t is the same vtable its own key types use, so the token's
+ * key gets its own entry: sign goes to the key store, verify and the bit
+ * length to the certificate's public key. The struct is filled by field name,
+ * so its layout (which depends on MBEDTLS_ECP_RESTARTABLE in the installed
+ * config.h) is the library's own.
+ */
+#include "edgecap/token_key.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mbedtls/asn1write.h>
+#include <mbedtls/bignum.h>
+#include <mbedtls/ecdsa.h>
+#include <mbedtls/ecp.h>
+#include <mbedtls/md.h>
+#include <mbedtls/pk_internal.h>
+#include <mbedtls/x509_crt.h>
+
+#include "edgecap/rng.h"
+
+#define P256_HALF_BYTES 32
+
+typedef struct {
+    /* First: code that reads an EC pk context as an mbedtls_ecp_keypair
+     * (mbedtls_pk_ec) finds the public key here, and d = 0. */
+    mbedtls_ecp_keypair pub;
+    const ec_keystore *ks;
+} token_ec;
+
+ec_status ec_token_key_sig_to_der(const uint8_t *raw, size_t half, uint8_t *der, size_t der_cap,
+                                  size_t *der_len)
+{
+    mbedtls_mpi r, s;
+    mbedtls_mpi_init(&r);
+    mbedtls_mpi_init(&s);
+    uint8_t buf[MBEDTLS_ECDSA_MAX_LEN];
+    unsigned char *p = buf + sizeof buf;
+    size_t len = 0;
+    int rc = mbedtls_mpi_read_binary(&r, raw, half);
+    if (rc == 0)
+        rc = mbedtls_mpi_read_binary(&s, raw + half, half);
+    /* written back to front: s, r, then the SEQUENCE header */
+    int n;
+    if (rc == 0 && (n = mbedtls_asn1_write_mpi(&p, buf, &s)) > 0)
+        len += (size_t)n;
+    else
+        rc = -1;
+    if (rc == 0 && (n = mbedtls_asn1_write_mpi(&p, buf, &r)) > 0)
+        len += (size_t)n;
+    else
+        rc = -1;
+    if (rc == 0 && (n = mbedtls_asn1_write_len(&p, buf, len)) > 0)
+        len += (size_t)n;
+    else
+        rc = -1;
+    if (rc == 0 &&
+        (n = mbedtls_asn1_write_tag(&p, buf, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE)) > 0)
+        len += (size_t)n;
+    else
+        rc = -1;
+    mbedtls_mpi_free(&r);
+    mbedtls_mpi_free(&s);
+    if (rc != 0 || len > der_cap)
+        return EC_ERR_CRYPTO;
+    memcpy(der, p, len);
+    *der_len = len;
+    return EC_OK;
+}
+
+static size_t tk_get_bitlen(const void *ctx)
+{
+    return ((const token_ec *)ctx)->pub.grp.pbits;
+}
+
+static int tk_can_do(mbedtls_pk_type_t type)
+{
+    return type == MBEDTLS_PK_ECKEY || type == MBEDTLS_PK_ECDSA;
+}
+
+static int tk_verify(void *ctx, mbedtls_md_type_t md_alg, const unsigned char *hash,
+                     size_t hash_len, const unsigned char *sig, size_t sig_len)
+{
+    (void)md_alg;
+    return mbedtls_ecdsa_read_signature(&((token_ec *)ctx)->pub, hash, hash_len, sig, sig_len);
+}
+
+/* mbedTLS 2.28 gives no output size: the caller's buffer holds
+ * MBEDTLS_PK_SIGNATURE_MAX_SIZE bytes, more than a P-256 DER signature. */
+static int tk_sign(void *ctx, mbedtls_md_type_t md_alg, const unsigned char *hash, size_t hash_len,
+                   unsigned char *sig, size_t *sig_len,
+                   int (*f_rng)(void *, unsigned char *, size_t), void *p_rng)
+{
+    (void)md_alg;
+    (void)f_rng;
+    (void)p_rng;
+    const token_ec *k = ctx;
+    uint8_t raw[2 * P256_HALF_BYTES];
+    size_t raw_len = 0;
+    if (k->ks->ops->sign_digest(k->ks->ctx, hash, hash_len, raw, sizeof raw, &raw_len) != EC_OK ||
+        raw_len != sizeof raw)
+        return MBEDTLS_ERR_PK_HW_ACCEL_FAILED;
+    if (ec_token_key_sig_to_der(raw, P256_HALF_BYTES, sig, MBEDTLS_ECDSA_MAX_LEN, sig_len) != EC_OK)
+        return MBEDTLS_ERR_PK_BAD_INPUT_DATA;
+    return 0;
+}
+
+static void *tk_alloc(void)
+{
+    token_ec *k = calloc(1, sizeof *k);
+    if (k != NULL)
+        mbedtls_ecp_keypair_init(&k->pub);
+    return k;
+}
+
+static void tk_free(void *ctx)
+{
+    token_ec *k = ctx;
+    if (k == NULL)
+        return;
+    mbedtls_ecp_keypair_free(&k->pub);
+    free(k);
+}
+
+static const mbedtls_pk_info_t token_ec_info = {
+    .type = MBEDTLS_PK_ECKEY,
+    .name = "EC (PKCS#11 token)",
+    .get_bitlen = tk_get_bitlen,
+    .can_do = tk_can_do,
+    .verify_func = tk_verify,
+    .sign_func = tk_sign,
+    .ctx_alloc_func = tk_alloc,
+    .ctx_free_func = tk_free,
+};
+
+ec_status ec_token_key_setup(mbedtls_pk_context *pk, const ec_keystore *ks,
+                             const mbedtls_pk_context *cert_pk)
+{
+    if (!ec_keystore_has_device_key(ks) || !mbedtls_pk_can_do(cert_pk, MBEDTLS_PK_ECKEY))
+        return EC_ERR_INVALID;
+    const mbedtls_ecp_keypair *cert_ec = mbedtls_pk_ec(*cert_pk);
+    if (cert_ec == NULL || cert_ec->grp.id != MBEDTLS_ECP_DP_SECP256R1)
+        return EC_ERR_INVALID;
+    if (mbedtls_pk_setup(pk, &token_ec_info) != 0)
+        return EC_ERR_NOMEM;
+    token_ec *k = pk->pk_ctx;
+    k->ks = ks;
+    if (mbedtls_ecp_group_copy(&k->pub.grp, &cert_ec->grp) != 0 ||
+        mbedtls_ecp_copy(&k->pub.Q, &cert_ec->Q) != 0) {
+        mbedtls_pk_free(pk);
+        return EC_ERR_NOMEM;
+    }
+    return EC_OK;
+}
+
+ec_status ec_token_key_check_pair(const ec_keystore *ks, const uint8_t *cert_der, size_t cert_len,
+                                  char *why, size_t why_len)
+{
+    mbedtls_x509_crt crt;
+    mbedtls_pk_context pk;
+    mbedtls_x509_crt_init(&crt);
+    mbedtls_pk_init(&pk);
+    uint8_t hash[32], sig[MBEDTLS_PK_SIGNATURE_MAX_SIZE];
+    size_t sig_len = 0;
+    ec_status st = EC_ERR_CRYPTO;
+    if (mbedtls_x509_crt_parse_der(&crt, cert_der, cert_len) != 0) {
+        snprintf(why, why_len, "the device certificate does not parse");
+    } else if (ec_token_key_setup(&pk, ks, &crt.pk) != EC_OK) {
+        snprintf(why, why_len, "the device certificate's key is not EC P-256 (the token key is)");
+    } else if (ec_rng_bytes(hash, sizeof hash) != EC_OK ||
+               mbedtls_pk_sign(&pk, MBEDTLS_MD_SHA256, hash, sizeof hash, sig, &sig_len, NULL,
+                               NULL) != 0) {
+        snprintf(why, why_len, "the token did not sign");
+    } else if (mbedtls_pk_verify(&crt.pk, MBEDTLS_MD_SHA256, hash, sizeof hash, sig, sig_len) !=
+               0) {
+        snprintf(why, why_len, "the token's key does not belong to the device certificate");
+    } else {
+        st = EC_OK;
+    }
+    mbedtls_pk_free(&pk);
+    mbedtls_x509_crt_free(&crt);
+    return st;
+}

@@ -1,0 +1,576 @@
+/*
+ * PKCS#11 key store (see include/edgecap/keystore.h): the KEK and the
+ * device's private key live in a token as non-extractable objects; this file
+ * only holds handles. The module is dlopen'ed from the configured path (no
+ * libp11, no p11-kit proxy), written against the OASIS types of p11-kit's
+ * pkcs11.h. One logged-in session serves the whole process; a mutex
+ * serialises its use, since a session runs one operation at a time and the
+ * capture and upload threads both wrap and unwrap.
+ */
+#include "edgecap/keystore.h"
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <p11-kit/pkcs11.h>
+
+#include <mbedtls/platform_util.h>
+#include <mbedtls/sha256.h>
+
+#include "edgecap/fault.h"
+#include "edgecap/log.h"
+#include "edgecap/rng.h"
+#include "edgecap/secmem.h"
+
+#define TOKEN_LABEL_BYTES 32
+#define KEK_CKA_ID_BYTES 16
+/* DER of the P-256 curve OID (1.2.840.10045.3.1.7), as CKA_EC_PARAMS holds it. */
+static const uint8_t p256_params[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+
+typedef struct {
+    void *dl;
+    CK_FUNCTION_LIST_PTR f;
+    bool finalize; /* we initialised the module, so we finalise it */
+    CK_SESSION_HANDLE session;
+    bool session_open;
+    bool logged_in;
+    pthread_mutex_t lock;
+    CK_OBJECT_HANDLE kek;
+    CK_OBJECT_HANDLE key; /* CK_INVALID_HANDLE: no device key */
+    uint8_t id[EC_KEK_ID_BYTES];
+    /* An unwrapped data key passes through here (this struct is secure memory). */
+    uint8_t scratch[EC_DATA_KEY_BYTES + EC_WRAP_TAG_BYTES];
+} p11_ks;
+
+/* A short name for the return values a user can meet; the number otherwise. */
+static const char *rv_text(CK_RV rv, char *buf, size_t len)
+{
+    static const struct {
+        CK_RV rv;
+        const char *text;
+    } names[] = {
+        {CKR_PIN_INCORRECT, "CKR_PIN_INCORRECT"},
+        {CKR_PIN_LOCKED, "CKR_PIN_LOCKED"},
+        {CKR_PIN_EXPIRED, "CKR_PIN_EXPIRED"},
+        {CKR_PIN_LEN_RANGE, "CKR_PIN_LEN_RANGE"},
+        {CKR_TOKEN_NOT_PRESENT, "CKR_TOKEN_NOT_PRESENT"},
+        {CKR_TOKEN_NOT_RECOGNIZED, "CKR_TOKEN_NOT_RECOGNIZED"},
+        {CKR_DEVICE_ERROR, "CKR_DEVICE_ERROR"},
+        {CKR_DEVICE_REMOVED, "CKR_DEVICE_REMOVED"},
+        {CKR_GENERAL_ERROR, "CKR_GENERAL_ERROR"},
+        {CKR_MECHANISM_INVALID, "CKR_MECHANISM_INVALID"},
+        {CKR_USER_PIN_NOT_INITIALIZED, "CKR_USER_PIN_NOT_INITIALIZED"},
+        {CKR_SESSION_HANDLE_INVALID, "CKR_SESSION_HANDLE_INVALID"},
+        {CKR_USER_NOT_LOGGED_IN, "CKR_USER_NOT_LOGGED_IN"},
+        {CKR_ENCRYPTED_DATA_INVALID, "CKR_ENCRYPTED_DATA_INVALID"},
+        {CKR_ATTRIBUTE_SENSITIVE, "CKR_ATTRIBUTE_SENSITIVE"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (names[i].rv == rv)
+            return names[i].text;
+    }
+    snprintf(buf, len, "CKR 0x%lx", (unsigned long)rv);
+    return buf;
+}
+
+static void log_rv(const char *event, const char *what, CK_RV rv)
+{
+    char buf[32];
+    ec_log(EC_LOG_ERROR, event, EC_LOG_STR("operation", what),
+           EC_LOG_STR("pkcs11_error", rv_text(rv, buf, sizeof buf)));
+}
+
+/* ---- KEK operations ------------------------------------------------------ */
+
+static CK_RV gcm_run(p11_ks *k, bool encrypt, const uint8_t *nonce, const uint8_t *aad,
+                     size_t aad_len, const uint8_t *in, CK_ULONG in_len, uint8_t *out,
+                     CK_ULONG *out_len)
+{
+    CK_GCM_PARAMS gcm = {.pIv = (CK_BYTE_PTR)nonce,
+                         .ulIvLen = EC_WRAP_NONCE_BYTES,
+                         .ulIvBits = EC_WRAP_NONCE_BYTES * 8,
+                         .pAAD = (CK_BYTE_PTR)aad,
+                         .ulAADLen = aad_len,
+                         .ulTagBits = EC_WRAP_TAG_BYTES * 8};
+    CK_MECHANISM mech = {CKM_AES_GCM, &gcm, sizeof gcm};
+    CK_RV rv = encrypt ? k->f->C_EncryptInit(k->session, &mech, k->kek)
+                       : k->f->C_DecryptInit(k->session, &mech, k->kek);
+    if (rv != CKR_OK)
+        return rv;
+    return encrypt ? k->f->C_Encrypt(k->session, (CK_BYTE_PTR)in, in_len, out, out_len)
+                   : k->f->C_Decrypt(k->session, (CK_BYTE_PTR)in, in_len, out, out_len);
+}
+
+/*
+ * Whether a failed decryption was a failed authentication (EC_ERR_CRYPTO: the
+ * caller quarantines the segment) rather than a failing token (EC_ERR_IO:
+ * retried later). SoftHSM2 reports a wrong tag as CKR_GENERAL_ERROR, which a
+ * broken token can return too, so the token is asked to wrap and unwrap a
+ * throw-away key: when that works, the token is fine and the data was bad.
+ * Called with the lock held.
+ */
+static ec_status decrypt_status(p11_ks *k, CK_RV rv)
+{
+    if (rv == CKR_ENCRYPTED_DATA_INVALID || rv == CKR_ENCRYPTED_DATA_LEN_RANGE)
+        return EC_ERR_CRYPTO;
+    uint8_t probe[EC_DATA_KEY_BYTES] = {0}, nonce[EC_WRAP_NONCE_BYTES] = {0};
+    uint8_t sealed[EC_DATA_KEY_BYTES + EC_WRAP_TAG_BYTES];
+    CK_ULONG n = sizeof sealed, m = sizeof k->scratch;
+    if (ec_rng_bytes(nonce, sizeof nonce) == EC_OK &&
+        gcm_run(k, true, nonce, probe, 1, probe, sizeof probe, sealed, &n) == CKR_OK &&
+        gcm_run(k, false, nonce, probe, 1, sealed, n, k->scratch, &m) == CKR_OK &&
+        m == EC_DATA_KEY_BYTES)
+        return EC_ERR_CRYPTO;
+    log_rv("pkcs11_failed", "unwrap (C_Decrypt, CKM_AES_GCM)", rv);
+    return EC_ERR_IO;
+}
+
+static ec_status p11_wrap(void *ctx, const uint8_t *key, const uint8_t *aad, size_t aad_len,
+                          uint8_t *out)
+{
+    p11_ks *k = ctx;
+    ec_status st = ec_rng_bytes(out, EC_WRAP_NONCE_BYTES);
+    if (st != EC_OK)
+        return st;
+    CK_ULONG n = EC_DATA_KEY_BYTES + EC_WRAP_TAG_BYTES;
+    pthread_mutex_lock(&k->lock);
+    CK_RV rv =
+        gcm_run(k, true, out, aad, aad_len, key, EC_DATA_KEY_BYTES, out + EC_WRAP_NONCE_BYTES, &n);
+    pthread_mutex_unlock(&k->lock);
+    if (rv != CKR_OK || n != EC_DATA_KEY_BYTES + EC_WRAP_TAG_BYTES) {
+        log_rv("pkcs11_failed", "wrap (C_Encrypt, CKM_AES_GCM)", rv);
+        return EC_ERR_IO;
+    }
+    return EC_OK;
+}
+
+static ec_status p11_unwrap(void *ctx, const uint8_t *in, const uint8_t *aad, size_t aad_len,
+                            uint8_t *key)
+{
+    p11_ks *k = ctx;
+    CK_ULONG n = sizeof k->scratch;
+    ec_status st = EC_OK;
+    pthread_mutex_lock(&k->lock);
+    CK_RV rv = gcm_run(k, false, in, aad, aad_len, in + EC_WRAP_NONCE_BYTES,
+                       EC_DATA_KEY_BYTES + EC_WRAP_TAG_BYTES, k->scratch, &n);
+    if (rv != CKR_OK)
+        st = decrypt_status(k, rv);
+    else if (n != EC_DATA_KEY_BYTES)
+        st = EC_ERR_CRYPTO;
+    else
+        memcpy(key, k->scratch, EC_DATA_KEY_BYTES);
+    mbedtls_platform_zeroize(k->scratch, sizeof k->scratch);
+    pthread_mutex_unlock(&k->lock);
+    return st;
+}
+
+static void p11_kek_id(void *ctx, uint8_t *out)
+{
+    const p11_ks *k = ctx;
+    memcpy(out, k->id, EC_KEK_ID_BYTES);
+}
+
+static ec_status p11_sign_digest(void *ctx, const uint8_t *hash, size_t hash_len, uint8_t *sig,
+                                 size_t sig_cap, size_t *sig_len)
+{
+    p11_ks *k = ctx;
+    if (k->key == CK_INVALID_HANDLE || hash_len < 20 || hash_len > 64 || sig_cap < 64)
+        return EC_ERR_INVALID;
+    CK_MECHANISM mech = {CKM_ECDSA, NULL, 0};
+    CK_ULONG n = sig_cap;
+    pthread_mutex_lock(&k->lock);
+    CK_RV rv = k->f->C_SignInit(k->session, &mech, k->key);
+    if (rv == CKR_OK)
+        rv = k->f->C_Sign(k->session, (CK_BYTE_PTR)hash, hash_len, sig, &n);
+    pthread_mutex_unlock(&k->lock);
+    if (rv != CKR_OK || n != 64) {
+        log_rv("pkcs11_failed", "sign (C_Sign, CKM_ECDSA)", rv);
+        return EC_ERR_CRYPTO;
+    }
+    *sig_len = n;
+    return EC_OK;
+}
+
+static void p11_free(p11_ks *k)
+{
+    if (k == NULL)
+        return;
+    if (k->f != NULL) {
+        if (k->logged_in)
+            k->f->C_Logout(k->session);
+        if (k->session_open)
+            k->f->C_CloseSession(k->session);
+        if (k->finalize)
+            k->f->C_Finalize(NULL);
+    }
+    if (k->dl != NULL)
+        dlclose(k->dl);
+    pthread_mutex_destroy(&k->lock);
+    ec_secmem_free(k);
+}
+
+static void p11_close(void *ctx)
+{
+    p11_free(ctx);
+}
+
+static const ec_keystore_ops p11_ops = {
+    .name = "pkcs11",
+    .wrap = p11_wrap,
+    .unwrap = p11_unwrap,
+    .kek_id = p11_kek_id,
+    .close = p11_close,
+    .sign_digest = p11_sign_digest,
+};
+
+bool ec_keystore_has_device_key(const ec_keystore *ks)
+{
+    return ks != NULL && ks->ops != NULL && ks->ops->sign_digest != NULL &&
+           ((const p11_ks *)ks->ctx)->key != CK_INVALID_HANDLE;
+}
+
+/* ---- opening ------------------------------------------------------------- */
+
+static ec_status load_module(p11_ks *k, const char *path)
+{
+    k->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (k->dl == NULL) {
+        const char *why = dlerror();
+        ec_log(EC_LOG_ERROR, "pkcs11_module_unloadable", EC_LOG_STR("module", path),
+               EC_LOG_STR("reason", why != NULL ? why : "dlopen failed"));
+        return EC_ERR_NOT_FOUND;
+    }
+    CK_C_GetFunctionList get = NULL;
+    /* POSIX's way from a data pointer to a function pointer */
+    *(void **)&get = dlsym(k->dl, "C_GetFunctionList");
+    if (get == NULL || get(&k->f) != CKR_OK || k->f == NULL) {
+        ec_log(EC_LOG_ERROR, "pkcs11_module_unloadable", EC_LOG_STR("module", path),
+               EC_LOG_STR("reason", "not a PKCS#11 module (no C_GetFunctionList)"));
+        k->f = NULL;
+        return EC_ERR_NOT_FOUND;
+    }
+    CK_C_INITIALIZE_ARGS args = {.flags = CKF_OS_LOCKING_OK};
+    CK_RV rv = k->f->C_Initialize(&args);
+    if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED)
+        return EC_OK; /* another user in this process finalises it */
+    if (rv != CKR_OK) {
+        log_rv("pkcs11_failed", "C_Initialize", rv);
+        return EC_ERR_IO;
+    }
+    k->finalize = true;
+    return EC_OK;
+}
+
+/* The token label is blank-padded to 32 bytes, not NUL-terminated. */
+static bool label_is(const CK_UTF8CHAR *padded, const char *label)
+{
+    size_t n = strlen(label);
+    if (n > TOKEN_LABEL_BYTES || memcmp(padded, label, n) != 0)
+        return false;
+    for (size_t i = n; i < TOKEN_LABEL_BYTES; i++) {
+        if (padded[i] != ' ')
+            return false;
+    }
+    return true;
+}
+
+static ec_status open_token(p11_ks *k, const char *token_label)
+{
+    CK_ULONG n = 0;
+    CK_SLOT_ID slots[64];
+    CK_RV rv = k->f->C_GetSlotList(CK_TRUE, NULL, &n);
+    if (rv == CKR_OK) {
+        if (n > sizeof slots / sizeof slots[0])
+            n = sizeof slots / sizeof slots[0];
+        rv = k->f->C_GetSlotList(CK_TRUE, slots, &n);
+    }
+    if (rv != CKR_OK) {
+        log_rv("pkcs11_failed", "C_GetSlotList", rv);
+        return EC_ERR_IO;
+    }
+    for (CK_ULONG i = 0; i < n; i++) {
+        CK_TOKEN_INFO info;
+        if (k->f->C_GetTokenInfo(slots[i], &info) != CKR_OK || !label_is(info.label, token_label))
+            continue;
+        rv = k->f->C_OpenSession(slots[i], CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+                                 &k->session);
+        if (rv != CKR_OK) {
+            log_rv("pkcs11_failed", "C_OpenSession", rv);
+            return EC_ERR_IO;
+        }
+        k->session_open = true;
+        return EC_OK;
+    }
+    ec_log(EC_LOG_ERROR, "pkcs11_token_not_found", EC_LOG_STR("token_label", token_label),
+           EC_LOG_UINT("tokens_present", n));
+    return EC_ERR_NOT_FOUND;
+}
+
+static ec_status login(p11_ks *k, const ec_secret *pin)
+{
+    CK_RV rv = k->f->C_Login(k->session, CKU_USER, (CK_UTF8CHAR_PTR)ec_secret_bytes(pin),
+                             ec_secret_len(pin));
+    if (rv == CKR_USER_ALREADY_LOGGED_IN)
+        return EC_OK; /* logged in by another session of this process */
+    if (rv != CKR_OK) {
+        char buf[32];
+        ec_log(EC_LOG_ERROR, "pkcs11_login_refused",
+               EC_LOG_STR("reason", rv == CKR_PIN_INCORRECT ? "the token refused the PIN"
+                                                            : "the token refused the login"),
+               EC_LOG_STR("pkcs11_error", rv_text(rv, buf, sizeof buf)));
+        return rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED || rv == CKR_PIN_LEN_RANGE ||
+                       rv == CKR_PIN_EXPIRED
+                   ? EC_ERR_AUTH
+                   : EC_ERR_IO;
+    }
+    k->logged_in = true;
+    return EC_OK;
+}
+
+/* Up to two objects of `cls` with `label`, in found[0..*n). */
+static ec_status list_label(p11_ks *k, CK_OBJECT_CLASS cls, const char *label,
+                            CK_OBJECT_HANDLE found[2], CK_ULONG *n)
+{
+    CK_ATTRIBUTE tmpl[] = {
+        {CKA_CLASS, &cls, sizeof cls},
+        {CKA_LABEL, (void *)label, strlen(label)},
+    };
+    *n = 0;
+    CK_RV rv = k->f->C_FindObjectsInit(k->session, tmpl, 2);
+    if (rv == CKR_OK) {
+        rv = k->f->C_FindObjects(k->session, found, 2, n);
+        k->f->C_FindObjectsFinal(k->session);
+    }
+    if (rv != CKR_OK) {
+        log_rv("pkcs11_failed", "C_FindObjects", rv);
+        return EC_ERR_IO;
+    }
+    return EC_OK;
+}
+
+/* The one object of `cls` with `label`: EC_ERR_NOT_FOUND for none,
+ * EC_ERR_CRYPTO (ambiguous) for more. */
+static ec_status find_one(p11_ks *k, CK_OBJECT_CLASS cls, const char *label, CK_OBJECT_HANDLE *out)
+{
+    CK_OBJECT_HANDLE found[2];
+    CK_ULONG n = 0;
+    ec_status st = list_label(k, cls, label, found, &n);
+    if (st != EC_OK)
+        return st;
+    if (n == 0)
+        return EC_ERR_NOT_FOUND;
+    if (n > 1) {
+        ec_log(EC_LOG_ERROR, "pkcs11_object_ambiguous", EC_LOG_STR("label", label),
+               EC_LOG_STR("reason", "more than one object has this label"));
+        return EC_ERR_CRYPTO;
+    }
+    *out = found[0];
+    return EC_OK;
+}
+
+/* Refuses an object a key could be read out of. */
+static ec_status check_protected(p11_ks *k, CK_OBJECT_HANDLE obj, const char *label,
+                                 CK_KEY_TYPE want_type, const char *want)
+{
+    CK_BBOOL sensitive = CK_FALSE, extractable = CK_TRUE, token = CK_FALSE;
+    CK_KEY_TYPE type = (CK_KEY_TYPE)-1;
+    CK_ATTRIBUTE a[] = {
+        {CKA_SENSITIVE, &sensitive, sizeof sensitive},
+        {CKA_EXTRACTABLE, &extractable, sizeof extractable},
+        {CKA_TOKEN, &token, sizeof token},
+        {CKA_KEY_TYPE, &type, sizeof type},
+    };
+    CK_RV rv = k->f->C_GetAttributeValue(k->session, obj, a, 4);
+    const char *why = NULL;
+    if (rv != CKR_OK)
+        why = "its attributes cannot be read";
+    else if (type != want_type)
+        why = want;
+    else if (!sensitive || extractable)
+        why = "it is extractable or not sensitive (CKA_SENSITIVE must be true, CKA_EXTRACTABLE "
+              "false)";
+    else if (!token)
+        why = "it is not a token object";
+    if (why == NULL)
+        return EC_OK;
+    ec_log(EC_LOG_ERROR, "pkcs11_object_refused", EC_LOG_STR("label", label),
+           EC_LOG_STR("reason", why));
+    return EC_ERR_CRYPTO;
+}
+
+static ec_status create_kek(p11_ks *k, const char *label, CK_OBJECT_HANDLE *out)
+{
+    uint8_t id[KEK_CKA_ID_BYTES];
+    ec_status st = ec_rng_bytes(id, sizeof id);
+    if (st != EC_OK)
+        return st;
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE type = CKK_AES;
+    CK_ULONG len = EC_DATA_KEY_BYTES;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ATTRIBUTE tmpl[] = {
+        {CKA_CLASS, &cls, sizeof cls},     {CKA_KEY_TYPE, &type, sizeof type},
+        {CKA_VALUE_LEN, &len, sizeof len}, {CKA_TOKEN, &yes, sizeof yes},
+        {CKA_PRIVATE, &yes, sizeof yes},   {CKA_SENSITIVE, &yes, sizeof yes},
+        {CKA_EXTRACTABLE, &no, sizeof no}, {CKA_MODIFIABLE, &no, sizeof no},
+        {CKA_ENCRYPT, &yes, sizeof yes},   {CKA_DECRYPT, &yes, sizeof yes},
+        {CKA_WRAP, &no, sizeof no},        {CKA_UNWRAP, &no, sizeof no},
+        {CKA_SIGN, &no, sizeof no},        {CKA_VERIFY, &no, sizeof no},
+        {CKA_DERIVE, &no, sizeof no},      {CKA_LABEL, (void *)label, strlen(label)},
+        {CKA_ID, id, sizeof id},
+    };
+    CK_MECHANISM mech = {CKM_AES_KEY_GEN, NULL, 0};
+    CK_RV rv = k->f->C_GenerateKey(k->session, &mech, tmpl, sizeof tmpl / sizeof tmpl[0], out);
+    if (rv != CKR_OK) {
+        log_rv("pkcs11_failed", "create the KEK (C_GenerateKey, CKM_AES_KEY_GEN)", rv);
+        return EC_ERR_IO;
+    }
+    return EC_OK;
+}
+
+/*
+ * The KEK under `label`, created when absent. Two processes starting at once
+ * could each create one (a token has no create-if-absent): a creator that
+ * then finds another KEK under the label destroys its own, which nothing has
+ * used yet, and looks again after a random pause, so at most one KEK
+ * survives and every process uses it.
+ */
+static ec_status find_or_create_kek(p11_ks *k, const char *label)
+{
+    for (int attempt = 0; attempt < 5; attempt++) {
+        ec_status st = find_one(k, CKO_SECRET_KEY, label, &k->kek);
+        if (st != EC_ERR_NOT_FOUND)
+            return st;
+        CK_OBJECT_HANDLE mine = CK_INVALID_HANDLE, found[2];
+        CK_ULONG n = 0;
+        if ((st = create_kek(k, label, &mine)) != EC_OK)
+            return st;
+        /* tests: another process creates its KEK right after ours */
+        CK_OBJECT_HANDLE theirs;
+        if (EC_FAULT("pkcs11.kek_race") && create_kek(k, label, &theirs) != EC_OK)
+            return EC_ERR_IO;
+        if ((st = list_label(k, CKO_SECRET_KEY, label, found, &n)) != EC_OK)
+            return st;
+        if (n == 1 && found[0] == mine) {
+            k->kek = mine;
+            ec_log(EC_LOG_INFO, "kek_created", EC_LOG_STR("backend", "pkcs11"),
+                   EC_LOG_STR("label", label));
+            return EC_OK;
+        }
+        k->f->C_DestroyObject(k->session, mine);
+        uint8_t r = 0;
+        ec_rng_bytes(&r, 1);
+        struct timespec pause = {.tv_nsec = (long)(1 + r % 64) * 1000000L};
+        nanosleep(&pause, NULL);
+    }
+    ec_log(EC_LOG_ERROR, "pkcs11_failed", EC_LOG_STR("operation", "create the KEK"),
+           EC_LOG_STR("reason", "other processes kept creating one at the same time"));
+    return EC_ERR_IO;
+}
+
+/* The KEK id: SHA-256 over a domain label and the KEK's CKA_ID (or, for a KEK
+ * made elsewhere without one, its label); public attributes only. */
+static ec_status derive_kek_id(p11_ks *k, const char *label)
+{
+    uint8_t cka_id[256];
+    CK_ATTRIBUTE a = {CKA_ID, cka_id, sizeof cka_id};
+    CK_RV rv = k->f->C_GetAttributeValue(k->session, k->kek, &a, 1);
+    if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID) {
+        log_rv("pkcs11_failed", "read the KEK's CKA_ID", rv);
+        return EC_ERR_IO;
+    }
+    static const char domain[] = "edgecap pkcs11 kek id v1";
+    const uint8_t *src = cka_id;
+    size_t n = rv == CKR_OK ? a.ulValueLen : 0;
+    uint8_t tag = 'I';
+    if (n == 0 || n > sizeof cka_id) {
+        src = (const uint8_t *)label;
+        n = strlen(label);
+        tag = 'L';
+    }
+    uint8_t digest[32];
+    mbedtls_sha256_context sha;
+    mbedtls_sha256_init(&sha);
+    mbedtls_sha256_starts_ret(&sha, 0);
+    mbedtls_sha256_update_ret(&sha, (const unsigned char *)domain, sizeof domain - 1);
+    mbedtls_sha256_update_ret(&sha, &tag, 1);
+    mbedtls_sha256_update_ret(&sha, src, n);
+    mbedtls_sha256_finish_ret(&sha, digest);
+    mbedtls_sha256_free(&sha);
+    memcpy(k->id, digest, EC_KEK_ID_BYTES);
+    return EC_OK;
+}
+
+static ec_status open_device_key(p11_ks *k, const char *label)
+{
+    ec_status st = find_one(k, CKO_PRIVATE_KEY, label, &k->key);
+    if (st == EC_ERR_NOT_FOUND)
+        ec_log(EC_LOG_ERROR, "pkcs11_key_not_found", EC_LOG_STR("key_label", label),
+               EC_LOG_STR("reason", "no private key with this label on the token"));
+    if (st == EC_OK)
+        st = check_protected(k, k->key, label, CKK_EC, "it is not an EC key (EC P-256 expected)");
+    uint8_t params[32];
+    CK_ATTRIBUTE a = {CKA_EC_PARAMS, params, sizeof params};
+    if (st == EC_OK && (k->f->C_GetAttributeValue(k->session, k->key, &a, 1) != CKR_OK ||
+                        a.ulValueLen != sizeof p256_params ||
+                        memcmp(params, p256_params, sizeof p256_params) != 0)) {
+        ec_log(EC_LOG_ERROR, "pkcs11_object_refused", EC_LOG_STR("label", label),
+               EC_LOG_STR("reason", "the key is not on the P-256 curve"));
+        st = EC_ERR_CRYPTO;
+    }
+    if (st != EC_OK)
+        k->key = CK_INVALID_HANDLE;
+    return st;
+}
+
+ec_status ec_keystore_pkcs11_open(ec_keystore *ks, const ec_keystore_pkcs11_params *p)
+{
+    ks->ops = NULL;
+    ks->ctx = NULL;
+    if (p->module == NULL || p->token_label == NULL || p->pin == NULL || p->kek_label == NULL ||
+        p->kek_label[0] == '\0')
+        return EC_ERR_INVALID;
+    p11_ks *k = ec_secmem_alloc(sizeof *k);
+    if (k == NULL)
+        return EC_ERR_NOMEM;
+    k->kek = CK_INVALID_HANDLE;
+    k->key = CK_INVALID_HANDLE;
+    if (pthread_mutex_init(&k->lock, NULL) != 0) {
+        ec_secmem_free(k);
+        return EC_ERR_NOMEM;
+    }
+    ec_status st = load_module(k, p->module);
+    if (st == EC_OK)
+        st = open_token(k, p->token_label);
+    if (st == EC_OK)
+        st = login(k, p->pin);
+    if (st == EC_OK) {
+        st = find_or_create_kek(k, p->kek_label);
+    }
+    if (st == EC_OK)
+        st = check_protected(k, k->kek, p->kek_label, CKK_AES, "it is not an AES key");
+    if (st == EC_OK) {
+        CK_ULONG len = 0;
+        CK_ATTRIBUTE a = {CKA_VALUE_LEN, &len, sizeof len};
+        if (k->f->C_GetAttributeValue(k->session, k->kek, &a, 1) != CKR_OK ||
+            len != EC_DATA_KEY_BYTES) {
+            ec_log(EC_LOG_ERROR, "pkcs11_object_refused", EC_LOG_STR("label", p->kek_label),
+                   EC_LOG_STR("reason", "the KEK is not AES-256"));
+            st = EC_ERR_CRYPTO;
+        }
+    }
+    if (st == EC_OK)
+        st = derive_kek_id(k, p->kek_label);
+    if (st == EC_OK && p->key_label != NULL && p->key_label[0] != '\0')
+        st = open_device_key(k, p->key_label);
+    if (st != EC_OK) {
+        p11_free(k);
+        return st;
+    }
+    ks->ops = &p11_ops;
+    ks->ctx = k;
+    return EC_OK;
+}

@@ -1,0 +1,361 @@
+#!/bin/bash
+# The PKCS#11 key store ([device] keystore = pkcs11) against a real token:
+# SoftHSM2 from Debian, its token directory in this test's scratch directory
+# (SOFTHSM2_CONF), never the system one. The spool KEK is created on the token
+# as a non-extractable AES-256 key (opensc's pkcs11-tool cannot read it out),
+# segments are sealed and unwrapped on the token, tampering is quarantined.
+# The device's EC P-256 key is generated on the token (pkcs11-tool
+# --keypairgen, never extractable); the device CA certifies its public key
+# (openssl x509 -force_pubkey) and nginx admits that certificate: the daemon
+# uploads through the nginx/Azurite peers with the token signing the TLS
+# handshake, and the token's ES256 client assertion verifies with PyJWT. A
+# wrong PIN, a missing module, token or key, a certificate that is not the
+# token key's, are clear errors that never show the PIN.
+#
+# The module is a native shared object: under qemu-user (board builds) the
+# binary cannot load it, so everything is skipped there; under valgrind only
+# the token checks run, not the peers.
+. "$(dirname "$0")/lib/tap.sh"
+
+plan 16
+
+TOOL=${TOOL:-$BUILD/results/tool-run}
+
+MODULE=/usr/lib/softhsm/libsofthsm2.so
+if ! is_native && [ -n "$EC_QEMU" ]; then
+    for ((i = 0; i < TAP_PLANNED; i++)); do
+        skip "pkcs11" "SoftHSM2 is a native module; $ARCH under qemu-user cannot load it"
+    done
+    finish
+fi
+
+export SOFTHSM2_CONF=$T/softhsm2.conf
+mkdir -p "$T/tokens"
+printf 'directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' "$T" \
+    >"$SOFTHSM2_CONF"
+PIN=$(new_secret pin-)
+SO_PIN=$(new_secret so-)
+TOKEN=edgecap-sys
+(umask 077 && printf '%s\n' "$PIN" >"$T/pin" && printf 'wrong-%s\n' "$PIN" >"$T/wrong-pin")
+softhsm2-util --init-token --free --label "$TOKEN" --pin "$PIN" --so-pin "$SO_PIN" \
+    >"$T/init.log" 2>&1 || { diag_file "$T/init.log"; exit 1; }
+p11() { pkcs11-tool --module "$MODULE" --token-label "$TOKEN" "$@"; }
+# The device key, made on the token; only its public half comes out.
+p11 --login --pin "$PIN" --keypairgen --key-type EC:prime256v1 --label edgecap-device --id 01 \
+    --usage-sign >"$T/keygen.log" 2>&1 || { diag_file "$T/keygen.log"; exit 1; }
+p11 --read-object --type pubkey --label edgecap-device --output-file "$T/device-pub.der" \
+    >>"$T/keygen.log" 2>&1 &&
+    openssl pkey -pubin -inform DER -in "$T/device-pub.der" -out "$T/device-pub.pem" \
+        >>"$T/keygen.log" 2>&1 || { diag_file "$T/keygen.log"; exit 1; }
+
+sox -q -n -r 16000 -c 1 -b 16 "$T/tone.wav" synth 6 sine 300-600 vol 0.5
+
+# A provisioning file with the token key store; the peers' values when they run.
+pkcs11_config() { # FILE SPOOL [EXTRA-PKCS11-LINES]
+    (
+        umask 077
+        cat >"$1" <<CONF
+[device]
+id = p11-0001
+require_mlock = off
+keystore = pkcs11
+keystore_dir = $T/keys-unused
+
+[capture]
+source = file
+file = $T/tone.wav
+segment_seconds = 3
+
+[spool]
+dir = $2
+
+[upload]
+endpoint = ${BLOB_ENDPOINT:-https://devstoreaccount1.blob.core.windows.net}
+container = audio
+connect_to = ${CONNECT_TO:-devstoreaccount1.blob.core.windows.net:443:127.0.0.1:9}
+retry_base_ms = 10
+retry_max_ms = 200
+
+[tls]
+ca_file = ${CA_FILE:-$T/ca.pem}
+client_cert = ${CLIENT_CERT:-$T/client.pem}
+client_key = ${CLIENT_KEY:-$T/client.key}
+pin_current = ${SERVER_PIN:-sha256//47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=}
+allowed_hosts = ${BLOB_HOST:-devstoreaccount1.blob.core.windows.net}
+
+[auth]
+mode = sas
+sas_token_file = $T/sas
+
+[logging]
+audit_file = $T/audit.log
+
+[pkcs11]
+module = $MODULE
+token_label = $TOKEN
+pin_file = $T/pin
+${3:-}
+CONF
+    )
+}
+
+segments() { # CONFIG
+    "$EDGECAP" spool ls --config "$1" 2>/dev/null | awk '$NF == "closed" {print $1}'
+}
+
+(umask 077 && echo "sv=2021-08-06&sig=placeholder" >"$T/sas")
+
+# ---- 1: the KEK is made on the token, non-extractable; segments sealed with it
+C1=$T/c1.conf
+pkcs11_config "$C1" "$T/spool1"
+ec capture --config "$C1" --seconds 6
+want_rc 0
+want_err_re 'event=kek_created backend=pkcs11 label=edgecap-kek'
+[ -e "$T/keys-unused" ] && fail_because "the file key store was created"
+mapfile -t S1 < <(segments "$C1")
+[ "${#S1[@]}" -eq 2 ] || fail_because "${#S1[@]} segments, expected 2"
+p11 --login --pin "$PIN" --list-objects --type secrkey >"$T/objects" 2>&1
+want_fixed "$T/objects" 'label:      edgecap-kek'
+want_re "$T/objects" 'Access: +sensitive, always sensitive, never extractable'
+want_no_secret "$PIN" "$OUT" "$ERR"
+verdict "capture: the KEK is created on the token (sensitive, never extractable), 2 segments" \
+    "$ERR" "$T/objects"
+
+# ---- 2: nothing reads the KEK out ---------------------------------------------
+REASONS=()
+if p11 --login --pin "$PIN" --read-object --type secrkey --label edgecap-kek \
+    --output-file "$T/kek.out" >"$T/read.log" 2>&1; then
+    fail_because "pkcs11-tool read the KEK out"
+fi
+[ -s "$T/kek.out" ] && fail_because "pkcs11-tool wrote KEK bytes"
+want_re "$T/read.log" 'CKR_ATTRIBUTE_SENSITIVE|sensitive|not extractable|error'
+ec capture --config "$C1" --seconds 3
+want_rc 0
+want_no_re "$ERR" 'kek_created'
+n=$(p11 --login --pin "$PIN" --list-objects --type secrkey 2>/dev/null | grep -c 'label: *edgecap-kek')
+[ "$n" -eq 1 ] || fail_because "$n KEKs on the token after a second start"
+verdict "pkcs11-tool --read-object cannot export the KEK; a second start reuses it" "$T/read.log" \
+    "$ERR"
+
+# ---- 3: segments open on the token; a flipped wrapped key is quarantined -----
+REASONS=()
+mapfile -t S1 < <(segments "$C1")
+# the wrapped key's ciphertext: header offset 28 + nonce 12
+printf '\x01' | dd of="$T/spool1/${S1[0]}.seg" bs=1 seek=45 conv=notrunc status=none
+ec spool verify --config "$C1"
+want_rc 0
+want_err_re "event=segment_quarantined segment=${S1[0]}.seg reason=\"header does not authenticate\""
+want_out_re "verified $((${#S1[@]} - 1)) segments: $((${#S1[@]} - 1)) authentic, 0 failed"
+[ -f "$T/spool1/quarantine/${S1[0]}.seg" ] || fail_because "the tampered segment is not in quarantine/"
+want_no_secret "$PIN" "$OUT" "$ERR"
+verdict "spool verify: segments unwrap on the token; a flipped bit in a wrapped key is quarantined"
+
+# ---- 4-8: negative cases --------------------------------------------------------
+negative() { # DESCRIPTION SED-EXPRESSION RC ERR-REGEX WHY
+    local f=$T/neg.conf
+    REASONS=()
+    pkcs11_config "$f" "$T/spool-neg"
+    sed -i "$2" "$f"
+    ec capture --config "$f" --seconds 1
+    want_rc "$3"
+    want_err_re "$4"
+    want_err_re "^edgecap: cannot open the PKCS#11 key store \(token \"[^\"]+\" through /[^)]+\): $5\$"
+    want_no_secret "$PIN" "$OUT" "$ERR"
+    verdict "$1"
+}
+negative "a wrong PIN: refused (77), the PIN not shown" "s|^pin_file = .*|pin_file = $T/wrong-pin|" 77 \
+    'event=pkcs11_login_refused reason="the token refused the PIN" pkcs11_error=CKR_PIN_INCORRECT' \
+    "credentials refused"
+negative "a missing module: clear error (69)" "s|^module = .*|module = $T/no-such-pkcs11.so|" 69 \
+    "event=pkcs11_module_unloadable module=$T/no-such-pkcs11.so" "not found"
+negative "a missing token label: clear error (69)" "s|^token_label = .*|token_label = no-such-token|" 69 \
+    'event=pkcs11_token_not_found token_label=no-such-token' "not found"
+negative "a missing key label: clear error (69)" \
+    "s|^pin_file = .*|&\nkey_label = no-such-key|; /^client_key = /d" 69 \
+    'event=pkcs11_key_not_found key_label=no-such-key reason="no private key with this label on the token"' \
+    "not found"
+p11 --login --pin "$PIN" --keygen --key-type GENERIC:32 --label not-aes >>"$T/keygen.log" 2>&1 ||
+    diag_file "$T/keygen.log"
+negative "a KEK label that is not an AES key: refused (74)" \
+    "s|^pin_file = .*|&\nkek_label = not-aes|" 74 \
+    'event=pkcs11_object_refused label=not-aes reason="it is not an AES key"' "cryptographic failure"
+
+# ---- 9: the device key stays in the token ---------------------------------------
+REASONS=()
+p11 --login --pin "$PIN" --list-objects --type privkey >"$T/privkeys" 2>&1
+want_fixed "$T/privkeys" 'label:      edgecap-device'
+want_re "$T/privkeys" 'Access: +sensitive, always sensitive, never extractable'
+p11 --login --pin "$PIN" --read-object --type privkey --label edgecap-device \
+    --output-file "$T/priv.out" >"$T/read-priv.log" 2>&1
+[ -s "$T/priv.out" ] && fail_because "pkcs11-tool wrote private key bytes"
+verdict "the device key is on the token: sensitive, never extractable, nothing read out" \
+    "$T/privkeys" "$T/read-priv.log"
+
+# ---- 10-16: with the peers ------------------------------------------------------
+if ! is_native; then
+    for ((i = TAP_N; i < TAP_PLANNED; i++)); do
+        skip "peers and PyJWT with the token" "natively only (valgrind: the token checks above)"
+    done
+    finish
+fi
+start_peers
+SAS=$("$PEERS" container "$P" audio)
+(umask 077 && printf '%s\n' "$SAS" >"$T/sas")
+# The device CA certifies the token key; nginx admits that certificate.
+PEERS_CADIR=$P/pki/device-ca.db PEERS_SAN=DNS:unused openssl x509 -new -subj "/O=edgecap tests/CN=p11-0001" -force_pubkey "$T/device-pub.pem" \
+    -CA "$DEVICE_CA" -CAkey "$P/pki/device-ca.key" -days 2 -extfile "$P/pki/openssl.cnf" \
+    -extensions client -out "$T/device.pem" >"$T/x509.log" 2>&1 ||
+    { diag_file "$T/x509.log"; exit 1; }
+TOKEN_CLIENT_ID=$("$PEERS" admit "$P" "$T/device.pem" 2>"$T/admit.log") ||
+    { diag_file "$T/admit.log"; exit 1; }
+# shellcheck source=/dev/null
+. "$P/peers.env"
+DEVICE_FP=$(openssl x509 -in "$T/device.pem" -noout -fingerprint -sha1 | sed 's/^.*=//; s/://g' |
+    tr 'A-F' 'a-f')
+
+# A config whose device key is the token's: client_cert is the token key's
+# certificate, no client_key.
+token_config() { # FILE SPOOL [CERT]
+    pkcs11_config "$1" "$2" "key_label = edgecap-device"
+    sed -i -e "s|^client_cert = .*|client_cert = ${3:-$T/device.pem}|" -e '/^client_key = /d' "$1"
+}
+
+C10=$T/c10.conf
+token_config "$C10" "$T/spool10"
+ec capture --config "$C10" --seconds 6
+mapfile -t S10 < <(segments "$C10")
+ec upload-once --config "$C10"
+want_rc 0
+want_out_re "^uploaded ${#S10[@]} segments "
+[ "${#S10[@]}" -eq 2 ] || fail_because "${#S10[@]} segments, expected 2"
+[ -z "$(segments "$C10")" ] || fail_because "the spool is not empty"
+for name in "${S10[@]}"; do
+    ts=${name#p11-0001-}
+    blob="edgecap/p11-0001/${ts:0:4}/${ts:4:2}/${ts:6:2}/$name.ogg"
+    "$PEERS" readback "$P" --container audio --cat "$blob" >"$T/got.ogg" 2>/dev/null
+    opusinfo "$T/got.ogg" >/dev/null 2>&1 || fail_because "$blob is not Ogg Opus"
+done
+want_re "$ACCESS_LOG" "\"method\":\"PUT\".*\"client_verify\":\"SUCCESS\",\"client_fp\":\"$DEVICE_FP\""
+want_no_secret "$PIN" "$OUT" "$ERR"
+verdict "upload-once: KEK and TLS client key in the token; nginx verified the token key's certificate" \
+    "$ERR" "$OUT"
+
+# The certificate nginx would admit (CLIENT_CERT), but not the token key's.
+REASONS=()
+token_config "$T/c11.conf" "$T/spool11" "$CLIENT_CERT"
+before=$(grep -c '"method":"PUT"' "$ACCESS_LOG")
+ec upload-once --config "$T/c11.conf"
+want_rc 78
+want_err_re "event=delivery_unavailable .*the token's device key \(\[pkcs11\] key_label = edgecap-device\): the token's key does not belong to the device certificate"
+[ "$(grep -c '"method":"PUT"' "$ACCESS_LOG")" -eq "$before" ] || fail_because "a PUT reached the peer"
+want_no_secret "$PIN" "$OUT" "$ERR"
+token_config "$T/c11.conf" "$T/spool11" "$RSA_CLIENT_CERT"
+ec upload-once --config "$T/c11.conf"
+want_rc 78
+want_err_re "event=delivery_unavailable .*: the device certificate's key is not EC P-256 \(the token key is\)"
+[ "$(grep -c '"method":"PUT"' "$ACCESS_LOG")" -eq "$before" ] || fail_because "a PUT reached the peer"
+verdict "a client certificate that is not the token key's (EC, RSA): refused before any connection"
+
+# ---- 12-13: the client assertion signed by the token ------------------------------
+PY=/usr/bin/python3
+AUD=https://login.microsoftonline.com/$TENANT_ID/oauth2/v2.0/token
+cat >"$T/verify.py" <<'PY'
+import base64, sys
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+cert = x509.load_pem_x509_certificate(open(sys.argv[1], "rb").read())
+token = open(sys.argv[2]).read().strip()
+thumb = base64.urlsafe_b64encode(cert.fingerprint(hashes.SHA256())).rstrip(b"=").decode()
+header = jwt.get_unverified_header(token)
+if header != {"alg": "ES256", "typ": "JWT", "x5t#S256": thumb}:
+    sys.exit("header %r" % header)
+claims = jwt.decode(token, cert.public_key(), algorithms=["ES256"], audience=sys.argv[4],
+                    issuer=sys.argv[3], options={"require": ["aud", "iss", "sub", "jti", "exp"]})
+print("verified ES256", claims["jti"])
+PY
+token_assertion() { # ALG OUT ERR
+    EC_P11_MODULE=$MODULE EC_P11_TOKEN=$TOKEN EC_P11_KEY_LABEL=edgecap-device \
+        EC_P11_PIN_FILE=$T/pin "$TOOL" jwt_assert "$1" "$T/device.pem" pkcs11 "$CLIENT_ID" \
+        "$AUD" "$(date +%s)" 300 >"$2" 2>"$3"
+}
+
+REASONS=()
+token_assertion ES256 "$T/token.jwt" "$T/jwt.err" || fail_because "jwt_assert exited $?"
+"$PY" "$T/verify.py" "$T/device.pem" "$T/token.jwt" "$CLIENT_ID" "$AUD" >"$T/pyjwt.out" 2>&1 ||
+    fail_because "PyJWT refused the token's assertion"
+# and the same check refuses another key's signature
+"$PY" "$T/verify.py" "$CLIENT_CERT" "$T/token.jwt" "$CLIENT_ID" "$AUD" >"$T/pyjwt-other.out" 2>&1 &&
+    fail_because "PyJWT accepted the assertion under another certificate"
+want_no_secret "$PIN" "$T/jwt.err" "$T/token.jwt"
+verdict "PyJWT verifies the ES256 assertion the token signed (header, x5t#S256, claims)" \
+    "$T/jwt.err" "$T/pyjwt.out"
+
+REASONS=()
+token_assertion PS256 "$T/ps.jwt" "$T/ps.err"
+rc=$?
+[ "$rc" -eq 65 ] || fail_because "jwt_assert PS256 exited $rc, expected 65"
+want_fixed "$T/ps.err" "the token's device key is EC P-256: set [auth] assertion_alg = ES256"
+[ -s "$T/ps.jwt" ] && fail_because "a PS256 assertion was printed"
+verdict "PS256 with the token's EC key: refused with the reason" "$T/ps.err"
+
+# ---- 14-15: the daemon's Entra ID assertion, signed by the token -------------------
+# [auth] mode = entra: the Speech peer's token endpoint verifies the ES256
+# assertion (jose) against the token key's certificate, registered as
+# TOKEN_CLIENT_ID; Azurite takes the bearer token.
+entra_token_config() { # FILE SPOOL ALG
+    token_config "$1" "$2"
+    sed -i -e "s|^connect_to = .*|&\nconnect_to = $CONNECT_TO_LOGIN|" \
+        -e "s|^allowed_hosts = .*|&, $LOGIN_HOST|" -e '/^sas_token_file = /d' \
+        -e "s|^mode = sas|mode = entra\ntenant_id = $TENANT_ID\nclient_id = $TOKEN_CLIENT_ID\nassertion_alg = $3|" \
+        "$1"
+}
+REASONS=()
+entra_token_config "$T/c14.conf" "$T/spool14" ES256
+ec capture --config "$T/c14.conf" --seconds 3
+ec upload-once --config "$T/c14.conf"
+want_rc 0
+want_out_re "^uploaded 1 segments "
+"$PEERS" speech "$P" '/requests?op=token' >"$T/tokens.json" 2>&1 || fail_because "no token records"
+for want in '"alg":"ES256"' '"x5t_match":true' '"result":"issued"' \
+    "\"client_id\":\"$TOKEN_CLIENT_ID\""; do
+    grep -qF -- "$want" "$T/tokens.json" || fail_because "the token request lacks $want"
+done
+want_re "$ACCESS_LOG" '"method":"PUT".*"auth_scheme":"Bearer"'
+want_no_secret "$PIN" "$OUT" "$ERR"
+verdict "upload-once with [auth] mode = entra: the token's ES256 assertion is accepted, bearer upload" \
+    "$ERR" "$T/tokens.json"
+
+REASONS=()
+entra_token_config "$T/c15.conf" "$T/spool15" PS256
+ec capture --config "$T/c15.conf" --seconds 3
+ec upload-once --config "$T/c15.conf"
+want_rc 78
+want_err_re "event=delivery_unavailable .*the token's device key is EC P-256: set \[auth\] assertion_alg = ES256"
+verdict "[auth] assertion_alg = PS256 with the token's EC key: refused with the reason"
+
+# ---- 16: the daemon with the token key, through a reload ---------------------------
+# A reload whose client_cert is not the token key's is refused (the running
+# delivery stays); the right one is accepted, and the daemon uploads with it.
+REASONS=()
+C16=$T/c16.conf
+token_config "$C16" "$T/spool16"
+LOG=$T/daemon16.log
+start_bg "$LOG" run --config "$C16"
+pid=$DAEMON_PID
+wait_for_log "$LOG" 'event=segment_uploaded' "$pid" ||
+    fail_because "no segment uploaded by the running daemon"
+sed -i "s|^client_cert = .*|client_cert = $CLIENT_CERT|" "$C16"
+kill -HUP "$pid"
+wait_for_log "$LOG" 'event=reload_refused' "$pid" || fail_because "no reload_refused"
+want_re "$LOG" "event=reload_refused reason=\"the token's device key \(\[pkcs11\] key_label = edgecap-device\): the token's key does not belong to the device certificate\""
+sed -i "s|^client_cert = .*|client_cert = $T/device.pem|" "$C16"
+kill -HUP "$pid"
+wait_for_log "$LOG" 'event=reload_accepted' "$pid" || fail_because "no reload_accepted"
+kill -TERM "$pid"
+wait_exit "$pid" || fail_because "the daemon did not stop"
+want_no_secret "$PIN" "$LOG" "$LOG.out"
+verdict "run: uploads with the token key; a reload to a certificate not the token key's is refused" \
+    "$LOG"
+
+finish

@@ -1,0 +1,547 @@
+/*
+ * PKCS#11 key store against a real token: SoftHSM2 (Debian's softhsm2) with
+ * its token directory in the test's scratch directory (SOFTHSM2_CONF), never
+ * the system one. The KEK is created on the token on first open,
+ * non-extractable (CKA_VALUE cannot be read), reused afterwards; wrapping has
+ * the file store's layout (checked by decrypting with a known KEK imported
+ * into the token), tampering is EC_ERR_CRYPTO; a wrong PIN, a missing module,
+ * token or key are clear errors that never show the PIN.
+ *
+ * The module is a native shared object: when it cannot be loaded (qemu-user
+ * runs of board builds) or SoftHSM is not installed, the tests skip.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <p11-kit/pkcs11.h>
+
+#include <mbedtls/ecdsa.h>
+#include <mbedtls/gcm.h>
+#include <mbedtls/pk.h>
+
+#include "edgecap/fault.h"
+#include "edgecap/keystore.h"
+#include "edgecap/rng.h"
+#include "edgecap/secmem.h"
+#include "edgecap/token_key.h"
+#include "support.h"
+
+#include <mbedtls/ecp.h>
+#include <mbedtls/x509_crt.h>
+
+#define MODULE "/usr/lib/softhsm/libsofthsm2.so"
+#define TOKEN "edgecap-unit"
+#define PIN "unit-pin-5309"
+#define KEY_LABEL "edgecap-device"
+
+static char *dir;
+static bool usable;
+static ec_secret *pin;
+
+static int run(const char *cmd)
+{
+    char *full = ts_strf("%s >>'%s/tools.log' 2>&1", cmd, dir);
+    int rc = system(full);
+    free(full);
+    return rc;
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    ec_secmem_init(false);
+    ec_rng_init();
+    dir = ts_mkdtemp();
+    char *conf = ts_strf("directories.tokendir = %s/tokens\nobjectstore.backend = file\n"
+                         "log.level = ERROR\n",
+                         dir);
+    char *path = ts_write_file(dir, "softhsm2.conf", 0600, conf);
+    setenv("SOFTHSM2_CONF", path, 1);
+    char *tokens = ts_strf("%s/tokens", dir);
+    mkdir(tokens, 0700);
+    void *dl = dlopen(MODULE, RTLD_NOW | RTLD_LOCAL);
+    usable =
+        dl != NULL && access("/usr/bin/softhsm2-util", X_OK) == 0 &&
+        access("/usr/bin/pkcs11-tool", X_OK) == 0 &&
+        run("softhsm2-util --init-token --free --label " TOKEN " --pin " PIN " --so-pin so-" PIN) ==
+            0 &&
+        run("pkcs11-tool --module " MODULE " --token-label " TOKEN " --login --pin " PIN
+            " --keypairgen --key-type EC:prime256v1 --label " KEY_LABEL
+            " --id 0d --usage-sign") == 0 &&
+        run("pkcs11-tool --module " MODULE " --token-label " TOKEN " --login --pin " PIN
+            " --keypairgen --key-type EC:prime256v1 --label other --id 0f --usage-sign") == 0 &&
+        run("pkcs11-tool --module " MODULE " --token-label " TOKEN " --login --pin " PIN
+            " --keypairgen --key-type EC:secp384r1 --label p384 --id 0e --usage-sign") == 0;
+    if (dl != NULL)
+        dlclose(dl);
+    ec_secret_new(&pin, PIN, strlen(PIN));
+    free(conf);
+    free(path);
+    free(tokens);
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    ec_secret_free(&pin);
+    ts_rmtree(dir);
+    free(dir);
+    return 0;
+}
+
+static ec_keystore_pkcs11_params params(const char *kek_label)
+{
+    return (ec_keystore_pkcs11_params){.module = MODULE,
+                                       .token_label = TOKEN,
+                                       .pin = pin,
+                                       .kek_label = kek_label,
+                                       .key_label = ""};
+}
+
+/* A session of our own on the token (the key store must be closed: one
+ * C_Initialize per process). */
+typedef struct {
+    void *dl;
+    CK_FUNCTION_LIST_PTR f;
+    CK_SESSION_HANDLE s;
+} direct;
+
+static void direct_open(direct *d)
+{
+    d->dl = dlopen(MODULE, RTLD_NOW | RTLD_LOCAL);
+    assert_non_null(d->dl);
+    CK_C_GetFunctionList get;
+    *(void **)&get = dlsym(d->dl, "C_GetFunctionList");
+    assert_int_equal(get(&d->f), CKR_OK);
+    assert_int_equal(d->f->C_Initialize(NULL), CKR_OK);
+    CK_SLOT_ID slots[8];
+    CK_ULONG n = 8;
+    assert_int_equal(d->f->C_GetSlotList(CK_TRUE, slots, &n), CKR_OK);
+    assert_true(n >= 1);
+    assert_int_equal(
+        d->f->C_OpenSession(slots[0], CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL, &d->s),
+        CKR_OK);
+    assert_int_equal(d->f->C_Login(d->s, CKU_USER, (CK_UTF8CHAR_PTR)PIN, strlen(PIN)), CKR_OK);
+}
+
+static void direct_close(direct *d)
+{
+    d->f->C_Logout(d->s);
+    d->f->C_CloseSession(d->s);
+    d->f->C_Finalize(NULL);
+    dlclose(d->dl);
+}
+
+static CK_ULONG count_label(direct *d, CK_OBJECT_CLASS cls, const char *label,
+                            CK_OBJECT_HANDLE *first)
+{
+    CK_ATTRIBUTE t[] = {{CKA_CLASS, &cls, sizeof cls}, {CKA_LABEL, (void *)label, strlen(label)}};
+    CK_OBJECT_HANDLE h[4];
+    CK_ULONG n = 0;
+    assert_int_equal(d->f->C_FindObjectsInit(d->s, t, 2), CKR_OK);
+    assert_int_equal(d->f->C_FindObjects(d->s, h, 4, &n), CKR_OK);
+    d->f->C_FindObjectsFinal(d->s);
+    if (n > 0 && first != NULL)
+        *first = h[0];
+    return n;
+}
+
+/* Imports a known AES key of `len` bytes (sensitive; extractable or not)
+ * under `label`. */
+static void import_aes(const char *label, const uint8_t *key, size_t len, bool extractable)
+{
+    direct d;
+    direct_open(&d);
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE type = CKK_AES;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE, ext = extractable ? CK_TRUE : CK_FALSE;
+    CK_ATTRIBUTE t[] = {
+        {CKA_CLASS, &cls, sizeof cls},     {CKA_KEY_TYPE, &type, sizeof type},
+        {CKA_TOKEN, &yes, sizeof yes},     {CKA_PRIVATE, &yes, sizeof yes},
+        {CKA_SENSITIVE, &yes, sizeof yes}, {CKA_EXTRACTABLE, &ext, sizeof ext},
+        {CKA_ENCRYPT, &yes, sizeof yes},   {CKA_DECRYPT, &yes, sizeof yes},
+        {CKA_WRAP, &no, sizeof no},        {CKA_LABEL, (void *)label, strlen(label)},
+        {CKA_VALUE, (void *)key, len},
+    };
+    CK_OBJECT_HANDLE h;
+    assert_int_equal(d.f->C_CreateObject(d.s, t, sizeof t / sizeof t[0], &h), CKR_OK);
+    direct_close(&d);
+}
+
+#define NEED_TOKEN()                                                                               \
+    do {                                                                                           \
+        if (!usable)                                                                               \
+            skip();                                                                                \
+    } while (0)
+
+static void test_kek_created_on_token_non_extractable(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    ec_keystore ks;
+    ec_keystore_pkcs11_params p = params("kek-a");
+    ts_log_begin();
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    char *log = ts_log_end();
+    assert_non_null(strstr(log, "kek_created"));
+    free(log);
+    assert_string_equal(ks.ops->name, "pkcs11");
+    assert_false(ec_keystore_has_device_key(&ks));
+    uint8_t id_a[EC_KEK_ID_BYTES], id_b[EC_KEK_ID_BYTES];
+    ks.ops->kek_id(ks.ctx, id_a);
+    ec_keystore_close(&ks);
+
+    /* reopened: the same KEK (same id), not a second one */
+    ts_log_begin();
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    log = ts_log_end();
+    assert_null(strstr(log, "kek_created"));
+    free(log);
+    ks.ops->kek_id(ks.ctx, id_b);
+    assert_memory_equal(id_a, id_b, EC_KEK_ID_BYTES);
+    ec_keystore_close(&ks);
+
+    direct d;
+    direct_open(&d);
+    CK_OBJECT_HANDLE kek = CK_INVALID_HANDLE;
+    assert_int_equal(count_label(&d, CKO_SECRET_KEY, "kek-a", &kek), 1);
+    uint8_t value[64];
+    CK_ATTRIBUTE v = {CKA_VALUE, value, sizeof value};
+    assert_int_equal(d.f->C_GetAttributeValue(d.s, kek, &v, 1), CKR_ATTRIBUTE_SENSITIVE);
+    CK_BBOOL sensitive = CK_FALSE, extractable = CK_TRUE, token = CK_FALSE, never = CK_FALSE;
+    CK_ULONG len = 0;
+    CK_ATTRIBUTE a[] = {
+        {CKA_SENSITIVE, &sensitive, sizeof sensitive},
+        {CKA_EXTRACTABLE, &extractable, sizeof extractable},
+        {CKA_TOKEN, &token, sizeof token},
+        {CKA_NEVER_EXTRACTABLE, &never, sizeof never},
+        {CKA_VALUE_LEN, &len, sizeof len},
+    };
+    assert_int_equal(d.f->C_GetAttributeValue(d.s, kek, a, 5), CKR_OK);
+    assert_true(sensitive);
+    assert_false(extractable);
+    assert_true(token);
+    assert_true(never);
+    assert_int_equal(len, 32);
+    direct_close(&d);
+}
+
+static void test_wrap_unwrap_and_tamper(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    ec_keystore ks;
+    ec_keystore_pkcs11_params p = params("kek-b");
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    uint8_t key[EC_DATA_KEY_BYTES], back[EC_DATA_KEY_BYTES], w[EC_WRAPPED_KEY_BYTES],
+        w2[EC_WRAPPED_KEY_BYTES];
+    static const uint8_t aad[] = "segment header context";
+    assert_int_equal(ec_rng_bytes(key, sizeof key), EC_OK);
+    assert_int_equal(ks.ops->wrap(ks.ctx, key, aad, sizeof aad, w), EC_OK);
+    assert_int_equal(ks.ops->wrap(ks.ctx, key, aad, sizeof aad, w2), EC_OK);
+    /* a fresh nonce each time */
+    assert_memory_not_equal(w, w2, EC_WRAP_NONCE_BYTES);
+    assert_int_equal(ks.ops->unwrap(ks.ctx, w, aad, sizeof aad, back), EC_OK);
+    assert_memory_equal(key, back, sizeof key);
+    /* nonce, ciphertext, tag: one flipped bit each */
+    static const size_t at[] = {0, EC_WRAP_NONCE_BYTES + 3, EC_WRAPPED_KEY_BYTES - 1};
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
+        w[at[i]] ^= 0x10;
+        assert_int_equal(ks.ops->unwrap(ks.ctx, w, aad, sizeof aad, back), EC_ERR_CRYPTO);
+        w[at[i]] ^= 0x10;
+    }
+    static const uint8_t other_aad[] = "segment header contexT";
+    assert_int_equal(ks.ops->unwrap(ks.ctx, w, other_aad, sizeof other_aad, back), EC_ERR_CRYPTO);
+    /* and the session still works after the failures */
+    assert_int_equal(ks.ops->unwrap(ks.ctx, w, aad, sizeof aad, back), EC_OK);
+    assert_memory_equal(key, back, sizeof key);
+    ec_keystore_close(&ks);
+
+    /* another KEK cannot open it */
+    p = params("kek-c");
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    assert_int_equal(ks.ops->unwrap(ks.ctx, w, aad, sizeof aad, back), EC_ERR_CRYPTO);
+    ec_keystore_close(&ks);
+}
+
+/* The layout is the file store's: nonce(12) || ciphertext(32) || tag(16),
+ * AES-256-GCM with the caller's AAD; shown with a KEK whose bytes the test
+ * knows (imported, then used only on the token). */
+static void test_same_layout_as_file_store(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    uint8_t kek[32], key[EC_DATA_KEY_BYTES], back[EC_DATA_KEY_BYTES], w[EC_WRAPPED_KEY_BYTES];
+    assert_int_equal(ec_rng_bytes(kek, sizeof kek), EC_OK);
+    assert_int_equal(ec_rng_bytes(key, sizeof key), EC_OK);
+    import_aes("kek-known", kek, sizeof kek, false);
+    ec_keystore ks;
+    ec_keystore_pkcs11_params p = params("kek-known");
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    static const uint8_t aad[] = "aad";
+    assert_int_equal(ks.ops->wrap(ks.ctx, key, aad, 3, w), EC_OK);
+    mbedtls_gcm_context gcm;
+    mbedtls_gcm_init(&gcm);
+    assert_int_equal(mbedtls_gcm_setkey(&gcm, MBEDTLS_CIPHER_ID_AES, kek, 256), 0);
+    assert_int_equal(mbedtls_gcm_auth_decrypt(&gcm, EC_DATA_KEY_BYTES, w, EC_WRAP_NONCE_BYTES, aad,
+                                              3, w + EC_WRAP_NONCE_BYTES + EC_DATA_KEY_BYTES,
+                                              EC_WRAP_TAG_BYTES, w + EC_WRAP_NONCE_BYTES, back),
+                     0);
+    assert_memory_equal(key, back, sizeof key);
+    /* and the other way: what software sealed, the token opens */
+    assert_int_equal(ec_rng_bytes(w, EC_WRAP_NONCE_BYTES), EC_OK);
+    assert_int_equal(mbedtls_gcm_crypt_and_tag(&gcm, MBEDTLS_GCM_ENCRYPT, EC_DATA_KEY_BYTES, w,
+                                               EC_WRAP_NONCE_BYTES, aad, 3, key,
+                                               w + EC_WRAP_NONCE_BYTES, EC_WRAP_TAG_BYTES,
+                                               w + EC_WRAP_NONCE_BYTES + EC_DATA_KEY_BYTES),
+                     0);
+    mbedtls_gcm_free(&gcm);
+    memset(back, 0, sizeof back);
+    assert_int_equal(ks.ops->unwrap(ks.ctx, w, aad, 3, back), EC_OK);
+    assert_memory_equal(key, back, sizeof key);
+    uint8_t id[EC_KEK_ID_BYTES];
+    ks.ops->kek_id(ks.ctx, id);
+    /* the id is not derived from the key bytes: imported without CKA_ID, it
+     * comes from the label, so no part of the KEK shows in it */
+    assert_memory_not_equal(id, kek, EC_KEK_ID_BYTES);
+    ec_keystore_close(&ks);
+}
+
+/* Two processes creating the KEK at once: the one that then sees another
+ * KEK under the label destroys its own and uses the other, so one KEK is
+ * left. The other process is simulated by a fault seam that creates a second
+ * KEK right after ours. */
+static void test_kek_creation_race_leaves_one(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    ec_fault_reset();
+    ec_fault_arm("pkcs11.kek_race", 0, 1);
+    ec_keystore ks;
+    ec_keystore_pkcs11_params p = params("kek-race");
+    ts_log_begin();
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    char *log = ts_log_end();
+    assert_null(strstr(log, "kek_created")); /* it took the other one */
+    free(log);
+    assert_int_equal(ec_fault_hits("pkcs11.kek_race"), 1);
+    ec_fault_reset();
+    uint8_t id_a[EC_KEK_ID_BYTES], id_b[EC_KEK_ID_BYTES];
+    ks.ops->kek_id(ks.ctx, id_a);
+    ec_keystore_close(&ks);
+    direct d;
+    direct_open(&d);
+    assert_int_equal(count_label(&d, CKO_SECRET_KEY, "kek-race", NULL), 1);
+    direct_close(&d);
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    ks.ops->kek_id(ks.ctx, id_b);
+    assert_memory_equal(id_a, id_b, EC_KEK_ID_BYTES);
+    ec_keystore_close(&ks);
+}
+
+typedef struct {
+    const char *name;
+    const char *module;
+    const char *token;
+    const char *pin;
+    const char *kek_label;
+    const char *key_label;
+    ec_status want;
+    const char *log_fragment;
+} reject_case;
+
+static const reject_case rejects[] = {
+    {"wrong PIN", MODULE, TOKEN, "wrong-pin-8086", "kek-a", "", EC_ERR_AUTH,
+     "the token refused the PIN"},
+    {"missing module", "/nonexistent/libpkcs11-missing.so", TOKEN, PIN, "kek-a", "",
+     EC_ERR_NOT_FOUND, "pkcs11_module_unloadable"},
+    {"not a PKCS#11 module", "/lib/x86_64-linux-gnu/libz.so.1", TOKEN, PIN, "kek-a", "",
+     EC_ERR_NOT_FOUND, "not a PKCS#11 module"},
+    {"missing token", MODULE, "no-such-token", PIN, "kek-a", "", EC_ERR_NOT_FOUND,
+     "pkcs11_token_not_found"},
+    {"missing key label", MODULE, TOKEN, PIN, "kek-a", "no-such-key", EC_ERR_NOT_FOUND,
+     "no private key with this label on the token"},
+    {"key not on P-256", MODULE, TOKEN, PIN, "kek-a", "p384", EC_ERR_CRYPTO,
+     "the key is not on the P-256 curve"},
+    {"extractable KEK", MODULE, TOKEN, PIN, "kek-extractable", "", EC_ERR_CRYPTO,
+     "it is extractable or not sensitive"},
+    {"KEK label on two keys", MODULE, TOKEN, PIN, "kek-twice", "", EC_ERR_CRYPTO,
+     "more than one object has this label"},
+    {"AES-128 KEK", MODULE, TOKEN, PIN, "kek-128", "", EC_ERR_CRYPTO, "the KEK is not AES-256"},
+};
+
+static void test_rejections(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    uint8_t k[32] = {1};
+    import_aes("kek-extractable", k, sizeof k, true);
+    import_aes("kek-twice", k, sizeof k, false);
+    import_aes("kek-twice", k, sizeof k, false);
+    import_aes("kek-128", k, 16, false);
+    for (size_t i = 0; i < sizeof rejects / sizeof rejects[0]; i++) {
+        const reject_case *c = &rejects[i];
+        if (strstr(c->module, "libz") != NULL && access(c->module, R_OK) != 0)
+            continue;
+        ec_secret *s = NULL;
+        assert_int_equal(ec_secret_new(&s, c->pin, strlen(c->pin)), EC_OK);
+        ec_keystore_pkcs11_params p = {.module = c->module,
+                                       .token_label = c->token,
+                                       .pin = s,
+                                       .kek_label = c->kek_label,
+                                       .key_label = c->key_label};
+        ec_keystore ks = {0};
+        ts_log_begin();
+        ec_status st = ec_keystore_pkcs11_open(&ks, &p);
+        char *log = ts_log_end();
+        if (st != c->want || strstr(log, c->log_fragment) == NULL || strstr(log, c->pin) != NULL)
+            fail_msg("%s: status %d (want %d), log: %s", c->name, st, c->want, log);
+        assert_null(ks.ops);
+        free(log);
+        ec_secret_free(&s);
+    }
+    /* the failures left the module in a state where the next open works */
+    ec_keystore ks;
+    ec_keystore_pkcs11_params p = params("kek-a");
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    ec_keystore_close(&ks);
+}
+
+/* The token key's public half, read as CKA_EC_POINT (a DER OCTET STRING
+ * around the uncompressed point) from the public key object. */
+static void token_public_key(mbedtls_pk_context *pub)
+{
+    direct d;
+    direct_open(&d);
+    CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+    assert_int_equal(count_label(&d, CKO_PUBLIC_KEY, KEY_LABEL, &h), 1);
+    uint8_t point[80];
+    CK_ATTRIBUTE a = {CKA_EC_POINT, point, sizeof point};
+    assert_int_equal(d.f->C_GetAttributeValue(d.s, h, &a, 1), CKR_OK);
+    direct_close(&d);
+    assert_int_equal(a.ulValueLen, 67); /* 04 41 04 X Y */
+    assert_int_equal(mbedtls_pk_setup(pub, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY)), 0);
+    mbedtls_ecp_keypair *ec = mbedtls_pk_ec(*pub);
+    assert_int_equal(mbedtls_ecp_group_load(&ec->grp, MBEDTLS_ECP_DP_SECP256R1), 0);
+    assert_int_equal(mbedtls_ecp_point_read_binary(&ec->grp, &ec->Q, point + 2, 65), 0);
+}
+
+/* A self-signed certificate whose signature the token makes through the
+ * mbedTLS pk context: the same path as a TLS CertificateVerify. */
+static size_t token_self_signed(const ec_keystore *ks, const mbedtls_pk_context *pub, uint8_t *out,
+                                size_t cap)
+{
+    mbedtls_pk_context pk;
+    mbedtls_pk_init(&pk);
+    assert_int_equal(ec_token_key_setup(&pk, ks, pub), EC_OK);
+    mbedtls_x509write_cert w;
+    mbedtls_x509write_crt_init(&w);
+    mbedtls_mpi serial;
+    mbedtls_mpi_init(&serial);
+    mbedtls_mpi_lset(&serial, 7);
+    mbedtls_x509write_crt_set_subject_key(&w, &pk);
+    mbedtls_x509write_crt_set_issuer_key(&w, &pk);
+    assert_int_equal(mbedtls_x509write_crt_set_subject_name(&w, "CN=edgecap-unit"), 0);
+    assert_int_equal(mbedtls_x509write_crt_set_issuer_name(&w, "CN=edgecap-unit"), 0);
+    mbedtls_x509write_crt_set_md_alg(&w, MBEDTLS_MD_SHA256);
+    assert_int_equal(mbedtls_x509write_crt_set_serial(&w, &serial), 0);
+    assert_int_equal(mbedtls_x509write_crt_set_validity(&w, "20250101000000", "20350101000000"), 0);
+    int n = mbedtls_x509write_crt_der(&w, out, cap, ec_rng_mbedtls, NULL);
+    assert_true(n > 0);
+    memmove(out, out + cap - (size_t)n, (size_t)n);
+    mbedtls_mpi_free(&serial);
+    mbedtls_x509write_crt_free(&w);
+    mbedtls_pk_free(&pk);
+    return (size_t)n;
+}
+
+static void test_device_key_signs_on_token(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    mbedtls_pk_context pub;
+    mbedtls_pk_init(&pub);
+    token_public_key(&pub);
+    ec_keystore ks;
+    ec_keystore_pkcs11_params p = params("kek-a");
+    p.key_label = KEY_LABEL;
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    assert_true(ec_keystore_has_device_key(&ks));
+
+    /* the raw r || s verifies under the public key (after DER encoding) */
+    uint8_t hash[32], raw[64], der[MBEDTLS_ECDSA_MAX_LEN];
+    size_t raw_len = 0, der_len = 0;
+    assert_int_equal(ec_rng_bytes(hash, sizeof hash), EC_OK);
+    assert_int_equal(ks.ops->sign_digest(ks.ctx, hash, sizeof hash, raw, sizeof raw, &raw_len),
+                     EC_OK);
+    assert_int_equal(raw_len, 64);
+    assert_int_equal(ec_token_key_sig_to_der(raw, 32, der, sizeof der, &der_len), EC_OK);
+    assert_int_equal(mbedtls_pk_verify(&pub, MBEDTLS_MD_SHA256, hash, 32, der, der_len), 0);
+    hash[0] ^= 1;
+    assert_int_not_equal(mbedtls_pk_verify(&pub, MBEDTLS_MD_SHA256, hash, 32, der, der_len), 0);
+
+    /* a certificate signed through the pk context parses and verifies */
+    uint8_t cert[1024];
+    size_t cert_len = token_self_signed(&ks, &pub, cert, sizeof cert);
+    mbedtls_x509_crt crt;
+    mbedtls_x509_crt_init(&crt);
+    assert_int_equal(mbedtls_x509_crt_parse_der(&crt, cert, cert_len), 0);
+    uint32_t flags = 0;
+    assert_int_equal(mbedtls_x509_crt_verify(&crt, &crt, NULL, NULL, &flags, NULL, NULL), 0);
+    mbedtls_x509_crt_free(&crt);
+    char why[160];
+    assert_int_equal(ec_token_key_check_pair(&ks, cert, cert_len, why, sizeof why), EC_OK);
+    ec_keystore_close(&ks);
+
+    /* the same certificate is not the other token key's */
+    p.key_label = "other";
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    assert_int_equal(ec_token_key_check_pair(&ks, cert, cert_len, why, sizeof why), EC_ERR_CRYPTO);
+    assert_string_equal(why, "the token's key does not belong to the device certificate");
+    ec_keystore_close(&ks);
+    mbedtls_pk_free(&pub);
+}
+
+/* DER INTEGERs are signed: a half with its top bit set gets a 0x00 in front,
+ * leading zero bytes are dropped. */
+static void test_sig_to_der(void **state)
+{
+    (void)state;
+    uint8_t raw[64], der[80];
+    size_t len = 0;
+    memset(raw, 0, sizeof raw);
+    raw[0] = 0x80; /* r = 0x80 00 .. 00 01 */
+    raw[31] = 0x01;
+    raw[63] = 0x05; /* s = 5 */
+    assert_int_equal(ec_token_key_sig_to_der(raw, 32, der, sizeof der, &len), EC_OK);
+    static const uint8_t want_head[] = {0x30, 38, 0x02, 33, 0x00, 0x80};
+    assert_int_equal(len, 40);
+    assert_memory_equal(der, want_head, sizeof want_head);
+    static const uint8_t want_tail[] = {0x01, 0x02, 0x01, 0x05};
+    assert_memory_equal(der + len - 4, want_tail, sizeof want_tail);
+    assert_int_equal(ec_token_key_sig_to_der(raw, 32, der, 39, &len), EC_ERR_CRYPTO);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kek_created_on_token_non_extractable),
+        cmocka_unit_test(test_wrap_unwrap_and_tamper),
+        cmocka_unit_test(test_same_layout_as_file_store),
+        cmocka_unit_test(test_rejections),
+        cmocka_unit_test(test_kek_creation_race_leaves_one),
+        cmocka_unit_test(test_device_key_signs_on_token),
+        cmocka_unit_test(test_sig_to_der),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
