@@ -84,7 +84,7 @@ else
 Q := @
 endif
 
-.PHONY: all deps check test demo lint format clean bench
+.PHONY: all deps check check-build test demo lint format clean bench
 # Objects are kept between links (they are not intermediate files).
 .SECONDARY:
 all: $(BUILD)/edgecap
@@ -126,6 +126,10 @@ $(BUILD)/tools/%: $(BUILD)/tobj/tests/tools/%.o $(TEST_LIB_OBJS)
 
 # Build and run this ARCH's unit and system tests; TAP goes to
 # $(BUILD)/results.tap and a summary line to the terminal.
+# What check runs, built (tests/run-all.sh builds first, then runs
+# configurations side by side).
+check-build: $(BUILD)/edgecap $(UNIT_BINS) $(TOOL_BINS)
+
 check: $(BUILD)/edgecap $(UNIT_BINS) $(TOOL_BINS)
 	$(Q)tests/run.sh --arch $(ARCH) --build $(BUILD) --qemu "$(EC_QEMU)" \
 		--sysroot "$(EC_SYSROOT)" $(CHECK_FLAGS) $(UNIT_BINS)

@@ -507,8 +507,8 @@ static ec_status load_identity(const ec_config *cfg, const ec_keystore *ks, uint
         ec_status st = ec_keystore_file_client_credentials(
             cfg->tls.client_cert, cfg->tls.client_key, cert, cert_len, key, key_len);
         if (st != EC_OK)
-            snprintf(why, why_len, "[tls] client_cert %s / client_key %s: %s",
-                     cfg->tls.client_cert, cfg->tls.client_key, ec_strerror(st));
+            snprintf(why, why_len, "[tls] client_cert %s / client_key %s: %s", cfg->tls.client_cert,
+                     cfg->tls.client_key, ec_strerror(st));
         return st;
     }
     ec_status st = ec_keystore_file_certificate(cfg->tls.client_cert, cert, cert_len);
