@@ -149,6 +149,10 @@
 #                                400 (default true)
 #         transcript_text T      the text every transcription returns
 #       speech/README.md has the whole interface and the contract's limits.
+#   peers.sh admit DIR CERT.pem     admits one more device certificate (e.g. one
+#       a test had the device CA sign): its SHA-1 fingerprint joins the
+#       provisioned ones in DIR/pki/admitted/, nginx restarts on the same port
+#       (fault fronts started later admit it too); prints the fingerprint.
 #   peers.sh pin CERT.pem           prints sha256//BASE64 of CERT's SPKI
 #   peers.sh env DIR                prints DIR/peers.env
 #
@@ -640,6 +644,8 @@ http {
     map \$ssl_client_fingerprint \$peers_client_ok {
         "$PEERS_CLIENT_FP" 1;
 $([ -n "${PEERS_RSA_CLIENT_FP:-}" ] && echo "        \"$PEERS_RSA_CLIENT_FP\" 1;")
+        # ... and those admitted later (peers.sh admit); none matching is fine
+        include $PEERS_PKI/admitted/*.map;
         default 0;
     }
     # Upstream by Host: the Speech and login hosts to the Speech peer, the
@@ -1328,6 +1334,15 @@ peers_readback() { # DIR ARGS...
 
 peers_pin() { peers__pin "$1"; }
 
+peers_admit() ( # DIR CERT
+    dir=$(peers__absdir "$1") || exit 1
+    fp=$(peers__fingerprint "$2") && [ -n "$fp" ] || { peers__say "admit: $2 is not a certificate"; exit 1; }
+    mkdir -p "$dir/pki/admitted" || exit 1
+    printf '"%s" 1;\n' "$fp" >"$dir/pki/admitted/$fp.map" || exit 1
+    peers_restart "$dir" nginx || exit 1
+    echo "$fp"
+)
+
 peers_speech() ( # DIR PATH [JSON]
     dir=$(peers__absdir "$1") || exit 1
     peers__load_env "$dir" || exit 1
@@ -1348,7 +1363,7 @@ usage: peers.sh start DIR | stop DIR | env DIR
        peers.sh speech DIR PATH [JSON]
        peers.sh container DIR NAME [PERMS [HOURS]] | sas DIR NAME [PERMS [HOURS]]
        peers.sh readback DIR --container NAME [--prefix P] [--out-dir D | --cat BLOB]
-       peers.sh pin CERT.pem
+       peers.sh pin CERT.pem | admit DIR CERT.pem
 (the comment at the top of tests/peers/peers.sh says more)
 EOF
     return 64
@@ -1365,6 +1380,7 @@ peers_main() {
     container | sas) [ "$n" -ge 2 ] && [ "$n" -le 4 ] || peers__usage || return ;;
     readback) [ "$n" -ge 2 ] || peers__usage || return ;;
     pin) [ "$n" -eq 1 ] || peers__usage || return ;;
+    admit) [ "$n" -eq 2 ] || peers__usage || return ;;
     speech) [ "$n" -ge 2 ] && [ "$n" -le 3 ] || peers__usage || return ;;
     *) peers__usage || return ;;
     esac
@@ -1380,6 +1396,7 @@ peers_main() {
     sas) peers_sas "$@" ;;
     readback) peers_readback "$@" ;;
     pin) peers_pin "$1" ;;
+    admit) peers_admit "$@" ;;
     speech) peers_speech "$@" ;;
     esac
 }
