@@ -7,13 +7,43 @@
 # Azurite peer with that certificate. Every refused certificate (another key,
 # another CA, expired, serverAuth only, garbage) leaves the installed one byte
 # for byte as it was, with the reason asserted. RSA 3072 (slow to generate
-# under valgrind and qemu) runs natively only.
+# under valgrind and qemu) and the upload (the peers take long to start there)
+# run natively and under ASan only; under valgrind only the core checks run.
 . "$(dirname "$0")/lib/tap.sh"
 
 plan 16
 
-start_peers
-SAS=$("$PEERS" container "$P" audio)
+# Natively (and under ASan) the real peers run: their device CA signs and
+# nginx takes the upload. Under valgrind and qemu, where every run is slow,
+# peers.sh's own PKI functions make the device CA here, nothing is started,
+# and the upload (shown natively) is skipped.
+if is_native; then
+    start_peers
+    SAS=$("$PEERS" container "$P" audio)
+else
+    # shellcheck source=/dev/null
+    . "$EC_SRCDIR/tests/peers/peers.sh"
+    P=$T/peers
+    if ! (
+        umask 077
+        mkdir -p "$P/pki"
+        export PEERS_CADIR=$P/pki PEERS_SAN=DNS:unused
+        peers__openssl_cnf "$P/pki/openssl.cnf" &&
+            peers__ca "$P/pki" device-ca "edgecap test device CA" &&
+            peers__leaf "$P/pki" device-ca other-client "$P/pki/other-client.key" \
+                edgecap-other-device client DNS:unused -86400 2592000
+    ) >"$T/pki.log" 2>&1; then
+        diag_file "$T/pki.log"
+        while [ "$TAP_N" -lt "$TAP_PLANNED" ]; do not_ok "test PKI made"; done
+        finish
+    fi
+    DEVICE_CA=$P/pki/device-ca.pem CA_FILE=$P/pki/device-ca.pem
+    OTHER_CLIENT_CERT=$P/pki/other-client.pem
+    BLOB_HOST=devstoreaccount1.blob.core.windows.net
+    BLOB_ENDPOINT=https://$BLOB_HOST CONNECT_TO=$BLOB_HOST:443:127.0.0.1:9
+    SERVER_PIN=sha256//47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=
+    SAS='sv=2025-01-05&sig=unused'
+fi
 D=$T/dev
 mkdir -p "$D" && chmod 700 "$D"
 sox -q -n -r 16000 -c 1 -b 16 "$T/tone.wav" synth 2 sine 300
@@ -164,7 +194,7 @@ want_out_re "^kek id: $KEK \(key store file\)$"
 verdict "show: subject, issuer, serial, validity (expires in 29 days), pin, key match, KEK id"
 
 # ---- 6: the device uploads with its new certificate ----------------------------------
-if full_run; then
+if is_native; then
     FP=$("$PEERS" admit "$P" "$D/client.pem" 2>"$T/admit.err") || fail_because "peers.sh admit failed: $(cat "$T/admit.err")"
     ec capture --config "$C" --seconds 2
     ec upload-once --config "$C"
@@ -174,7 +204,7 @@ if full_run; then
     verdict "upload-once: nginx (device CA, admitted fingerprint) takes the segment over mTLS with the new certificate" \
         "$ERR" "$ACCESS_LOG"
 else
-    skip_n 1 "upload with the new certificate"
+    skip "upload with the new certificate" "natively and under ASan only (peers not started)"
 fi
 
 # ---- 7-11: refused certificates leave the installed one byte for byte ------------------
