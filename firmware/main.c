@@ -40,8 +40,6 @@
 #include "edgecap/upload.h"
 #include "edgecap/version.h"
 
-#include <mbedtls/base64.h>
-#include <mbedtls/sha256.h>
 #include <mbedtls/x509_crt.h>
 
 typedef struct {
