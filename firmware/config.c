@@ -233,6 +233,8 @@ static const key_def keys[] = {
     LIST("tls", "allowed_hosts", tls.allowed_hosts, tls.n_allowed_hosts, check_host_pattern,
          "comma-separated host names, each optionally starting with *.", NULL, true),
     ENUM("tls", "min_version", tls.min_version, tls_names, "1.2"),
+    STR("tls", "client_ca_file", tls.client_ca_file, check_path_or_empty, "an absolute path", "",
+        false),
 
     ENUM("auth", "mode", auth.mode, auth_names, "entra"),
     SECRET("auth", "sas_token", auth.sas_token),

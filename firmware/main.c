@@ -35,6 +35,7 @@
 #include "edgecap/log.h"
 #include "edgecap/metrics.h"
 #include "edgecap/metrics_http.h"
+#include "edgecap/provision.h"
 #include "edgecap/report.h"
 #include "edgecap/retention.h"
 #include "edgecap/rng.h"
@@ -48,8 +49,6 @@
 #include "edgecap/version.h"
 #include "edgecap/watchdog.h"
 
-#include <mbedtls/base64.h>
-#include <mbedtls/sha256.h>
 #include <mbedtls/x509_crt.h>
 
 typedef struct {
@@ -64,6 +63,7 @@ static int cmd_capture(int argc, char **argv);
 static int cmd_spool(int argc, char **argv);
 static int cmd_upload_once(int argc, char **argv);
 static int cmd_pin(int argc, char **argv);
+static int cmd_provision(int argc, char **argv);
 static int cmd_speech(int argc, char **argv);
 static int cmd_reload(int argc, char **argv);
 static int cmd_status(int argc, char **argv);
@@ -102,6 +102,16 @@ static const command commands[] = {
      "files are given oldest first (FILE.2 FILE.1 FILE): each must continue the one\n"
      "before. Exits 0 when intact, 65 (EX_DATAERR) with FILE:LINE and why at the\n"
      "first broken line."},
+    {"provision", cmd_provision, "provision init|show|install-cert --config FILE",
+     "init [--key-type ec-p256|rsa-3072] [--csr PATH]: create the device key pair at\n"
+     "[tls] client_key (never replacing one), the key store's KEK, and a CSR for\n"
+     "O=edgecap, CN=<[device] id> (default: client_key with .csr); print the key's pin.\n"
+     "show: the installed certificate (subject, issuer, serial, validity, pin), whether\n"
+     "it matches the device key, and the KEK id; 65 (EX_DATAERR) when it is expired or\n"
+     "for another key, 66 (EX_NOINPUT) when none is installed.\n"
+     "install-cert CERT.pem: replace [tls] client_cert atomically with CERT, only if it\n"
+     "holds the device key, is valid now, allows clientAuth and chains to [tls]\n"
+     "client_ca_file (or ca_file); otherwise say why and leave the old one untouched."},
     {"pin", cmd_pin, "pin CERT.pem",
      "Print the sha256// pin of a certificate's public key (SubjectPublicKeyInfo), the\n"
      "form [tls] pin_current and pin_next take."},
@@ -304,29 +314,36 @@ static int open_pkcs11(const ec_config *cfg, ec_keystore *ks)
     return st == EC_ERR_AUTH ? EX_NOPERM : st == EC_ERR_NOT_FOUND ? EX_UNAVAILABLE : EX_IOERR;
 }
 
+/* The key store a config names; EX_OK or the exit code (reason printed). */
+static int open_keystore(const ec_config *cfg, ec_keystore *ks)
+{
+    if (cfg->device.keystore == EC_KEYSTORE_PKCS11)
+        return open_pkcs11(cfg, ks);
+    ec_status st = ec_keystore_file_open(ks, cfg->device.keystore_dir);
+    if (st != EC_OK) {
+        fprintf(stderr, "edgecap: cannot open the key store %s: %s\n", cfg->device.keystore_dir,
+                ec_strerror(st));
+        return st == EC_ERR_PERM ? EX_NOPERM : EX_IOERR;
+    }
+    return EX_OK;
+}
+
 /* The key store and spool a config names; EX_OK or the exit code. An
  * observer (read_only) opens beside a running daemon. An owner audits what
  * it seals, quarantines and drops to `audit` (may be NULL). */
 static int open_spool_audited(const ec_config *cfg, ec_keystore *ks, ec_spool **spool,
                               bool read_only, ec_audit *audit)
 {
-    ec_status st;
-    if (cfg->device.keystore == EC_KEYSTORE_PKCS11) {
-        int rc = open_pkcs11(cfg, ks);
-        if (rc != EX_OK)
-            return rc;
-    } else if ((st = ec_keystore_file_open(ks, cfg->device.keystore_dir)) != EC_OK) {
-        fprintf(stderr, "edgecap: cannot open the key store %s: %s\n", cfg->device.keystore_dir,
-                ec_strerror(st));
-        return st == EC_ERR_PERM ? EX_NOPERM : EX_IOERR;
-    }
+    int rc = open_keystore(cfg, ks);
+    if (rc != EX_OK)
+        return rc;
     ec_spool_params sp = {.dir = cfg->spool.dir,
                           .quota_bytes = cfg->spool.quota_bytes,
                           .when_full = cfg->spool.when_full,
                           .keystore = ks,
                           .read_only = read_only,
                           .audit = audit};
-    st = ec_spool_open(spool, &sp);
+    ec_status st = ec_spool_open(spool, &sp);
     if (st != EC_OK) {
         ec_keystore_close(ks);
         fprintf(stderr, "edgecap: cannot open the spool %s: %s\n", cfg->spool.dir, ec_strerror(st));
@@ -1100,24 +1117,37 @@ static void format_utc(int64_t ms, char *out, size_t out_len)
 
 /* `NAME SUB --config FILE` with SUB one of `subs` (two): -1 to go on with
  * *which set, or an exit code. */
+/* Sets *which to the index of argv[1] in `subs` (n of them) and returns -1,
+ * or answers --help / an unknown SUB ("expected `expected`") with the exit
+ * code. */
+static int pick_subcommand(const command *c, int argc, char **argv, const char *const *subs, int n,
+                           const char *expected, int *which)
+{
+    *which = -1;
+    for (int i = 0; argc >= 2 && i < n; i++)
+        if (strcmp(argv[1], subs[i]) == 0)
+            *which = i;
+    if (*which >= 0)
+        return -1;
+    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        print_command_help(c, stdout);
+        return EX_OK;
+    }
+    fprintf(stderr, "edgecap %s: expected %s\n", c->name, expected);
+    print_command_help(c, stderr);
+    return EX_USAGE;
+}
+
 static int parse_subcommand(const command *c, int argc, char **argv, const char *const subs[2],
                             int *which, const char **path)
 {
-    *which = -1;
-    for (int i = 0; argc >= 2 && i < 2; i++)
-        if (strcmp(argv[1], subs[i]) == 0)
-            *which = i;
-    if (*which < 0) {
-        if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-            print_command_help(c, stdout);
-            return EX_OK;
-        }
-        fprintf(stderr, "edgecap %s: expected %s or %s\n", c->name, subs[0], subs[1]);
-        print_command_help(c, stderr);
-        return EX_USAGE;
-    }
+    char expected[64];
+    snprintf(expected, sizeof expected, "%s or %s", subs[0], subs[1]);
+    int rc = pick_subcommand(c, argc, argv, subs, 2, expected, which);
+    if (rc >= 0)
+        return rc;
     *path = NULL;
-    int rc = parse_common(c, argc - 1, argv + 1, path);
+    rc = parse_common(c, argc - 1, argv + 1, path);
     if (rc >= 0)
         return rc;
     if (*path == NULL || optind != argc - 1) {
@@ -1597,6 +1627,114 @@ static int cmd_pin(int argc, char **argv)
         rc = EX_OK;
     }
     mbedtls_x509_crt_free(&crt);
+    return rc;
+}
+
+/* `provision init|show|install-cert --config FILE ...`: the glue around
+ * firmware/provision.c (options, config, key store, audit log, exit codes). */
+static int cmd_provision(int argc, char **argv)
+{
+    const command *c = find_command("provision");
+    static const char *const subs[] = {"init", "show", "install-cert"};
+    int which = -1;
+    int rc = pick_subcommand(c, argc, argv, subs, 3, "init, show or install-cert", &which);
+    if (rc >= 0)
+        return rc;
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"config", required_argument, NULL, 'c'},
+        {"key-type", required_argument, NULL, 'k'},
+        {"csr", required_argument, NULL, 'o'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = NULL, *csr = NULL, *sub = subs[which];
+    ec_key_type key_type = EC_KEY_TYPE_EC_P256;
+    optind = 1;
+    opterr = 0;
+    int ch;
+    while ((ch = getopt_long(argc - 1, argv + 1, "+hc:k:o:", opts, NULL)) != -1) {
+        if (ch == 'h') {
+            print_command_help(c, stdout);
+            return EX_OK;
+        } else if (ch == 'c') {
+            path = optarg;
+        } else if (ch == 'k' && which == 0) {
+            if (ec_provision_parse_key_type(optarg, &key_type) != EC_OK) {
+                fprintf(stderr,
+                        "edgecap provision init: --key-type expects ec-p256 or rsa-3072, "
+                        "got '%s'\n",
+                        optarg);
+                return EX_USAGE;
+            }
+        } else if (ch == 'o' && which == 0) {
+            csr = optarg;
+        } else if (ch == 'k' || ch == 'o') {
+            fprintf(stderr, "edgecap provision %s: %s applies to init only\n", sub,
+                    ch == 'k' ? "--key-type" : "--csr");
+            return EX_USAGE;
+        } else {
+            fprintf(stderr, "edgecap provision %s: unknown or incomplete option '%s'\n", sub,
+                    argv[optind]);
+            print_command_help(c, stderr);
+            return EX_USAGE;
+        }
+    }
+    int positional = which == 2 ? 1 : 0;
+    if (path == NULL || argc - 1 - optind != positional) {
+        fprintf(stderr, "edgecap provision %s: --config FILE%s is required\n", sub,
+                which == 2 ? " and one CERT.pem" : "");
+        print_command_help(c, stderr);
+        return EX_USAGE;
+    }
+    ec_config cfg;
+    ec_keystore ks = {0};
+    ec_audit *audit = NULL;
+    char why[EC_PROVISION_WHY_BYTES];
+    if ((rc = load_config(path, &cfg)) != EX_OK)
+        return rc;
+    if ((rc = start_secure(&cfg)) != EX_OK)
+        goto out;
+    if ((rc = open_keystore(&cfg, &ks)) != EX_OK)
+        goto out;
+    ec_status st;
+    if (which == 1) {
+        st = ec_provision_show(&cfg, &ks, stdout);
+        rc = st == EC_OK ? EX_OK : st == EC_ERR_NOT_FOUND ? EX_NOINPUT : EX_DATAERR;
+        goto out;
+    }
+    if ((st = ec_audit_open(&audit, cfg.logging.audit_file, cfg.logging.audit_hmac_key)) != EC_OK) {
+        fprintf(stderr, "edgecap provision %s: cannot open the audit log %s: %s\n", sub,
+                cfg.logging.audit_file, ec_strerror(st));
+        rc = EX_IOERR;
+        goto out;
+    }
+    if (which == 0) {
+        ec_provision_init_params pp = {
+            .cfg = &cfg, .keystore = &ks, .audit = audit, .key_type = key_type, .csr_path = csr};
+        st = ec_provision_init(&pp, stdout, why, sizeof why);
+        if (st != EC_OK)
+            fprintf(stderr, "edgecap provision init: %s\n", why);
+        rc = st == EC_OK              ? EX_OK
+             : st == EC_ERR_EXISTS    ? EX_CANTCREAT
+             : st == EC_ERR_IO        ? EX_IOERR
+             : st == EC_ERR_NOT_FOUND ? EX_CANTCREAT
+                                      : EX_SOFTWARE;
+        goto out;
+    }
+    st = ec_provision_install_cert(&cfg, &ks, audit, argv[optind + 1], stdout, why, sizeof why);
+    if (st != EC_OK)
+        fprintf(stderr, "edgecap provision install-cert: refused: %s; %s is unchanged\n", why,
+                cfg.tls.client_cert);
+    rc = st == EC_OK              ? EX_OK
+         : st == EC_ERR_NOT_FOUND ? EX_NOINPUT
+         : st == EC_ERR_CONFIG    ? EX_CONFIG
+         : st == EC_ERR_IO        ? EX_IOERR
+                                  : EX_DATAERR;
+out:
+    ec_audit_close(&audit);
+    ec_keystore_close(&ks);
+    ec_config_free(&cfg);
+    ec_rng_free();
     return rc;
 }
 

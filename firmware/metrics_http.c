@@ -60,10 +60,11 @@ ec_status ec_metrics_listen_parse(const char *spec, ec_metrics_addr *out)
         if (path[0] != '/' || strlen(path) >= sizeof out->path ||
             strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
             return EC_ERR_INVALID;
+        size_t len = strlen(path) + 1; /* both checked above */
         struct sockaddr_un *un = (struct sockaddr_un *)&out->addr;
         un->sun_family = AF_UNIX;
-        memcpy(un->sun_path, path, strlen(path) + 1);
-        snprintf(out->path, sizeof out->path, "%s", path);
+        memcpy(un->sun_path, path, len);
+        memcpy(out->path, path, len);
         out->family = AF_UNIX;
         out->addr_len = (socklen_t)sizeof *un;
         return EC_OK;

@@ -40,6 +40,8 @@ const char *ec_strerror(ec_status status)
         return "unexpected server answer";
     case EC_ERR_AUTH:
         return "credentials refused";
+    case EC_ERR_EXISTS:
+        return "already exists";
     }
     return "unknown error";
 }

@@ -3,6 +3,8 @@
  */
 #include "edgecap/tls_reason.h"
 
+#include "edgecap/provision.h"
+
 #include <curl/curl.h>
 #include <mbedtls/base64.h>
 #include <mbedtls/sha256.h>
@@ -98,14 +100,8 @@ int ec_tls_classify(long curl_code, uint32_t verify_flags, int alert, int versio
 
 ec_status ec_tls_spki_pin(const mbedtls_x509_crt *crt, char *out, size_t out_len)
 {
-    unsigned char spki[2048], digest[32], b64[48];
-    size_t n = 0;
-    /* DER is written at the end of the buffer */
-    int len = mbedtls_pk_write_pubkey_der((mbedtls_pk_context *)&crt->pk, spki, sizeof spki);
-    if (len <= 0 || out_len < EC_TLS_PIN_MAX ||
-        mbedtls_sha256_ret(spki + sizeof spki - (size_t)len, (size_t)len, digest, 0) != 0 ||
-        mbedtls_base64_encode(b64, sizeof b64, &n, digest, sizeof digest) != 0)
+    if (out_len < EC_PIN_BYTES)
         return EC_ERR_INVALID;
-    snprintf(out, out_len, "sha256//%.*s", (int)n, (const char *)b64);
-    return EC_OK;
+    return ec_provision_spki_pin((mbedtls_pk_context *)&crt->pk, out) == EC_OK ? EC_OK
+                                                                               : EC_ERR_INVALID;
 }

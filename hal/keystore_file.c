@@ -14,13 +14,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <mbedtls/base64.h>
+#include <mbedtls/ecp.h>
 #include <mbedtls/gcm.h>
 #include <mbedtls/platform_util.h>
 #include <mbedtls/pk.h>
+#include <mbedtls/rsa.h>
 #include <mbedtls/x509_crt.h>
 #include <mbedtls/sha256.h>
 
 #include "edgecap/fault.h"
+#include "edgecap/file.h"
 #include "edgecap/log.h"
 #include "edgecap/rng.h"
 #include "edgecap/secmem.h"
@@ -86,8 +90,6 @@ static void file_close(void *ctx)
     ec_secmem_free(ctx); /* wipes the KEK */
 }
 
-static ec_status fsync_dir(const char *dir);
-
 /* Zeros over a key file's bytes, fsync, unlink. */
 static ec_status zero_and_unlink(const char *path)
 {
@@ -132,9 +134,12 @@ static ec_status file_destroy(void *ctx)
     if (d != NULL)
         closedir(d);
     if (st == EC_OK)
-        st = fsync_dir(ks->dir);
+        st = ec_file_fsync_dir(ks->dir);
     return st;
 }
+static ec_status file_generate_identity(void *ctx, ec_key_type type, const char *ref,
+                                        mbedtls_pk_context *key);
+static ec_status file_identity_public(void *ctx, const char *ref, mbedtls_pk_context *pub);
 
 static const ec_keystore_ops file_ops = {
     .name = "file",
@@ -143,6 +148,8 @@ static const ec_keystore_ops file_ops = {
     .kek_id = file_kek_id,
     .close = file_close,
     .destroy = file_destroy,
+    .generate_identity = file_generate_identity,
+    .identity_public = file_identity_public,
 };
 
 static ec_status read_exact(int fd, uint8_t *buf, size_t len)
@@ -183,16 +190,6 @@ static ec_status load_kek(const char *path, uint8_t *kek)
     return st;
 }
 
-static ec_status fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return EC_ERR_IO;
-    int rc = fsync(fd);
-    close(fd);
-    return rc == 0 ? EC_OK : EC_ERR_IO;
-}
-
 /* Writes a new KEK to a temporary file and links it into place; losing the
  * race to another process is fine: its KEK is loaded instead. */
 static ec_status create_kek(const char *dir, const char *path, uint8_t *kek)
@@ -221,7 +218,7 @@ static ec_status create_kek(const char *dir, const char *path, uint8_t *kek)
     if (!ok)
         return EC_ERR_IO;
     ec_log(EC_LOG_INFO, "kek_created", EC_LOG_STR("path", path));
-    return fsync_dir(dir);
+    return ec_file_fsync_dir(dir);
 }
 
 static ec_status open_file_store(ec_keystore *ks, const char *dir, bool create)
@@ -412,5 +409,138 @@ ec_status ec_keystore_file_certificate(const char *cert_path, uint8_t **cert_der
 out:
     mbedtls_x509_crt_free(&crt);
     ec_secmem_free(cert_file);
+    return st;
+}
+
+/* ---- the device identity key: a PEM file, 0600 ---------------------------- */
+
+/* Largest private key DER written here (RSA 3072 PKCS#1 is about 1.8 KB). */
+#define KEY_DER_MAX 4096
+
+/* The private key as PEM (SEC1 for EC, PKCS#1 for RSA, as mbedTLS writes
+ * DER), assembled here so that every intermediate copy (DER, base64) is in
+ * secure memory; mbedtls_pk_write_key_pem would stage it on the stack and
+ * the heap. `*pem` is secure memory, `*pem_len` without a NUL. */
+static ec_status key_pem(mbedtls_pk_context *key, uint8_t **pem, size_t *pem_len)
+{
+    const char *label =
+        mbedtls_pk_get_type(key) == MBEDTLS_PK_RSA ? "RSA PRIVATE KEY" : "EC PRIVATE KEY";
+    uint8_t *der = ec_secmem_alloc(KEY_DER_MAX);
+    uint8_t *b64 = ec_secmem_alloc(KEY_DER_MAX * 2);
+    uint8_t *out = ec_secmem_alloc(KEY_DER_MAX * 3);
+    ec_status st = EC_ERR_NOMEM;
+    *pem = NULL;
+    if (der == NULL || b64 == NULL || out == NULL)
+        goto out;
+    st = EC_ERR_CRYPTO;
+    int n = mbedtls_pk_write_key_der(key, der, KEY_DER_MAX);
+    size_t b64_len = 0;
+    if (n <= 0 || mbedtls_base64_encode(b64, KEY_DER_MAX * 2, &b64_len,
+                                        der + KEY_DER_MAX - (size_t)n, (size_t)n) != 0)
+        goto out;
+    size_t len = (size_t)snprintf((char *)out, KEY_DER_MAX * 3, "-----BEGIN %s-----\n", label);
+    for (size_t i = 0; i < b64_len; i += 64) {
+        size_t line = b64_len - i < 64 ? b64_len - i : 64;
+        memcpy(out + len, b64 + i, line);
+        len += line;
+        out[len++] = '\n';
+    }
+    len += (size_t)snprintf((char *)out + len, KEY_DER_MAX * 3 - len, "-----END %s-----\n", label);
+    *pem = out;
+    *pem_len = len;
+    out = NULL;
+    st = EC_OK;
+out:
+    ec_secmem_free(der);
+    ec_secmem_free(b64);
+    ec_secmem_free(out);
+    return st;
+}
+
+static ec_status generate_key(ec_key_type type, mbedtls_pk_context *key)
+{
+    int rc;
+    if (type == EC_KEY_TYPE_RSA_3072) {
+        rc = mbedtls_pk_setup(key, mbedtls_pk_info_from_type(MBEDTLS_PK_RSA));
+        if (rc == 0)
+            rc = mbedtls_rsa_gen_key(mbedtls_pk_rsa(*key), ec_rng_mbedtls, NULL, 3072, 65537);
+    } else if (type == EC_KEY_TYPE_EC_P256) {
+        rc = mbedtls_pk_setup(key, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY));
+        if (rc == 0)
+            rc = mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP256R1, mbedtls_pk_ec(*key), ec_rng_mbedtls,
+                                     NULL);
+    } else {
+        return EC_ERR_INVALID;
+    }
+    return rc == 0 ? EC_OK : EC_ERR_CRYPTO;
+}
+
+static ec_status file_generate_identity(void *ctx, ec_key_type type, const char *ref,
+                                        mbedtls_pk_context *key)
+{
+    (void)ctx;
+    uint8_t *pem = NULL;
+    size_t pem_len = 0;
+    /* Claimed first (O_EXCL): an existing key is never replaced, and two
+     * runs cannot both write one. */
+    int fd = open(ref, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
+    if (fd < 0) {
+        if (errno == EEXIST)
+            return EC_ERR_EXISTS;
+        ec_log(EC_LOG_ERROR, "identity_key_create_failed", EC_LOG_STR("path", ref),
+               EC_LOG_STR("reason", strerror(errno)));
+        return errno == ENOENT ? EC_ERR_NOT_FOUND : EC_ERR_IO;
+    }
+    ec_status st = fchmod(fd, 0600) == 0 ? EC_OK : EC_ERR_IO; /* whatever the umask */
+    if (st == EC_OK)
+        st = generate_key(type, key);
+    if (st == EC_OK)
+        st = key_pem(key, &pem, &pem_len);
+    if (st == EC_OK && (EC_FAULT("keystore.identity_write") ||
+                        ec_file_write_all(fd, pem, pem_len) != EC_OK || fsync(fd) != 0))
+        st = EC_ERR_IO;
+    if (close(fd) != 0 && st == EC_OK)
+        st = EC_ERR_IO;
+    if (st == EC_OK)
+        st = ec_file_fsync_parent(ref);
+    if (st != EC_OK) {
+        /* ours, created above: a half-made key must not block the next try */
+        unlink(ref);
+        mbedtls_pk_free(key);
+        mbedtls_pk_init(key);
+        ec_log(EC_LOG_ERROR, "identity_key_create_failed", EC_LOG_STR("path", ref),
+               EC_LOG_STATUS(st));
+    } else {
+        ec_log(EC_LOG_INFO, "identity_key_created", EC_LOG_STR("path", ref),
+               EC_LOG_STR("type", type == EC_KEY_TYPE_RSA_3072 ? "rsa-3072" : "ec-p256"));
+    }
+    ec_secmem_free(pem);
+    return st;
+}
+
+static ec_status file_identity_public(void *ctx, const char *ref, mbedtls_pk_context *pub)
+{
+    (void)ctx;
+    uint8_t *file = NULL;
+    size_t len = 0;
+    unsigned char der[2048];
+    mbedtls_pk_context key;
+    mbedtls_pk_init(&key);
+    ec_status st = read_file_secure(ref, true, &file, &len);
+    if (st != EC_OK)
+        goto out;
+    st = EC_ERR_CRYPTO;
+    if (mbedtls_pk_parse_key(&key, file, parse_len(file, len), NULL, 0) != 0) {
+        ec_log(EC_LOG_ERROR, "credential_invalid", EC_LOG_STR("key", ref),
+               EC_LOG_STR("reason", "not a PEM/DER private key"));
+        goto out;
+    }
+    /* the public half only: DER written at the end of the buffer */
+    int n = mbedtls_pk_write_pubkey_der(&key, der, sizeof der);
+    if (n > 0 && mbedtls_pk_parse_public_key(pub, der + sizeof der - (size_t)n, (size_t)n) == 0)
+        st = EC_OK;
+out:
+    mbedtls_pk_free(&key);
+    ec_secmem_free(file);
     return st;
 }

@@ -121,7 +121,8 @@ typedef struct {
         char pin_next[64];
         char allowed_hosts[EC_CFG_HOSTS_MAX][EC_CFG_HOST_MAX];
         size_t n_allowed_hosts;
-        int min_version; /* ec_tls_min_version */
+        int min_version;                      /* ec_tls_min_version */
+        char client_ca_file[EC_CFG_PATH_MAX]; /* CA of device certificates ("": ca_file) */
     } tls;
     struct {
         int mode; /* ec_auth_mode */

@@ -19,6 +19,8 @@
 #include <stdint.h>
 
 #include "edgecap/secret.h"
+#include <mbedtls/pk.h>
+
 #include "edgecap/status.h"
 
 #define EC_KEK_ID_BYTES 16
@@ -26,6 +28,9 @@
 #define EC_WRAP_NONCE_BYTES 12
 #define EC_WRAP_TAG_BYTES 16
 #define EC_WRAPPED_KEY_BYTES (EC_WRAP_NONCE_BYTES + EC_DATA_KEY_BYTES + EC_WRAP_TAG_BYTES)
+
+/* The device identity key pair (the TLS client key that `provision init` makes). */
+typedef enum { EC_KEY_TYPE_EC_P256 = 0, EC_KEY_TYPE_RSA_3072 = 1 } ec_key_type;
 
 typedef struct {
     const char *name;
@@ -47,6 +52,24 @@ typedef struct {
      * file). ECDSA P-256: `sig` gets the raw r || s, 64 bytes. */
     ec_status (*sign_digest)(void *ctx, const uint8_t *hash, size_t hash_len, uint8_t *sig,
                              size_t sig_cap, size_t *sig_len);
+    /*
+     * The device identity key pair, named by `ref` (for the file backend the
+     * [tls] client_key path; a token backend may take a label). Both are
+     * optional (NULL: this backend cannot), so a backend that keeps keys in a
+     * token generates them there and hands back a context that signs through
+     * it.
+     *
+     * generate_identity creates a new key pair of `type` and never replaces
+     * an existing one (EC_ERR_EXISTS, nothing touched); `key` (initialised by
+     * the caller, freed by the caller) is set up to sign with it (the CSR)
+     * and carries its public key. The private key leaves the backend only to
+     * its own store (the file backend: a 0600 file created with O_EXCL).
+     */
+    ec_status (*generate_identity)(void *ctx, ec_key_type type, const char *ref,
+                                   mbedtls_pk_context *key);
+    /* Sets up `pub` (initialised by the caller) with the public key of the
+     * identity at `ref`; EC_ERR_NOT_FOUND when there is none. */
+    ec_status (*identity_public)(void *ctx, const char *ref, mbedtls_pk_context *pub);
 } ec_keystore_ops;
 
 typedef struct {

@@ -26,6 +26,7 @@ typedef enum {
     EC_ERR_POLICY = -15,     /* refused by our own policy: host, scheme, redirect */
     EC_ERR_PROTOCOL = -16,   /* the server answered, but not with what the contract says */
     EC_ERR_AUTH = -17,       /* the server refused our credentials (401/403, token refused) */
+    EC_ERR_EXISTS = -18,     /* refused to replace something that must never be replaced */
 } ec_status;
 
 const char *ec_strerror(ec_status status);

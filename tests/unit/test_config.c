@@ -662,6 +662,9 @@ static reject_case cases[] = {
     {.name = "relative path", .at = {[S_DEVICE] = "keystore_dir = var/lib/keys"},
      .line = L_DEVICE, .key = "[device] keystore_dir",
      .fragment = "expected an absolute path, got \"var/lib/keys\""},
+    {.name = "relative client_ca_file", .at = {[S_TLS] = "client_ca_file = tls/device-ca.pem"},
+     .line = L_TLS, .key = "[tls] client_ca_file",
+     .fragment = "expected an absolute path, got \"tls/device-ca.pem\""},
     {.name = "locale", .at = {[S_SPEECH] = "locale = english"},
      .line = L_SPEECH, .key = "[speech] locale", .fragment = "expected a locale such as en-US"},
 
