@@ -25,6 +25,7 @@
 
 #include "edgecap/config.h"
 #include "edgecap/fault.h"
+#include "edgecap/file.h"
 
 #define AUDIT_LINE_MAX EC_AUDIT_LINE_MAX
 #define HEX_LEN 64
@@ -75,16 +76,6 @@ static int hmac_hex(const ec_secret *key, const char *text, size_t len, char *ou
         ec_hex_encode(mac, sizeof mac, out);
     mbedtls_platform_zeroize(mac, sizeof mac);
     return rc;
-}
-
-static ec_status sync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return EC_ERR_IO;
-    int rc = fsync(fd);
-    close(fd);
-    return rc == 0 ? EC_OK : EC_ERR_IO;
 }
 
 /* The chain continues from the last whole line of the file. A file whose
@@ -184,7 +175,7 @@ static void recover_rotation(ec_audit *a)
     if (unlink(next) == 0)
         changed = true;
     if (changed) {
-        (void)sync_dir(a->dir);
+        (void)ec_file_fsync_dir(a->dir);
         ec_log(EC_LOG_WARN, "audit_rotation_rolled_back", EC_LOG_STR("path", a->path),
                EC_LOG_STR("reason", "a rotation was interrupted (crash)"));
     }
@@ -429,7 +420,7 @@ static ec_status shift_old(const ec_audit *a)
         if (rename(from, to) != 0)
             return EC_ERR_IO;
     }
-    return sync_dir(a->dir);
+    return ec_file_fsync_dir(a->dir);
 }
 
 /* One datagram, never waiting: a receiver that is gone or full costs the
@@ -520,11 +511,12 @@ static ec_status rotate(ec_audit *a)
     if (shift_old(a) != EC_OK)
         goto out;
     step = "linking the old file";
-    if (EC_FAULT("audit.rotate.link") || link(a->path, one) != 0 || sync_dir(a->dir) != EC_OK)
+    if (EC_FAULT("audit.rotate.link") || link(a->path, one) != 0 ||
+        ec_file_fsync_dir(a->dir) != EC_OK)
         goto out;
     step = "renaming the new file";
     if (EC_FAULT("audit.rotate.rename") || rename(next_path, a->path) != 0 ||
-        sync_dir(a->dir) != EC_OK)
+        ec_file_fsync_dir(a->dir) != EC_OK)
         goto out;
     unlock_current(a);
     close(a->fd);

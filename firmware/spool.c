@@ -21,6 +21,7 @@
 
 #include "edgecap/config.h"
 #include "edgecap/fault.h"
+#include "edgecap/file.h"
 #include "edgecap/log.h"
 #include "edgecap/secmem.h"
 
@@ -101,18 +102,7 @@ static bool has_suffix(const char *s, const char *suffix)
 
 static ec_status write_all(int fd, const uint8_t *p, size_t len)
 {
-    while (len > 0) {
-        if (EC_FAULT("spool.write"))
-            return EC_ERR_IO;
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return EC_ERR_IO;
-        p += n;
-        len -= (size_t)n;
-    }
-    return EC_OK;
+    return EC_FAULT("spool.write") ? EC_ERR_IO : ec_file_write_all(fd, p, len);
 }
 
 static ec_status pread_all(int fd, uint8_t *p, size_t len, off_t off)
