@@ -66,9 +66,10 @@ chmod +x "$TOOL"
 passed=0 failed=0 skipped_total=0
 failures=()
 
-# Counts the TAP lines of one run; $1 name, $2 exit code, $3 TAP file.
+# Counts the TAP lines of one run; $1 name, $2 exit code, $3 TAP file,
+# $4 seconds it took (shown, so CI logs tell where the suite's time goes).
 tally() {
-    local name=$1 rc=$2 tap=$3 ok notok skipped plan seen
+    local name=$1 rc=$2 tap=$3 secs=$4 ok notok skipped plan seen
     # a skipped test is "ok N # SKIP" in TAP, but cmocka prints "not ok N # SKIP"
     ok=$(grep -cE '^ok [0-9]+' "$tap")
     skipped=$(grep -cE '^(not )?ok [0-9]+.*# SKIP' "$tap")
@@ -92,18 +93,19 @@ tally() {
         failed=$((failed + 1))
         failures+=("$name: ran no test")
     fi
-    printf '  %-40s %3d passed, %d failed%s%s\n' "$name" "$((ok - skipped))" "$notok" \
+    printf '  %-40s %3d passed, %d failed%s%s  [%ds]\n' "$name" "$((ok - skipped))" "$notok" \
         "$([ "$skipped" -gt 0 ] && echo ", $skipped skipped")" \
-        "$([ "$rc" -ne 0 ] && echo " (exit $rc)")"
+        "$([ "$rc" -ne 0 ] && echo " (exit $rc)")" "$secs"
 }
 
 echo "== $ARCH: $(basename "$BUILD")${QEMU:+ under $QEMU}$([ "$VALGRIND" = 1 ] && echo ' under valgrind')"
 for bin in "$@"; do
     name=$(basename "$bin")
     tap=$RESULTS/$name.tap
+    t0=$SECONDS
     (cd "$SRCDIR" && EC_SRCDIR=$SRCDIR CMOCKA_MESSAGE_OUTPUT=TAP \
         timeout 300 "${RUNNER[@]}" "$bin") >"$tap" 2>"$RESULTS/$name.stderr"
-    tally "$name" $? "$tap"
+    tally "$name" $? "$tap" $((SECONDS - t0))
 done
 
 # System tests: shell scripts that drive the CLI (and later the peers).
@@ -111,10 +113,11 @@ for script in "$SRCDIR"/tests/system/*.sh; do
     [ -e "$script" ] || continue
     name=$(basename "$script" .sh)
     tap=$RESULTS/$name.tap
+    t0=$SECONDS
     (cd "$SRCDIR" && EC_SRCDIR=$SRCDIR ARCH=$ARCH BUILD=$BUILD EDGECAP=$WRAP TOOL=$TOOL \
         EC_QEMU="$QEMU" EC_SYSROOT="$SYSROOT" EC_VALGRIND=$VALGRIND \
         timeout 600 bash "$script") >"$tap" 2>"$RESULTS/$name.stderr"
-    tally "$name" $? "$tap"
+    tally "$name" $? "$tap" $((SECONDS - t0))
 done
 
 echo "$passed $failed $skipped_total" >"$RESULTS/summary"
