@@ -298,14 +298,16 @@ static int start_secure(const ec_config *cfg)
 }
 
 /* The token key store of [pkcs11]; EX_OK or the exit code (the reason is
- * logged by the backend; the PIN never is). */
-static int open_pkcs11(const ec_config *cfg, ec_keystore *ks)
+ * logged by the backend; the PIN never is). `key_optional`: the device key
+ * need not exist yet (provision). */
+static int open_pkcs11(const ec_config *cfg, ec_keystore *ks, bool key_optional)
 {
     ec_keystore_pkcs11_params p = {.module = cfg->pkcs11.module,
                                    .token_label = cfg->pkcs11.token_label,
                                    .pin = cfg->pkcs11.pin,
                                    .kek_label = cfg->pkcs11.kek_label,
-                                   .key_label = cfg->pkcs11.key_label};
+                                   .key_label = cfg->pkcs11.key_label,
+                                   .key_optional = key_optional};
     ec_status st = ec_keystore_pkcs11_open(ks, &p);
     if (st == EC_OK)
         return EX_OK;
@@ -315,10 +317,10 @@ static int open_pkcs11(const ec_config *cfg, ec_keystore *ks)
 }
 
 /* The key store a config names; EX_OK or the exit code (reason printed). */
-static int open_keystore(const ec_config *cfg, ec_keystore *ks)
+static int open_keystore_for(const ec_config *cfg, ec_keystore *ks, bool key_optional)
 {
     if (cfg->device.keystore == EC_KEYSTORE_PKCS11)
-        return open_pkcs11(cfg, ks);
+        return open_pkcs11(cfg, ks, key_optional);
     ec_status st = ec_keystore_file_open(ks, cfg->device.keystore_dir);
     if (st != EC_OK) {
         fprintf(stderr, "edgecap: cannot open the key store %s: %s\n", cfg->device.keystore_dir,
@@ -326,6 +328,11 @@ static int open_keystore(const ec_config *cfg, ec_keystore *ks)
         return st == EC_ERR_PERM ? EX_NOPERM : EX_IOERR;
     }
     return EX_OK;
+}
+
+static int open_keystore(const ec_config *cfg, ec_keystore *ks)
+{
+    return open_keystore_for(cfg, ks, false);
 }
 
 /* The key store and spool a config names; EX_OK or the exit code. An
@@ -1694,7 +1701,8 @@ static int cmd_provision(int argc, char **argv)
         return rc;
     if ((rc = start_secure(&cfg)) != EX_OK)
         goto out;
-    if ((rc = open_keystore(&cfg, &ks)) != EX_OK)
+    /* the device key on a token is what init makes */
+    if ((rc = open_keystore_for(&cfg, &ks, true)) != EX_OK)
         goto out;
     ec_status st;
     if (which == 1) {

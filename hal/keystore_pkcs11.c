@@ -17,6 +17,8 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include <mbedtls/asn1.h>
+#include <mbedtls/ecp.h>
 #include <mbedtls/platform_util.h>
 #include <mbedtls/sha256.h>
 
@@ -24,6 +26,7 @@
 #include "edgecap/log.h"
 #include "edgecap/rng.h"
 #include "edgecap/secmem.h"
+#include "edgecap/token_key.h"
 
 #define TOKEN_LABEL_BYTES 32
 #define KEK_CKA_ID_BYTES 16
@@ -41,6 +44,9 @@ typedef struct {
     CK_OBJECT_HANDLE kek;
     CK_OBJECT_HANDLE key; /* CK_INVALID_HANDLE: no device key */
     uint8_t id[EC_KEK_ID_BYTES];
+    /* This store as an ec_keystore, for a pk context that signs through it
+     * (generate_identity hands one out). */
+    ec_keystore self;
     /* An unwrapped data key passes through here (this struct is secure memory). */
     uint8_t scratch[EC_DATA_KEY_BYTES + EC_WRAP_TAG_BYTES];
 } p11_ks;
@@ -67,6 +73,9 @@ static const char *rv_text(CK_RV rv, char *buf, size_t len)
         {CKR_USER_NOT_LOGGED_IN, "CKR_USER_NOT_LOGGED_IN"},
         {CKR_ENCRYPTED_DATA_INVALID, "CKR_ENCRYPTED_DATA_INVALID"},
         {CKR_ATTRIBUTE_SENSITIVE, "CKR_ATTRIBUTE_SENSITIVE"},
+        {CKR_ATTRIBUTE_VALUE_INVALID, "CKR_ATTRIBUTE_VALUE_INVALID"},
+        {CKR_TEMPLATE_INCONSISTENT, "CKR_TEMPLATE_INCONSISTENT"},
+        {CKR_DOMAIN_PARAMS_INVALID, "CKR_DOMAIN_PARAMS_INVALID"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (names[i].rv == rv)
@@ -217,6 +226,10 @@ static void p11_close(void *ctx)
     p11_free(ctx);
 }
 
+static ec_status p11_generate_identity(void *ctx, ec_key_type type, const char *ref,
+                                       mbedtls_pk_context *key);
+static ec_status p11_identity_public(void *ctx, const char *ref, mbedtls_pk_context *pub);
+
 static const ec_keystore_ops p11_ops = {
     .name = "pkcs11",
     .wrap = p11_wrap,
@@ -224,6 +237,8 @@ static const ec_keystore_ops p11_ops = {
     .kek_id = p11_kek_id,
     .close = p11_close,
     .sign_digest = p11_sign_digest,
+    .generate_identity = p11_generate_identity,
+    .identity_public = p11_identity_public,
 };
 
 bool ec_keystore_has_device_key(const ec_keystore *ks)
@@ -504,9 +519,13 @@ static ec_status derive_kek_id(p11_ks *k, const char *label)
     return EC_OK;
 }
 
-static ec_status open_device_key(p11_ks *k, const char *label)
+static ec_status open_device_key(p11_ks *k, const char *label, bool optional)
 {
     ec_status st = find_one(k, CKO_PRIVATE_KEY, label, &k->key);
+    if (st == EC_ERR_NOT_FOUND && optional) {
+        k->key = CK_INVALID_HANDLE;
+        return EC_OK;
+    }
     if (st == EC_ERR_NOT_FOUND)
         ec_log(EC_LOG_ERROR, "pkcs11_key_not_found", EC_LOG_STR("key_label", label),
                EC_LOG_STR("reason", "no private key with this label on the token"));
@@ -565,12 +584,177 @@ ec_status ec_keystore_pkcs11_open(ec_keystore *ks, const ec_keystore_pkcs11_para
     if (st == EC_OK)
         st = derive_kek_id(k, p->kek_label);
     if (st == EC_OK && p->key_label != NULL && p->key_label[0] != '\0')
-        st = open_device_key(k, p->key_label);
+        st = open_device_key(k, p->key_label, p->key_optional);
     if (st != EC_OK) {
         p11_free(k);
         return st;
     }
+    k->self.ops = &p11_ops;
+    k->self.ctx = k;
     ks->ops = &p11_ops;
     ks->ctx = k;
     return EC_OK;
+}
+
+/* ---- the device identity key pair ------------------------------------------- */
+
+/* Sets up `pub` (initialised, empty) with the P-256 public key `obj`
+ * (CKA_EC_POINT: a DER OCTET STRING around the uncompressed point; some
+ * tokens give the bare point). */
+static ec_status read_ec_public(p11_ks *k, CK_OBJECT_HANDLE obj, const char *label,
+                                mbedtls_pk_context *pub)
+{
+    uint8_t params[32], point[80];
+    CK_KEY_TYPE type = (CK_KEY_TYPE)-1;
+    CK_ATTRIBUTE a[] = {
+        {CKA_KEY_TYPE, &type, sizeof type},
+        {CKA_EC_PARAMS, params, sizeof params},
+        {CKA_EC_POINT, point, sizeof point},
+    };
+    CK_RV rv = k->f->C_GetAttributeValue(k->session, obj, a, 3);
+    const char *why = NULL;
+    unsigned char *p = point, *end = point + a[2].ulValueLen;
+    size_t len = 0;
+    if (rv != CKR_OK)
+        why = "its attributes cannot be read";
+    else if (type != CKK_EC || a[1].ulValueLen != sizeof p256_params ||
+             memcmp(params, p256_params, sizeof p256_params) != 0)
+        why = "it is not an EC P-256 public key";
+    else if (mbedtls_asn1_get_tag(&p, end, &len, MBEDTLS_ASN1_OCTET_STRING) != 0 || p + len != end)
+        p = point, len = a[2].ulValueLen; /* not wrapped */
+    mbedtls_ecp_keypair *ec = NULL;
+    if (why == NULL && (mbedtls_pk_setup(pub, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY)) != 0 ||
+                        (ec = mbedtls_pk_ec(*pub)) == NULL ||
+                        mbedtls_ecp_group_load(&ec->grp, MBEDTLS_ECP_DP_SECP256R1) != 0 ||
+                        mbedtls_ecp_point_read_binary(&ec->grp, &ec->Q, p, len) != 0 ||
+                        mbedtls_ecp_check_pubkey(&ec->grp, &ec->Q) != 0))
+        why = "its CKA_EC_POINT is not a point on P-256";
+    if (why == NULL)
+        return EC_OK;
+    mbedtls_pk_free(pub);
+    mbedtls_pk_init(pub);
+    ec_log(EC_LOG_ERROR, "pkcs11_object_refused", EC_LOG_STR("label", label),
+           EC_LOG_STR("reason", why));
+    return EC_ERR_CRYPTO;
+}
+
+static ec_status p11_identity_public(void *ctx, const char *ref, mbedtls_pk_context *pub)
+{
+    p11_ks *k = ctx;
+    CK_OBJECT_HANDLE obj = CK_INVALID_HANDLE;
+    pthread_mutex_lock(&k->lock);
+    ec_status st = find_one(k, CKO_PUBLIC_KEY, ref, &obj);
+    if (st == EC_OK)
+        st = read_ec_public(k, obj, ref, pub);
+    pthread_mutex_unlock(&k->lock);
+    return st;
+}
+
+/* Whether any key (private or public) has `label`: init never adds a
+ * second key under a label, which would make the device key ambiguous. */
+static ec_status label_taken(p11_ks *k, const char *label, bool *taken)
+{
+    static const CK_OBJECT_CLASS classes[] = {CKO_PRIVATE_KEY, CKO_PUBLIC_KEY};
+    *taken = false;
+    for (size_t i = 0; i < sizeof classes / sizeof classes[0] && !*taken; i++) {
+        CK_OBJECT_HANDLE found[2];
+        CK_ULONG n = 0;
+        ec_status st = list_label(k, classes[i], label, found, &n);
+        if (st != EC_OK)
+            return st;
+        *taken = n > 0;
+    }
+    return EC_OK;
+}
+
+/* C_GenerateKeyPair for EC P-256 under `label`; called with the lock held. */
+static CK_RV generate_ec_pair(p11_ks *k, const char *label, CK_OBJECT_HANDLE *pub,
+                              CK_OBJECT_HANDLE *priv)
+{
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ULONG label_len = strlen(label);
+    /* tests: a key pair a buggy backend would leave readable */
+    CK_BBOOL extractable = EC_FAULT("pkcs11.keygen_extractable") ? CK_TRUE : CK_FALSE;
+    CK_ATTRIBUTE pub_tmpl[] = {
+        {CKA_TOKEN, &yes, sizeof yes},
+        {CKA_PRIVATE, &no, sizeof no},
+        {CKA_VERIFY, &yes, sizeof yes},
+        {CKA_ENCRYPT, &no, sizeof no},
+        {CKA_WRAP, &no, sizeof no},
+        {CKA_DERIVE, &no, sizeof no},
+        {CKA_EC_PARAMS, (void *)p256_params, sizeof p256_params},
+        {CKA_LABEL, (void *)label, label_len},
+        {CKA_ID, (void *)label, label_len},
+    };
+    CK_ATTRIBUTE priv_tmpl[] = {
+        {CKA_TOKEN, &yes, sizeof yes},         {CKA_PRIVATE, &yes, sizeof yes},
+        {CKA_SENSITIVE, &yes, sizeof yes},     {CKA_EXTRACTABLE, &extractable, sizeof extractable},
+        {CKA_SIGN, &yes, sizeof yes},          {CKA_DECRYPT, &no, sizeof no},
+        {CKA_UNWRAP, &no, sizeof no},          {CKA_DERIVE, &no, sizeof no},
+        {CKA_LABEL, (void *)label, label_len}, {CKA_ID, (void *)label, label_len},
+    };
+    CK_MECHANISM mech = {CKM_EC_KEY_PAIR_GEN, NULL, 0};
+    return k->f->C_GenerateKeyPair(k->session, &mech, pub_tmpl,
+                                   sizeof pub_tmpl / sizeof pub_tmpl[0], priv_tmpl,
+                                   sizeof priv_tmpl / sizeof priv_tmpl[0], pub, priv);
+}
+
+static ec_status p11_generate_identity(void *ctx, ec_key_type type, const char *ref,
+                                       mbedtls_pk_context *key)
+{
+    p11_ks *k = ctx;
+    CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE, found[2];
+    CK_ULONG n = 0;
+    mbedtls_pk_context pub_pk;
+    mbedtls_pk_init(&pub_pk);
+    bool taken = false;
+    ec_status st = EC_ERR_UNSUPPORTED;
+    if (type != EC_KEY_TYPE_EC_P256) {
+        ec_log(EC_LOG_ERROR, "pkcs11_keygen_unsupported", EC_LOG_STR("key_label", ref),
+               EC_LOG_STR("reason", "the token key store generates EC P-256 keys only"));
+        return st;
+    }
+    if (ref == NULL || ref[0] == '\0')
+        return EC_ERR_INVALID;
+    pthread_mutex_lock(&k->lock);
+    if ((st = label_taken(k, ref, &taken)) != EC_OK)
+        goto out;
+    if (taken) {
+        st = EC_ERR_EXISTS;
+        goto out;
+    }
+    CK_RV rv = generate_ec_pair(k, ref, &pub, &priv);
+    if (rv != CKR_OK) {
+        log_rv("pkcs11_failed", "generate the device key (C_GenerateKeyPair, CKM_EC_KEY_PAIR_GEN)",
+               rv);
+        pub = priv = CK_INVALID_HANDLE;
+        st = EC_ERR_IO;
+        goto out;
+    }
+    /* another init on the same token at the same time: only one key may
+     * carry the label, so the later one steps back */
+    if ((st = list_label(k, CKO_PRIVATE_KEY, ref, found, &n)) != EC_OK)
+        goto out;
+    if (n != 1) {
+        st = EC_ERR_EXISTS;
+        goto out;
+    }
+    if ((st = check_protected(k, priv, ref, CKK_EC, "it is not an EC key")) != EC_OK ||
+        (st = read_ec_public(k, pub, ref, &pub_pk)) != EC_OK)
+        goto out;
+    k->key = priv;
+    st = ec_token_key_setup(key, &k->self, &pub_pk);
+out:
+    if (st != EC_OK && priv != CK_INVALID_HANDLE) {
+        /* ours, made above: a refused or half-made key must not block the next try */
+        k->f->C_DestroyObject(k->session, priv);
+        k->f->C_DestroyObject(k->session, pub);
+        k->key = CK_INVALID_HANDLE;
+    }
+    pthread_mutex_unlock(&k->lock);
+    if (st == EC_OK)
+        ec_log(EC_LOG_INFO, "identity_key_created", EC_LOG_STR("backend", "pkcs11"),
+               EC_LOG_STR("key_label", ref), EC_LOG_STR("type", "ec-p256"));
+    mbedtls_pk_free(&pub_pk);
+    return st;
 }

@@ -112,6 +112,10 @@ typedef struct {
     const ec_secret *pin;    /* the user PIN */
     const char *kek_label;   /* the AES-256 KEK, created on the token when absent */
     const char *key_label;   /* the device's EC P-256 private key; "" = none */
+    /* With a key_label: open even when the token has no key under it yet
+     * (`provision` runs before and while the key is made); the device key is
+     * then absent until generate_identity makes it. */
+    bool key_optional;
 } ec_keystore_pkcs11_params;
 
 /*
@@ -122,6 +126,13 @@ typedef struct {
  * device's private key (EC P-256, sensitive, not extractable). An existing KEK
  * or key that is extractable or of the wrong kind is refused, never used.
  * The KEK id is a hash of the KEK's CKA_ID (public), never of key bytes.
+ * Its generate_identity makes an EC P-256 key pair on the token under the
+ * label `ref` (CKA_LABEL and CKA_ID = the label on both halves; the private
+ * half CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, not CKA_EXTRACTABLE, CKA_SIGN
+ * only), refusing with EC_ERR_EXISTS when any key already has that label;
+ * the key it hands back signs through the token (firmware/token_key.c), and
+ * the store's device key is the new key from then on. identity_public reads
+ * the public key object under `ref`.
  * Wrapping is CKM_AES_GCM on the token with the same layout and AAD as the
  * file store, so the spool format does not depend on the backend.
  * EC_ERR_NOT_FOUND: no module at the path, no such token, no such key;

@@ -80,7 +80,11 @@ static int group_setup(void **state)
         run("pkcs11-tool --module " MODULE " --token-label " TOKEN " --login --pin " PIN
             " --keypairgen --key-type EC:prime256v1 --label other --id 0f --usage-sign") == 0 &&
         run("pkcs11-tool --module " MODULE " --token-label " TOKEN " --login --pin " PIN
-            " --keypairgen --key-type EC:secp384r1 --label p384 --id 0e --usage-sign") == 0;
+            " --keypairgen --key-type EC:secp384r1 --label p384 --id 0e --usage-sign") == 0 &&
+        run("pkcs11-tool --module " MODULE " --token-label " TOKEN " --login --pin " PIN
+            " --keypairgen --key-type EC:prime256v1 --label pub-only --id 10 --usage-sign") == 0 &&
+        run("pkcs11-tool --module " MODULE " --token-label " TOKEN " --login --pin " PIN
+            " --delete-object --type privkey --label pub-only") == 0;
     if (dl != NULL)
         dlclose(dl);
     ec_secret_new(&pin, PIN, strlen(PIN));
@@ -512,6 +516,202 @@ static void test_device_key_signs_on_token(void **state)
     mbedtls_pk_free(&pub);
 }
 
+/* ---- the device key generated on the token (provision init) ------------------ */
+
+static ec_keystore_pkcs11_params gen_params(const char *key_label)
+{
+    ec_keystore_pkcs11_params p = params("kek-a");
+    p.key_label = key_label;
+    p.key_optional = true;
+    return p;
+}
+
+/* The public key object's CKA_EC_POINT under `label` (67 bytes). */
+static void ec_point_of(const char *label, uint8_t point[67])
+{
+    direct d;
+    direct_open(&d);
+    CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+    assert_int_equal(count_label(&d, CKO_PUBLIC_KEY, label, &h), 1);
+    CK_ATTRIBUTE a = {CKA_EC_POINT, point, 67};
+    assert_int_equal(d.f->C_GetAttributeValue(d.s, h, &a, 1), CKR_OK);
+    assert_int_equal(a.ulValueLen, 67);
+    direct_close(&d);
+}
+
+static void test_generate_identity_on_token(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    static const char label[] = "gen-device";
+    ec_keystore ks;
+    ec_keystore_pkcs11_params p = gen_params(label);
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    assert_false(ec_keystore_has_device_key(&ks));
+    mbedtls_pk_context key, pub;
+    mbedtls_pk_init(&key);
+    mbedtls_pk_init(&pub);
+    assert_int_equal(ks.ops->identity_public(ks.ctx, label, &pub), EC_ERR_NOT_FOUND);
+    ts_log_begin();
+    assert_int_equal(ks.ops->generate_identity(ks.ctx, EC_KEY_TYPE_EC_P256, label, &key), EC_OK);
+    char *log = ts_log_end();
+    assert_non_null(strstr(log, "event=identity_key_created backend=pkcs11 key_label=gen-device "
+                                "type=ec-p256"));
+    free(log);
+    assert_true(ec_keystore_has_device_key(&ks));
+    /* the key handed back signs on the token; identity_public is its public half */
+    assert_int_equal(ks.ops->identity_public(ks.ctx, label, &pub), EC_OK);
+    uint8_t hash[32], sig[MBEDTLS_PK_SIGNATURE_MAX_SIZE];
+    size_t sig_len = 0;
+    assert_int_equal(ec_rng_bytes(hash, sizeof hash), EC_OK);
+    assert_int_equal(
+        mbedtls_pk_sign(&key, MBEDTLS_MD_SHA256, hash, 32, sig, &sig_len, ec_rng_mbedtls, NULL), 0);
+    assert_int_equal(mbedtls_pk_verify(&pub, MBEDTLS_MD_SHA256, hash, 32, sig, sig_len), 0);
+    hash[0] ^= 1;
+    assert_int_not_equal(mbedtls_pk_verify(&pub, MBEDTLS_MD_SHA256, hash, 32, sig, sig_len), 0);
+    /* a certificate for the new key passes the pair check */
+    uint8_t cert[1024];
+    size_t cert_len = token_self_signed(&ks, &pub, cert, sizeof cert);
+    char why[160];
+    assert_int_equal(ec_token_key_check_pair(&ks, cert, cert_len, why, sizeof why), EC_OK);
+    mbedtls_pk_free(&key);
+    ec_keystore_close(&ks);
+
+    /* from outside: one key pair under the label, same CKA_ID on both halves,
+     * the private half sensitive, never extractable, a token object, sign only */
+    direct d;
+    direct_open(&d);
+    CK_OBJECT_HANDLE priv = CK_INVALID_HANDLE, pubh = CK_INVALID_HANDLE;
+    assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, label, &priv), 1);
+    assert_int_equal(count_label(&d, CKO_PUBLIC_KEY, label, &pubh), 1);
+    uint8_t value[128];
+    CK_ATTRIBUTE v = {CKA_VALUE, value, sizeof value};
+    assert_int_equal(d.f->C_GetAttributeValue(d.s, priv, &v, 1), CKR_ATTRIBUTE_SENSITIVE);
+    CK_BBOOL sensitive = CK_FALSE, extractable = CK_TRUE, never = CK_FALSE, token = CK_FALSE,
+             private_ = CK_FALSE, sign = CK_FALSE, decrypt = CK_TRUE, derive = CK_TRUE;
+    uint8_t id[64];
+    CK_ATTRIBUTE a[] = {
+        {CKA_SENSITIVE, &sensitive, sizeof sensitive},
+        {CKA_EXTRACTABLE, &extractable, sizeof extractable},
+        {CKA_NEVER_EXTRACTABLE, &never, sizeof never},
+        {CKA_TOKEN, &token, sizeof token},
+        {CKA_PRIVATE, &private_, sizeof private_},
+        {CKA_SIGN, &sign, sizeof sign},
+        {CKA_DECRYPT, &decrypt, sizeof decrypt},
+        {CKA_DERIVE, &derive, sizeof derive},
+        {CKA_ID, id, sizeof id},
+    };
+    assert_int_equal(d.f->C_GetAttributeValue(d.s, priv, a, sizeof a / sizeof a[0]), CKR_OK);
+    assert_true(sensitive);
+    assert_false(extractable);
+    assert_true(never);
+    assert_true(token);
+    assert_true(private_);
+    assert_true(sign);
+    assert_false(decrypt);
+    assert_false(derive);
+    assert_int_equal(a[8].ulValueLen, strlen(label));
+    assert_memory_equal(id, label, strlen(label));
+    CK_BBOOL verify = CK_FALSE;
+    uint8_t pub_id[64];
+    CK_ATTRIBUTE b[] = {
+        {CKA_TOKEN, &token, sizeof token},
+        {CKA_VERIFY, &verify, sizeof verify},
+        {CKA_ID, pub_id, sizeof pub_id},
+    };
+    token = CK_FALSE;
+    assert_int_equal(d.f->C_GetAttributeValue(d.s, pubh, b, 3), CKR_OK);
+    assert_true(token);
+    assert_true(verify);
+    assert_int_equal(b[2].ulValueLen, strlen(label));
+    assert_memory_equal(pub_id, label, strlen(label));
+    direct_close(&d);
+
+    /* it stays on the token: a later open finds it as the device key */
+    p.key_optional = false;
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    assert_true(ec_keystore_has_device_key(&ks));
+    assert_int_equal(ec_token_key_check_pair(&ks, cert, cert_len, why, sizeof why), EC_OK);
+    ec_keystore_close(&ks);
+    mbedtls_pk_free(&pub);
+}
+
+/* A label that is taken (a key made elsewhere, or by an earlier init) is
+ * never given a second key: EC_ERR_EXISTS, the token as it was. So are a
+ * key type the token store does not make. */
+static void test_generate_identity_refusals(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    uint8_t before[67], after[67];
+    ec_point_of(KEY_LABEL, before);
+    ec_keystore ks;
+    ec_keystore_pkcs11_params p = gen_params(KEY_LABEL);
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    mbedtls_pk_context key;
+    mbedtls_pk_init(&key);
+    assert_int_equal(ks.ops->generate_identity(ks.ctx, EC_KEY_TYPE_EC_P256, KEY_LABEL, &key),
+                     EC_ERR_EXISTS);
+    assert_int_equal(mbedtls_pk_get_type(&key), MBEDTLS_PK_NONE);
+    /* a label with only a public key is taken too */
+    assert_int_equal(ks.ops->generate_identity(ks.ctx, EC_KEY_TYPE_EC_P256, "pub-only", &key),
+                     EC_ERR_EXISTS);
+    ts_log_begin();
+    assert_int_equal(ks.ops->generate_identity(ks.ctx, EC_KEY_TYPE_RSA_3072, "rsa-device", &key),
+                     EC_ERR_UNSUPPORTED);
+    char *log = ts_log_end();
+    assert_non_null(strstr(log, "event=pkcs11_keygen_unsupported key_label=rsa-device "
+                                "reason=\"the token key store generates EC P-256 keys only\""));
+    free(log);
+    ec_keystore_close(&ks);
+    ec_point_of(KEY_LABEL, after);
+    assert_memory_equal(before, after, sizeof before);
+    direct d;
+    direct_open(&d);
+    assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, KEY_LABEL, NULL), 1);
+    assert_int_equal(count_label(&d, CKO_PUBLIC_KEY, KEY_LABEL, NULL), 1);
+    assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, "pub-only", NULL), 0);
+    assert_int_equal(count_label(&d, CKO_PUBLIC_KEY, "pub-only", NULL), 1);
+    assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, "rsa-device", NULL), 0);
+    assert_int_equal(count_label(&d, CKO_PUBLIC_KEY, "rsa-device", NULL), 0);
+    direct_close(&d);
+}
+
+/* The generated key is checked before use: a key pair the token made
+ * extractable (seam: the template asks for it) is refused and destroyed, so
+ * nothing is left under the label and the next try works. */
+static void test_generate_identity_checks_the_new_key(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    ec_keystore ks;
+    ec_keystore_pkcs11_params p = gen_params("gen-checked");
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    mbedtls_pk_context key;
+    mbedtls_pk_init(&key);
+    ec_fault_reset();
+    ec_fault_arm("pkcs11.keygen_extractable", 0, 1);
+    ts_log_begin();
+    assert_int_equal(ks.ops->generate_identity(ks.ctx, EC_KEY_TYPE_EC_P256, "gen-checked", &key),
+                     EC_ERR_CRYPTO);
+    char *log = ts_log_end();
+    ec_fault_reset();
+    assert_non_null(strstr(log, "event=pkcs11_object_refused label=gen-checked reason=\"it is "
+                                "extractable or not sensitive"));
+    assert_null(strstr(log, "identity_key_created"));
+    free(log);
+    assert_false(ec_keystore_has_device_key(&ks));
+    assert_int_equal(ks.ops->generate_identity(ks.ctx, EC_KEY_TYPE_EC_P256, "gen-checked", &key),
+                     EC_OK);
+    mbedtls_pk_free(&key);
+    ec_keystore_close(&ks);
+    direct d;
+    direct_open(&d);
+    assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, "gen-checked", NULL), 1);
+    assert_int_equal(count_label(&d, CKO_PUBLIC_KEY, "gen-checked", NULL), 1);
+    direct_close(&d);
+}
+
 /* DER INTEGERs are signed: a half with its top bit set gets a 0x00 in front,
  * leading zero bytes are dropped. */
 static void test_sig_to_der(void **state)
@@ -541,6 +741,9 @@ int main(void)
         cmocka_unit_test(test_rejections),
         cmocka_unit_test(test_kek_creation_race_leaves_one),
         cmocka_unit_test(test_device_key_signs_on_token),
+        cmocka_unit_test(test_generate_identity_on_token),
+        cmocka_unit_test(test_generate_identity_refusals),
+        cmocka_unit_test(test_generate_identity_checks_the_new_key),
         cmocka_unit_test(test_sig_to_der),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
