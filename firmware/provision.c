@@ -220,12 +220,6 @@ ec_status ec_provision_init(const ec_provision_init_params *p, FILE *out, char *
                  where);
         goto out;
     }
-    if (st == EC_ERR_UNSUPPORTED) {
-        snprintf(why, why_len,
-                 "cannot create the device key %s: the %s key store cannot generate %s keys", where,
-                 ks->ops->name, p->key_type == EC_KEY_TYPE_RSA_3072 ? "rsa-3072" : "ec-p256");
-        goto out;
-    }
     if (st != EC_OK) {
         snprintf(why, why_len, "cannot create the device key %s: %s", where, ec_strerror(st));
         goto out;

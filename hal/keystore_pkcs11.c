@@ -701,19 +701,21 @@ static ec_status read_ec_public(p11_ks *k, CK_OBJECT_HANDLE obj, const char *lab
     CK_ATTRIBUTE a[] = {
         {CKA_KEY_TYPE, &type, sizeof type},
         {CKA_EC_PARAMS, params, sizeof params},
-        {CKA_EC_POINT, point, sizeof point},
     };
-    CK_RV rv = k->f->C_GetAttributeValue(k->session, obj, a, 3);
+    CK_ATTRIBUTE q = {CKA_EC_POINT, point, sizeof point};
     const char *why = NULL;
-    unsigned char *p = point, *end = point + a[2].ulValueLen;
+    unsigned char *p = point;
     size_t len = 0;
-    if (rv != CKR_OK)
-        why = "its attributes cannot be read";
-    else if (type != CKK_EC || a[1].ulValueLen != sizeof p256_params ||
-             memcmp(params, p256_params, sizeof p256_params) != 0)
+    /* the curve first: another curve's point need not fit the buffer */
+    if (k->f->C_GetAttributeValue(k->session, obj, a, 2) != CKR_OK || type != CKK_EC ||
+        a[1].ulValueLen != sizeof p256_params ||
+        memcmp(params, p256_params, sizeof p256_params) != 0)
         why = "it is not an EC P-256 public key";
-    else if (mbedtls_asn1_get_tag(&p, end, &len, MBEDTLS_ASN1_OCTET_STRING) != 0 || p + len != end)
-        p = point, len = a[2].ulValueLen; /* not wrapped */
+    else if (k->f->C_GetAttributeValue(k->session, obj, &q, 1) != CKR_OK)
+        why = "its CKA_EC_POINT cannot be read";
+    else if (mbedtls_asn1_get_tag(&p, point + q.ulValueLen, &len, MBEDTLS_ASN1_OCTET_STRING) != 0 ||
+             p + len != point + q.ulValueLen)
+        p = point, len = q.ulValueLen; /* not wrapped */
     mbedtls_ecp_keypair *ec = NULL;
     if (why == NULL && (mbedtls_pk_setup(pub, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY)) != 0 ||
                         (ec = mbedtls_pk_ec(*pub)) == NULL ||

@@ -186,6 +186,9 @@ negative "a KEK label that is not an AES key: refused (74)" \
 REASONS=()
 CI=$T/init.conf
 token_config "$CI" "$T/spool-init"
+ec provision show --config "$CI"
+want_rc 66
+want_out_re '^key: no device key at label "edgecap-device" on token "edgecap-sys" \(run edgecap provision init first\)$'
 ec provision init --config "$CI"
 want_rc 0
 want_out_re '^device key: label "edgecap-device" on token "edgecap-sys" \(ec-p256, generated on the token, not extractable, key store pkcs11\)$'
@@ -207,7 +210,7 @@ want_no_secret "$PIN" "$OUT" "$ERR" "$T/audit.log"
 ec provision show --config "$CI"
 want_rc 66
 want_out_re "^key: label \"edgecap-device\" on token \"edgecap-sys\" \(ec-p256\), pin ${DEVICE_PIN//+/\\+}$"
-verdict "provision init: EC P-256 key pair made on the token, CSR signed by it (openssl verifies), pin printed, audited, shown" \
+verdict "provision init: EC P-256 key pair made on the token (none before), CSR signed by it (openssl verifies), pin printed, audited, shown" \
     "$OUT" "$ERR"
 
 REASONS=()
@@ -259,7 +262,12 @@ want_err_re 'event=pkcs11_login_refused reason="the token refused the PIN" pkcs1
 want_no_secret "$PIN" "$OUT" "$ERR"
 p11 --login --pin "$PIN" --list-objects >"$T/objects-after" 2>/dev/null
 cmp -s "$T/objects-before" "$T/objects-after" || fail_because "the token's objects changed"
-verdict "provision init with a wrong PIN: refused (77), the PIN not shown, nothing created" "$ERR"
+# the token key store without [pkcs11] key_label: the device key would be a file
+ec provision init --config "$C1"
+want_rc 70
+want_err_fixed 'edgecap provision init: the pkcs11 key store makes the device key on the token: set [pkcs11] key_label (and remove [tls] client_key)'
+[ -e "$T/client.key" ] && fail_because "a key file was made"
+verdict "provision init refused: a wrong PIN (77, the PIN not shown), no [pkcs11] key_label (70); nothing created" "$ERR"
 
 # ---- 13: the device key stays in the token --------------------------------------
 REASONS=()

@@ -86,7 +86,9 @@ static int group_setup(void **state)
         run("pkcs11-tool --module " MODULE " --token-label " TOKEN " --login --pin " PIN
             " --keypairgen --key-type EC:prime256v1 --label pub-only --id 10 --usage-sign") == 0 &&
         run("pkcs11-tool --module " MODULE " --token-label " TOKEN " --login --pin " PIN
-            " --delete-object --type privkey --label pub-only") == 0;
+            " --delete-object --type privkey --label pub-only") == 0 &&
+        run("pkcs11-tool --module " MODULE " --token-label " TOKEN " --login --pin " PIN
+            " --keypairgen --key-type rsa:1024 --label rsa-1024 --id 11 --usage-sign") == 0;
     if (dl != NULL)
         dlclose(dl);
     ec_secret_new(&pin, PIN, strlen(PIN));
@@ -379,6 +381,8 @@ static const reject_case rejects[] = {
      "no private key with this label on the token"},
     {"key not on P-256", MODULE, TOKEN, PIN, "kek-a", "p384", EC_ERR_CRYPTO,
      "the key is not on the P-256 curve"},
+    {"RSA key too short", MODULE, TOKEN, PIN, "kek-a", "rsa-1024", EC_ERR_CRYPTO,
+     "the RSA key is not 2048 to 4096 bits"},
     {"extractable KEK", MODULE, TOKEN, PIN, "kek-extractable", "", EC_ERR_CRYPTO,
      "it is extractable or not sensitive"},
     {"KEK label on two keys", MODULE, TOKEN, PIN, "kek-twice", "", EC_ERR_CRYPTO,
@@ -673,6 +677,22 @@ static void test_generate_identity_refusals(void **state)
                      EC_ERR_EXISTS);
     assert_int_equal(ks.ops->generate_identity(ks.ctx, EC_KEY_TYPE_RSA_3072, KEY_LABEL, &key),
                      EC_ERR_EXISTS);
+    /* a public key of a kind the device key cannot be is refused, not read */
+    mbedtls_pk_context pub;
+    mbedtls_pk_init(&pub);
+    ts_log_begin();
+    assert_int_equal(ks.ops->identity_public(ks.ctx, "p384", &pub), EC_ERR_CRYPTO);
+    char *log = ts_log_end();
+    assert_non_null(strstr(log, "event=pkcs11_object_refused label=p384 reason=\"it is not an EC "
+                                "P-256 public key\""));
+    free(log);
+    assert_int_equal(mbedtls_pk_get_type(&pub), MBEDTLS_PK_NONE);
+    ts_log_begin();
+    assert_int_equal(ks.ops->identity_public(ks.ctx, "rsa-1024", &pub), EC_ERR_CRYPTO);
+    log = ts_log_end();
+    assert_non_null(strstr(log, "event=pkcs11_object_refused label=rsa-1024 reason=\"its modulus "
+                                "and exponent are not an RSA key of 2048 to 4096 bits\""));
+    free(log);
     ec_keystore_close(&ks);
     ec_point_of(KEY_LABEL, after);
     assert_memory_equal(before, after, sizeof before);
