@@ -106,6 +106,8 @@ static const command commands[] = {
      "init [--key-type ec-p256|rsa-3072] [--csr PATH]: create the device key pair at\n"
      "[tls] client_key (never replacing one), the key store's KEK, and a CSR for\n"
      "O=edgecap, CN=<[device] id> (default: client_key with .csr); print the key's pin.\n"
+     "With [device] keystore = pkcs11 the key pair is made on the token under [pkcs11]\n"
+     "key_label (never replacing a key with that label; CSR: client_cert with .csr).\n"
      "show: the installed certificate (subject, issuer, serial, validity, pin), whether\n"
      "it matches the device key, and the KEK id; 65 (EX_DATAERR) when it is expired or\n"
      "for another key, 66 (EX_NOINPUT) when none is installed.\n"
