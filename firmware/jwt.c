@@ -472,6 +472,13 @@ ec_status ec_jwt_signer_keystore(ec_jwt_signer *out, ec_jwt_alg alg, const ec_ke
         say(why, why_len, "the key store holds no device key");
         return EC_ERR_CONFIG;
     }
+    if (ec_keystore_device_key_type(ks) == EC_KEY_TYPE_RSA_3072) {
+        /* PS256 would need CKM_RSA_PKCS_PSS on the token */
+        say(why, why_len,
+            "the token's device key is RSA: a client assertion signed on the token needs an EC "
+            "P-256 key (ES256)");
+        return EC_ERR_CONFIG;
+    }
     if (alg != EC_JWT_ES256) {
         say(why, why_len, "the token's device key is EC P-256: set [auth] assertion_alg = ES256");
         return EC_ERR_CONFIG;

@@ -106,6 +106,8 @@ static const command commands[] = {
      "init [--key-type ec-p256|rsa-3072] [--csr PATH]: create the device key pair at\n"
      "[tls] client_key (never replacing one), the key store's KEK, and a CSR for\n"
      "O=edgecap, CN=<[device] id> (default: client_key with .csr); print the key's pin.\n"
+     "With [device] keystore = pkcs11 the key pair is made on the token under [pkcs11]\n"
+     "key_label (never replacing a key with that label; CSR: client_cert with .csr).\n"
      "show: the installed certificate (subject, issuer, serial, validity, pin), whether\n"
      "it matches the device key, and the KEK id; 65 (EX_DATAERR) when it is expired or\n"
      "for another key, 66 (EX_NOINPUT) when none is installed.\n"
@@ -298,14 +300,16 @@ static int start_secure(const ec_config *cfg)
 }
 
 /* The token key store of [pkcs11]; EX_OK or the exit code (the reason is
- * logged by the backend; the PIN never is). */
-static int open_pkcs11(const ec_config *cfg, ec_keystore *ks)
+ * logged by the backend; the PIN never is). `key_optional`: the device key
+ * need not exist yet (provision). */
+static int open_pkcs11(const ec_config *cfg, ec_keystore *ks, bool key_optional)
 {
     ec_keystore_pkcs11_params p = {.module = cfg->pkcs11.module,
                                    .token_label = cfg->pkcs11.token_label,
                                    .pin = cfg->pkcs11.pin,
                                    .kek_label = cfg->pkcs11.kek_label,
-                                   .key_label = cfg->pkcs11.key_label};
+                                   .key_label = cfg->pkcs11.key_label,
+                                   .key_optional = key_optional};
     ec_status st = ec_keystore_pkcs11_open(ks, &p);
     if (st == EC_OK)
         return EX_OK;
@@ -315,10 +319,10 @@ static int open_pkcs11(const ec_config *cfg, ec_keystore *ks)
 }
 
 /* The key store a config names; EX_OK or the exit code (reason printed). */
-static int open_keystore(const ec_config *cfg, ec_keystore *ks)
+static int open_keystore_for(const ec_config *cfg, ec_keystore *ks, bool key_optional)
 {
     if (cfg->device.keystore == EC_KEYSTORE_PKCS11)
-        return open_pkcs11(cfg, ks);
+        return open_pkcs11(cfg, ks, key_optional);
     ec_status st = ec_keystore_file_open(ks, cfg->device.keystore_dir);
     if (st != EC_OK) {
         fprintf(stderr, "edgecap: cannot open the key store %s: %s\n", cfg->device.keystore_dir,
@@ -326,6 +330,11 @@ static int open_keystore(const ec_config *cfg, ec_keystore *ks)
         return st == EC_ERR_PERM ? EX_NOPERM : EX_IOERR;
     }
     return EX_OK;
+}
+
+static int open_keystore(const ec_config *cfg, ec_keystore *ks)
+{
+    return open_keystore_for(cfg, ks, false);
 }
 
 /* The key store and spool a config names; EX_OK or the exit code. An
@@ -1694,7 +1703,8 @@ static int cmd_provision(int argc, char **argv)
         return rc;
     if ((rc = start_secure(&cfg)) != EX_OK)
         goto out;
-    if ((rc = open_keystore(&cfg, &ks)) != EX_OK)
+    /* the device key on a token is what init makes */
+    if ((rc = open_keystore_for(&cfg, &ks, true)) != EX_OK)
         goto out;
     ec_status st;
     if (which == 1) {

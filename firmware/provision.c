@@ -121,15 +121,47 @@ static ec_status tmp_commit(int fd, const char *tmp, const char *path, const voi
     return EC_OK;
 }
 
+/* ---- where the device key is ------------------------------------------------ */
+
+/* On the token ([pkcs11] key_label) or in the file [tls] client_key. */
+static bool key_on_token(const ec_config *cfg)
+{
+    return cfg->device.keystore == EC_KEYSTORE_PKCS11 && cfg->pkcs11.key_label[0] != '\0';
+}
+
+/* What the key store calls the key: its label on the token, or its path. */
+static const char *key_ref(const ec_config *cfg)
+{
+    return key_on_token(cfg) ? cfg->pkcs11.key_label : cfg->tls.client_key;
+}
+
+#define KEY_WHERE_BYTES (EC_CFG_PATH_MAX + 128)
+
+/* The key's place for people: the path, or label "L" on token "T". */
+static const char *key_where(const ec_config *cfg, char out[KEY_WHERE_BYTES])
+{
+    if (key_on_token(cfg))
+        snprintf(out, KEY_WHERE_BYTES, "label \"%s\" on token \"%s\"", cfg->pkcs11.key_label,
+                 cfg->pkcs11.token_label);
+    else
+        snprintf(out, KEY_WHERE_BYTES, "%s", cfg->tls.client_key);
+    return out;
+}
+
 /* ---- init ---------------------------------------------------------------- */
 
-static void csr_default_path(const char *key, char *out, size_t out_len)
+/* `path` with its extension (one of `exts`, 4 characters each) replaced by
+ * .csr, or with .csr added. */
+static void csr_default_path(const char *path, const char *const *exts, char *out, size_t out_len)
 {
-    size_t n = strlen(key);
-    if (n > 4 && strcmp(key + n - 4, ".key") == 0)
-        snprintf(out, out_len, "%.*s.csr", (int)(n - 4), key);
-    else
-        snprintf(out, out_len, "%s.csr", key);
+    size_t n = strlen(path);
+    for (; *exts != NULL; exts++) {
+        if (n > 4 && strcmp(path + n - 4, *exts) == 0) {
+            snprintf(out, out_len, "%.*s.csr", (int)(n - 4), path);
+            return;
+        }
+    }
+    snprintf(out, out_len, "%s.csr", path);
 }
 
 static void kek_hex(ec_keystore *ks, char out[2 * EC_KEK_ID_BYTES + 1])
@@ -149,18 +181,30 @@ ec_status ec_provision_init(const ec_provision_init_params *p, FILE *out, char *
     mbedtls_x509write_csr_init(&req);
     char csr_path[EC_CFG_PATH_MAX + 8], tmp[TMP_PATH_MAX] = "";
     char subject[EC_CFG_NAME_MAX], pin[EC_PIN_BYTES], type[32], kek[2 * EC_KEK_ID_BYTES + 1];
+    char where[KEY_WHERE_BYTES];
     static unsigned char csr_pem[CSR_PEM_MAX];
     int fd = -1;
     ec_status st = EC_ERR_UNSUPPORTED;
+    static const char *const key_exts[] = {".key", NULL}, *const cert_exts[] = {".pem", ".crt",
+                                                                                NULL};
     why[0] = '\0';
+    key_where(cfg, where);
     if (ks->ops->generate_identity == NULL) {
         snprintf(why, why_len, "the %s key store cannot generate a key pair", ks->ops->name);
         goto out;
     }
+    if (cfg->device.keystore == EC_KEYSTORE_PKCS11 && !key_on_token(cfg)) {
+        snprintf(why, why_len,
+                 "the pkcs11 key store makes the device key on the token: set [pkcs11] "
+                 "key_label (and remove [tls] client_key)");
+        goto out;
+    }
     if (p->csr_path != NULL)
         snprintf(csr_path, sizeof csr_path, "%s", p->csr_path);
+    else if (key_on_token(cfg)) /* beside the certificate it is for */
+        csr_default_path(cfg->tls.client_cert, cert_exts, csr_path, sizeof csr_path);
     else
-        csr_default_path(cfg->tls.client_key, csr_path, sizeof csr_path);
+        csr_default_path(cfg->tls.client_key, key_exts, csr_path, sizeof csr_path);
     /* the CSR's place first: a key must not be left without its CSR */
     if ((fd = tmp_open(csr_path, tmp)) < 0) {
         snprintf(why, why_len, "cannot write the CSR %s: %s", csr_path, strerror(errno));
@@ -168,17 +212,16 @@ ec_status ec_provision_init(const ec_provision_init_params *p, FILE *out, char *
         st = EC_ERR_IO;
         goto out;
     }
-    st = ks->ops->generate_identity(ks->ctx, p->key_type, cfg->tls.client_key, &key);
+    st = ks->ops->generate_identity(ks->ctx, p->key_type, key_ref(cfg), &key);
     if (st == EC_ERR_EXISTS) {
         snprintf(why, why_len,
                  "a device key already exists at %s; it is left as it is (init never replaces a "
                  "key)",
-                 cfg->tls.client_key);
+                 where);
         goto out;
     }
     if (st != EC_OK) {
-        snprintf(why, why_len, "cannot create the device key %s: %s", cfg->tls.client_key,
-                 ec_strerror(st));
+        snprintf(why, why_len, "cannot create the device key %s: %s", where, ec_strerror(st));
         goto out;
     }
     snprintf(subject, sizeof subject, "O=edgecap,CN=%s", cfg->device.id);
@@ -190,7 +233,7 @@ ec_status ec_provision_init(const ec_provision_init_params *p, FILE *out, char *
         mbedtls_x509write_csr_pem(&req, csr_pem, sizeof csr_pem, ec_rng_mbedtls, NULL) != 0 ||
         ec_provision_spki_pin(&key, pin) != EC_OK) {
         snprintf(why, why_len, "cannot sign the CSR with the new key %s (remove it to try again)",
-                 cfg->tls.client_key);
+                 where);
         goto out;
     }
     st = tmp_commit(fd, tmp, csr_path, csr_pem, strlen((const char *)csr_pem));
@@ -198,13 +241,16 @@ ec_status ec_provision_init(const ec_provision_init_params *p, FILE *out, char *
     tmp[0] = '\0';
     if (st != EC_OK) {
         snprintf(why, why_len, "cannot write the CSR %s: %s (the key %s was created)", csr_path,
-                 strerror(errno), cfg->tls.client_key);
+                 strerror(errno), where);
         goto out;
     }
     ec_provision_key_type_name(&key, type, sizeof type);
     kek_hex(ks, kek);
-    fprintf(out, "device key: %s (%s, mode 0600, key store %s)\n", cfg->tls.client_key, type,
-            ks->ops->name);
+    if (key_on_token(cfg))
+        fprintf(out, "device key: %s (%s, generated on the token, not extractable, key store %s)\n",
+                where, type, ks->ops->name);
+    else
+        fprintf(out, "device key: %s (%s, mode 0600, key store %s)\n", where, type, ks->ops->name);
     fprintf(out, "csr: %s (subject O=edgecap, CN=%s)\n", csr_path, cfg->device.id);
     fprintf(out, "pin: %s\n", pin);
     fprintf(out, "kek id: %s\n", kek);
@@ -213,8 +259,8 @@ ec_status ec_provision_init(const ec_provision_init_params *p, FILE *out, char *
             "install-cert --config %s CERT.pem\n",
             cfg->source_path);
     ec_audit(p->audit, "provision_init", EC_LOG_STR("device", cfg->device.id),
-             EC_LOG_STR("key_type", type), EC_LOG_STR("key", cfg->tls.client_key),
-             EC_LOG_STR("csr", csr_path), EC_LOG_STR("pin", pin), EC_LOG_STR("kek_id", kek));
+             EC_LOG_STR("key_type", type), EC_LOG_STR("key", where), EC_LOG_STR("csr", csr_path),
+             EC_LOG_STR("pin", pin), EC_LOG_STR("kek_id", kek));
     st = EC_OK;
 out:
     if (fd >= 0)
@@ -282,13 +328,13 @@ static ec_status device_public_key(const ec_config *cfg, ec_keystore *ks, mbedtl
         snprintf(why, why_len, "the %s key store cannot read the device key", ks->ops->name);
         return EC_ERR_UNSUPPORTED;
     }
-    ec_status st = ks->ops->identity_public(ks->ctx, cfg->tls.client_key, pub);
+    char where[KEY_WHERE_BYTES];
+    key_where(cfg, where);
+    ec_status st = ks->ops->identity_public(ks->ctx, key_ref(cfg), pub);
     if (st == EC_ERR_NOT_FOUND)
-        snprintf(why, why_len, "no device key at %s (run edgecap provision init first)",
-                 cfg->tls.client_key);
+        snprintf(why, why_len, "no device key at %s (run edgecap provision init first)", where);
     else if (st != EC_OK)
-        snprintf(why, why_len, "cannot read the device key %s: %s", cfg->tls.client_key,
-                 ec_strerror(st));
+        snprintf(why, why_len, "cannot read the device key %s: %s", where, ec_strerror(st));
     return st;
 }
 
@@ -299,6 +345,8 @@ ec_status ec_provision_show(const ec_config *cfg, ec_keystore *ks, FILE *out)
     mbedtls_x509_crt_init(&crt);
     mbedtls_pk_init(&pub);
     char why[EC_PROVISION_WHY_BYTES], type[32], kek[2 * EC_KEK_ID_BYTES + 1];
+    char where[KEY_WHERE_BYTES];
+    key_where(cfg, where);
     cert_facts f;
     ec_status st = EC_OK;
     struct stat sb;
@@ -335,12 +383,12 @@ ec_status ec_provision_show(const ec_config *cfg, ec_keystore *ks, FILE *out)
         char pin[EC_PIN_BYTES];
         (void)ec_provision_spki_pin(&pub, pin);
         if (!have_cert) {
-            fprintf(out, "key: %s (%s), pin %s\n", cfg->tls.client_key, type, pin);
+            fprintf(out, "key: %s (%s), pin %s\n", where, type, pin);
         } else if (same_public_key(&crt.pk, &pub)) {
-            fprintf(out, "key: %s (%s) matches the certificate\n", cfg->tls.client_key, type);
+            fprintf(out, "key: %s (%s) matches the certificate\n", where, type);
         } else {
-            fprintf(out, "key: %s (%s) does NOT match the certificate (key pin %s)\n",
-                    cfg->tls.client_key, type, pin);
+            fprintf(out, "key: %s (%s) does NOT match the certificate (key pin %s)\n", where, type,
+                    pin);
             if (st == EC_OK)
                 st = EC_ERR_CRYPTO;
         }
@@ -361,11 +409,12 @@ static ec_status check_cert(const ec_config *cfg, mbedtls_x509_crt *crt, mbedtls
     cert_facts f;
     cert_describe(crt, &f);
     if (!same_public_key(&crt->pk, pub)) {
-        char pin[EC_PIN_BYTES];
+        char pin[EC_PIN_BYTES], where[KEY_WHERE_BYTES];
         (void)ec_provision_spki_pin(pub, pin);
+        key_where(cfg, where);
         snprintf(why, why_len,
                  "the certificate is for another key (its pin %s, the device key %s has %s)", f.pin,
-                 cfg->tls.client_key, pin);
+                 where, pin);
         return EC_ERR_CRYPTO;
     }
     time_t now = time(NULL);

@@ -20,6 +20,7 @@
 #include <mbedtls/ecp.h>
 #include <mbedtls/md.h>
 #include <mbedtls/pk_internal.h>
+#include <mbedtls/rsa.h>
 #include <mbedtls/x509_crt.h>
 
 #include "edgecap/rng.h"
@@ -138,10 +139,109 @@ static const mbedtls_pk_info_t token_ec_info = {
     .ctx_free_func = tk_free,
 };
 
+/* ---- RSA ------------------------------------------------------------------ */
+
+/* The RSA counterpart: the token makes PKCS#1 v1.5 signatures (CKM_RSA_PKCS
+ * over the DigestInfo), the only RSA signatures TLS 1.2 client
+ * authentication needs. The public key comes first again, so
+ * mbedtls_pk_rsa() (the CSR writer, for one) reads the modulus here. */
+typedef struct {
+    mbedtls_rsa_context pub;
+    const ec_keystore *ks;
+} token_rsa;
+
+static size_t tr_get_bitlen(const void *ctx)
+{
+    return 8 * mbedtls_rsa_get_len(&((const token_rsa *)ctx)->pub);
+}
+
+static int tr_can_do(mbedtls_pk_type_t type)
+{
+    return type == MBEDTLS_PK_RSA;
+}
+
+static int tr_verify(void *ctx, mbedtls_md_type_t md_alg, const unsigned char *hash,
+                     size_t hash_len, const unsigned char *sig, size_t sig_len)
+{
+    token_rsa *k = ctx;
+    if (sig_len != mbedtls_rsa_get_len(&k->pub) || hash_len > UINT32_MAX)
+        return MBEDTLS_ERR_RSA_VERIFY_FAILED;
+    return mbedtls_rsa_pkcs1_verify(&k->pub, NULL, NULL, MBEDTLS_RSA_PUBLIC, md_alg,
+                                    (unsigned int)hash_len, hash, sig);
+}
+
+/* The buffer holds MBEDTLS_PK_SIGNATURE_MAX_SIZE bytes, at least a 4096-bit
+ * modulus. The digest's length must be its function's: the token picks the
+ * DigestInfo by length. */
+static int tr_sign(void *ctx, mbedtls_md_type_t md_alg, const unsigned char *hash, size_t hash_len,
+                   unsigned char *sig, size_t *sig_len,
+                   int (*f_rng)(void *, unsigned char *, size_t), void *p_rng)
+{
+    (void)f_rng;
+    (void)p_rng;
+    const token_rsa *k = ctx;
+    const mbedtls_md_info_t *md = mbedtls_md_info_from_type(md_alg);
+    if (md == NULL || mbedtls_md_get_size(md) != hash_len)
+        return MBEDTLS_ERR_PK_BAD_INPUT_DATA;
+    if (k->ks->ops->sign_digest(k->ks->ctx, hash, hash_len, sig, MBEDTLS_PK_SIGNATURE_MAX_SIZE,
+                                sig_len) != EC_OK ||
+        *sig_len != mbedtls_rsa_get_len(&k->pub))
+        return MBEDTLS_ERR_PK_HW_ACCEL_FAILED;
+    return 0;
+}
+
+static void *tr_alloc(void)
+{
+    token_rsa *k = calloc(1, sizeof *k);
+    if (k != NULL)
+        mbedtls_rsa_init(&k->pub, MBEDTLS_RSA_PKCS_V15, 0);
+    return k;
+}
+
+static void tr_free(void *ctx)
+{
+    token_rsa *k = ctx;
+    if (k == NULL)
+        return;
+    mbedtls_rsa_free(&k->pub);
+    free(k);
+}
+
+static const mbedtls_pk_info_t token_rsa_info = {
+    .type = MBEDTLS_PK_RSA,
+    .name = "RSA (PKCS#11 token)",
+    .get_bitlen = tr_get_bitlen,
+    .can_do = tr_can_do,
+    .verify_func = tr_verify,
+    .sign_func = tr_sign,
+    .ctx_alloc_func = tr_alloc,
+    .ctx_free_func = tr_free,
+};
+
+static ec_status rsa_setup(mbedtls_pk_context *pk, const ec_keystore *ks,
+                           const mbedtls_pk_context *cert_pk)
+{
+    if (mbedtls_pk_get_type(cert_pk) != MBEDTLS_PK_RSA)
+        return EC_ERR_INVALID;
+    if (mbedtls_pk_setup(pk, &token_rsa_info) != 0)
+        return EC_ERR_NOMEM;
+    token_rsa *k = pk->pk_ctx;
+    k->ks = ks;
+    if (mbedtls_rsa_copy(&k->pub, mbedtls_pk_rsa(*cert_pk)) != 0) {
+        mbedtls_pk_free(pk);
+        return EC_ERR_NOMEM;
+    }
+    return EC_OK;
+}
+
 ec_status ec_token_key_setup(mbedtls_pk_context *pk, const ec_keystore *ks,
                              const mbedtls_pk_context *cert_pk)
 {
-    if (!ec_keystore_has_device_key(ks) || !mbedtls_pk_can_do(cert_pk, MBEDTLS_PK_ECKEY))
+    if (!ec_keystore_has_device_key(ks))
+        return EC_ERR_INVALID;
+    if (ec_keystore_device_key_type(ks) == EC_KEY_TYPE_RSA_3072)
+        return rsa_setup(pk, ks, cert_pk);
+    if (!mbedtls_pk_can_do(cert_pk, MBEDTLS_PK_ECKEY))
         return EC_ERR_INVALID;
     const mbedtls_ecp_keypair *cert_ec = mbedtls_pk_ec(*cert_pk);
     if (cert_ec == NULL || cert_ec->grp.id != MBEDTLS_ECP_DP_SECP256R1)
@@ -171,7 +271,8 @@ ec_status ec_token_key_check_pair(const ec_keystore *ks, const uint8_t *cert_der
     if (mbedtls_x509_crt_parse_der(&crt, cert_der, cert_len) != 0) {
         snprintf(why, why_len, "the device certificate does not parse");
     } else if (ec_token_key_setup(&pk, ks, &crt.pk) != EC_OK) {
-        snprintf(why, why_len, "the device certificate's key is not EC P-256 (the token key is)");
+        snprintf(why, why_len, "the device certificate's key is not %s (the token key is)",
+                 ec_keystore_device_key_type(ks) == EC_KEY_TYPE_RSA_3072 ? "RSA" : "EC P-256");
     } else if (ec_rng_bytes(hash, sizeof hash) != EC_OK ||
                mbedtls_pk_sign(&pk, MBEDTLS_MD_SHA256, hash, sizeof hash, sig, &sig_len, NULL,
                                NULL) != 0) {

@@ -265,7 +265,7 @@ ec_status ec_transport_open(ec_transport **out, const ec_transport_params *p)
             (st = ec_token_key_setup(&t->own_pk, p->client_key_store, &t->own_crt.pk)) != EC_OK) {
             ec_log(EC_LOG_ERROR, "transport_client_key_unusable",
                    EC_LOG_STR("reason", "the device certificate does not go with the token's "
-                                        "EC P-256 key"));
+                                        "key (EC P-256 or RSA)"));
             ec_transport_close(&t);
             return st;
         }

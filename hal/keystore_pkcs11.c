@@ -17,16 +17,23 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include <mbedtls/asn1.h>
+#include <mbedtls/ecp.h>
 #include <mbedtls/platform_util.h>
+#include <mbedtls/rsa.h>
 #include <mbedtls/sha256.h>
 
 #include "edgecap/fault.h"
 #include "edgecap/log.h"
 #include "edgecap/rng.h"
 #include "edgecap/secmem.h"
+#include "edgecap/token_key.h"
 
 #define TOKEN_LABEL_BYTES 32
 #define KEK_CKA_ID_BYTES 16
+#define RSA_BITS_MIN 2048
+#define RSA_BITS_MAX 4096
+#define RSA_GENERATE_BITS 3072
 /* DER of the P-256 curve OID (1.2.840.10045.3.1.7), as CKA_EC_PARAMS holds it. */
 static const uint8_t p256_params[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
 
@@ -40,7 +47,12 @@ typedef struct {
     pthread_mutex_t lock;
     CK_OBJECT_HANDLE kek;
     CK_OBJECT_HANDLE key; /* CK_INVALID_HANDLE: no device key */
+    ec_key_type key_type; /* of `key` */
+    CK_ULONG key_bytes;   /* RSA: the modulus's length, which is the signature's */
     uint8_t id[EC_KEK_ID_BYTES];
+    /* This store as an ec_keystore, for a pk context that signs through it
+     * (generate_identity hands one out). */
+    ec_keystore self;
     /* An unwrapped data key passes through here (this struct is secure memory). */
     uint8_t scratch[EC_DATA_KEY_BYTES + EC_WRAP_TAG_BYTES];
 } p11_ks;
@@ -67,6 +79,9 @@ static const char *rv_text(CK_RV rv, char *buf, size_t len)
         {CKR_USER_NOT_LOGGED_IN, "CKR_USER_NOT_LOGGED_IN"},
         {CKR_ENCRYPTED_DATA_INVALID, "CKR_ENCRYPTED_DATA_INVALID"},
         {CKR_ATTRIBUTE_SENSITIVE, "CKR_ATTRIBUTE_SENSITIVE"},
+        {CKR_ATTRIBUTE_VALUE_INVALID, "CKR_ATTRIBUTE_VALUE_INVALID"},
+        {CKR_TEMPLATE_INCONSISTENT, "CKR_TEMPLATE_INCONSISTENT"},
+        {CKR_DOMAIN_PARAMS_INVALID, "CKR_DOMAIN_PARAMS_INVALID"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (names[i].rv == rv)
@@ -173,21 +188,70 @@ static void p11_kek_id(void *ctx, uint8_t *out)
     memcpy(out, k->id, EC_KEK_ID_BYTES);
 }
 
+/*
+ * The DER DigestInfo prefix of PKCS#1 v1.5 (RFC 8017, 9.2, note 1) for a
+ * digest of `hash_len` bytes: the length tells the SHA-2 (or SHA-1) function
+ * apart. NULL for any other length.
+ */
+static const uint8_t *digest_info_prefix(size_t hash_len, size_t *len)
+{
+    static const uint8_t sha1[] = {0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e,
+                                   0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14};
+    static const uint8_t sha224[] = {0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
+                                     0x65, 0x03, 0x04, 0x02, 0x04, 0x05, 0x00, 0x04, 0x1c};
+    static const uint8_t sha256[] = {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
+                                     0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20};
+    static const uint8_t sha384[] = {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
+                                     0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30};
+    static const uint8_t sha512[] = {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
+                                     0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40};
+    static const struct {
+        size_t hash_len;
+        const uint8_t *prefix;
+        size_t len;
+    } table[] = {{20, sha1, sizeof sha1},
+                 {28, sha224, sizeof sha224},
+                 {32, sha256, sizeof sha256},
+                 {48, sha384, sizeof sha384},
+                 {64, sha512, sizeof sha512}};
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        if (table[i].hash_len == hash_len) {
+            *len = table[i].len;
+            return table[i].prefix;
+        }
+    }
+    return NULL;
+}
+
 static ec_status p11_sign_digest(void *ctx, const uint8_t *hash, size_t hash_len, uint8_t *sig,
                                  size_t sig_cap, size_t *sig_len)
 {
     p11_ks *k = ctx;
-    if (k->key == CK_INVALID_HANDLE || hash_len < 20 || hash_len > 64 || sig_cap < 64)
+    bool rsa = k->key_type == EC_KEY_TYPE_RSA_3072;
+    uint8_t input[19 + 64]; /* the longest DigestInfo: SHA-512's */
+    size_t input_len = hash_len, prefix_len = 0;
+    const uint8_t *prefix = rsa ? digest_info_prefix(hash_len, &prefix_len) : NULL;
+    size_t want = rsa ? k->key_bytes : 64;
+    if (k->key == CK_INVALID_HANDLE || hash_len < 20 || hash_len > 64 || sig_cap < want ||
+        (rsa && prefix == NULL))
         return EC_ERR_INVALID;
-    CK_MECHANISM mech = {CKM_ECDSA, NULL, 0};
+    if (rsa) {
+        memcpy(input, prefix, prefix_len);
+        memcpy(input + prefix_len, hash, hash_len);
+        input_len = prefix_len + hash_len;
+    } else {
+        memcpy(input, hash, hash_len);
+    }
+    CK_MECHANISM mech = {rsa ? CKM_RSA_PKCS : CKM_ECDSA, NULL, 0};
     CK_ULONG n = sig_cap;
     pthread_mutex_lock(&k->lock);
     CK_RV rv = k->f->C_SignInit(k->session, &mech, k->key);
     if (rv == CKR_OK)
-        rv = k->f->C_Sign(k->session, (CK_BYTE_PTR)hash, hash_len, sig, &n);
+        rv = k->f->C_Sign(k->session, input, input_len, sig, &n);
     pthread_mutex_unlock(&k->lock);
-    if (rv != CKR_OK || n != 64) {
-        log_rv("pkcs11_failed", "sign (C_Sign, CKM_ECDSA)", rv);
+    if (rv != CKR_OK || n != want) {
+        log_rv("pkcs11_failed", rsa ? "sign (C_Sign, CKM_RSA_PKCS)" : "sign (C_Sign, CKM_ECDSA)",
+               rv);
         return EC_ERR_CRYPTO;
     }
     *sig_len = n;
@@ -217,6 +281,10 @@ static void p11_close(void *ctx)
     p11_free(ctx);
 }
 
+static ec_status p11_generate_identity(void *ctx, ec_key_type type, const char *ref,
+                                       mbedtls_pk_context *key);
+static ec_status p11_identity_public(void *ctx, const char *ref, mbedtls_pk_context *pub);
+
 static const ec_keystore_ops p11_ops = {
     .name = "pkcs11",
     .wrap = p11_wrap,
@@ -224,12 +292,20 @@ static const ec_keystore_ops p11_ops = {
     .kek_id = p11_kek_id,
     .close = p11_close,
     .sign_digest = p11_sign_digest,
+    .generate_identity = p11_generate_identity,
+    .identity_public = p11_identity_public,
 };
 
 bool ec_keystore_has_device_key(const ec_keystore *ks)
 {
     return ks != NULL && ks->ops != NULL && ks->ops->sign_digest != NULL &&
            ((const p11_ks *)ks->ctx)->key != CK_INVALID_HANDLE;
+}
+
+ec_key_type ec_keystore_device_key_type(const ec_keystore *ks)
+{
+    return ec_keystore_has_device_key(ks) ? ((const p11_ks *)ks->ctx)->key_type
+                                          : EC_KEY_TYPE_EC_P256;
 }
 
 /* ---- opening ------------------------------------------------------------- */
@@ -504,14 +580,49 @@ static ec_status derive_kek_id(p11_ks *k, const char *label)
     return EC_OK;
 }
 
-static ec_status open_device_key(p11_ks *k, const char *label)
+/* An RSA device key: 2048 to 4096 bits (its signature's length is kept). */
+static ec_status check_rsa_key(p11_ks *k, CK_OBJECT_HANDLE obj, const char *label)
+{
+    uint8_t modulus[RSA_BITS_MAX / 8 + 1];
+    CK_ATTRIBUTE a = {CKA_MODULUS, modulus, sizeof modulus};
+    /* the modulus is a public attribute, readable on a sensitive key */
+    CK_RV rv = k->f->C_GetAttributeValue(k->session, obj, &a, 1);
+    size_t n = rv == CKR_OK ? a.ulValueLen : 0;
+    if (n * 8 < RSA_BITS_MIN || n * 8 > RSA_BITS_MAX) {
+        ec_log(EC_LOG_ERROR, "pkcs11_object_refused", EC_LOG_STR("label", label),
+               EC_LOG_STR("reason", "the RSA key is not 2048 to 4096 bits"));
+        return EC_ERR_CRYPTO;
+    }
+    k->key_bytes = n;
+    return EC_OK;
+}
+
+static ec_status open_device_key(p11_ks *k, const char *label, bool optional)
 {
     ec_status st = find_one(k, CKO_PRIVATE_KEY, label, &k->key);
+    if (st == EC_ERR_NOT_FOUND && optional) {
+        k->key = CK_INVALID_HANDLE;
+        return EC_OK;
+    }
     if (st == EC_ERR_NOT_FOUND)
         ec_log(EC_LOG_ERROR, "pkcs11_key_not_found", EC_LOG_STR("key_label", label),
                EC_LOG_STR("reason", "no private key with this label on the token"));
+    CK_KEY_TYPE type = (CK_KEY_TYPE)-1;
+    CK_ATTRIBUTE t = {CKA_KEY_TYPE, &type, sizeof type};
+    if (st == EC_OK && k->f->C_GetAttributeValue(k->session, k->key, &t, 1) == CKR_OK &&
+        type == CKK_RSA) {
+        k->key_type = EC_KEY_TYPE_RSA_3072;
+        st = check_protected(k, k->key, label, CKK_RSA, "it is not an RSA key");
+        if (st == EC_OK)
+            st = check_rsa_key(k, k->key, label);
+        if (st != EC_OK)
+            k->key = CK_INVALID_HANDLE;
+        return st;
+    }
+    k->key_type = EC_KEY_TYPE_EC_P256;
     if (st == EC_OK)
-        st = check_protected(k, k->key, label, CKK_EC, "it is not an EC key (EC P-256 expected)");
+        st = check_protected(k, k->key, label, CKK_EC,
+                             "it is not an EC or RSA key (EC P-256 or RSA expected)");
     uint8_t params[32];
     CK_ATTRIBUTE a = {CKA_EC_PARAMS, params, sizeof params};
     if (st == EC_OK && (k->f->C_GetAttributeValue(k->session, k->key, &a, 1) != CKR_OK ||
@@ -565,12 +676,225 @@ ec_status ec_keystore_pkcs11_open(ec_keystore *ks, const ec_keystore_pkcs11_para
     if (st == EC_OK)
         st = derive_kek_id(k, p->kek_label);
     if (st == EC_OK && p->key_label != NULL && p->key_label[0] != '\0')
-        st = open_device_key(k, p->key_label);
+        st = open_device_key(k, p->key_label, p->key_optional);
     if (st != EC_OK) {
         p11_free(k);
         return st;
     }
+    k->self.ops = &p11_ops;
+    k->self.ctx = k;
     ks->ops = &p11_ops;
     ks->ctx = k;
     return EC_OK;
+}
+
+/* ---- the device identity key pair ------------------------------------------- */
+
+/* Sets up `pub` (initialised, empty) with the P-256 public key `obj`
+ * (CKA_EC_POINT: a DER OCTET STRING around the uncompressed point; some
+ * tokens give the bare point). */
+static ec_status read_ec_public(p11_ks *k, CK_OBJECT_HANDLE obj, const char *label,
+                                mbedtls_pk_context *pub)
+{
+    uint8_t params[32], point[80];
+    CK_KEY_TYPE type = (CK_KEY_TYPE)-1;
+    CK_ATTRIBUTE a[] = {
+        {CKA_KEY_TYPE, &type, sizeof type},
+        {CKA_EC_PARAMS, params, sizeof params},
+    };
+    CK_ATTRIBUTE q = {CKA_EC_POINT, point, sizeof point};
+    const char *why = NULL;
+    unsigned char *p = point;
+    size_t len = 0;
+    /* the curve first: another curve's point need not fit the buffer */
+    if (k->f->C_GetAttributeValue(k->session, obj, a, 2) != CKR_OK || type != CKK_EC ||
+        a[1].ulValueLen != sizeof p256_params ||
+        memcmp(params, p256_params, sizeof p256_params) != 0)
+        why = "it is not an EC P-256 public key";
+    else if (k->f->C_GetAttributeValue(k->session, obj, &q, 1) != CKR_OK)
+        why = "its CKA_EC_POINT cannot be read";
+    else if (mbedtls_asn1_get_tag(&p, point + q.ulValueLen, &len, MBEDTLS_ASN1_OCTET_STRING) != 0 ||
+             p + len != point + q.ulValueLen)
+        p = point, len = q.ulValueLen; /* not wrapped */
+    mbedtls_ecp_keypair *ec = NULL;
+    if (why == NULL && (mbedtls_pk_setup(pub, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY)) != 0 ||
+                        (ec = mbedtls_pk_ec(*pub)) == NULL ||
+                        mbedtls_ecp_group_load(&ec->grp, MBEDTLS_ECP_DP_SECP256R1) != 0 ||
+                        mbedtls_ecp_point_read_binary(&ec->grp, &ec->Q, p, len) != 0 ||
+                        mbedtls_ecp_check_pubkey(&ec->grp, &ec->Q) != 0))
+        why = "its CKA_EC_POINT is not a point on P-256";
+    if (why == NULL)
+        return EC_OK;
+    mbedtls_pk_free(pub);
+    mbedtls_pk_init(pub);
+    ec_log(EC_LOG_ERROR, "pkcs11_object_refused", EC_LOG_STR("label", label),
+           EC_LOG_STR("reason", why));
+    return EC_ERR_CRYPTO;
+}
+
+/* Sets up `pub` (initialised, empty) with the RSA public key `obj`. */
+static ec_status read_rsa_public(p11_ks *k, CK_OBJECT_HANDLE obj, const char *label,
+                                 mbedtls_pk_context *pub)
+{
+    uint8_t modulus[RSA_BITS_MAX / 8 + 1], exponent[8];
+    CK_ATTRIBUTE a[] = {
+        {CKA_MODULUS, modulus, sizeof modulus},
+        {CKA_PUBLIC_EXPONENT, exponent, sizeof exponent},
+    };
+    CK_RV rv = k->f->C_GetAttributeValue(k->session, obj, a, 2);
+    mbedtls_rsa_context *rsa = NULL;
+    if (rv == CKR_OK && a[0].ulValueLen * 8 >= RSA_BITS_MIN &&
+        a[0].ulValueLen * 8 <= RSA_BITS_MAX &&
+        mbedtls_pk_setup(pub, mbedtls_pk_info_from_type(MBEDTLS_PK_RSA)) == 0 &&
+        (rsa = mbedtls_pk_rsa(*pub)) != NULL &&
+        mbedtls_rsa_import_raw(rsa, modulus, a[0].ulValueLen, NULL, 0, NULL, 0, NULL, 0, exponent,
+                               a[1].ulValueLen) == 0 &&
+        mbedtls_rsa_complete(rsa) == 0 && mbedtls_rsa_check_pubkey(rsa) == 0)
+        return EC_OK;
+    mbedtls_pk_free(pub);
+    mbedtls_pk_init(pub);
+    ec_log(
+        EC_LOG_ERROR, "pkcs11_object_refused", EC_LOG_STR("label", label),
+        EC_LOG_STR("reason", "its modulus and exponent are not an RSA key of 2048 to 4096 bits"));
+    return EC_ERR_CRYPTO;
+}
+
+/* The public key object `obj`, EC P-256 or RSA. */
+static ec_status read_public(p11_ks *k, CK_OBJECT_HANDLE obj, const char *label,
+                             mbedtls_pk_context *pub)
+{
+    CK_KEY_TYPE type = (CK_KEY_TYPE)-1;
+    CK_ATTRIBUTE a = {CKA_KEY_TYPE, &type, sizeof type};
+    if (k->f->C_GetAttributeValue(k->session, obj, &a, 1) == CKR_OK && type == CKK_RSA)
+        return read_rsa_public(k, obj, label, pub);
+    return read_ec_public(k, obj, label, pub);
+}
+
+static ec_status p11_identity_public(void *ctx, const char *ref, mbedtls_pk_context *pub)
+{
+    p11_ks *k = ctx;
+    CK_OBJECT_HANDLE obj = CK_INVALID_HANDLE;
+    pthread_mutex_lock(&k->lock);
+    ec_status st = find_one(k, CKO_PUBLIC_KEY, ref, &obj);
+    if (st == EC_OK)
+        st = read_public(k, obj, ref, pub);
+    pthread_mutex_unlock(&k->lock);
+    return st;
+}
+
+/* Whether any key (private or public) has `label`: init never adds a
+ * second key under a label, which would make the device key ambiguous. */
+static ec_status label_taken(p11_ks *k, const char *label, bool *taken)
+{
+    static const CK_OBJECT_CLASS classes[] = {CKO_PRIVATE_KEY, CKO_PUBLIC_KEY};
+    *taken = false;
+    for (size_t i = 0; i < sizeof classes / sizeof classes[0] && !*taken; i++) {
+        CK_OBJECT_HANDLE found[2];
+        CK_ULONG n = 0;
+        ec_status st = list_label(k, classes[i], label, found, &n);
+        if (st != EC_OK)
+            return st;
+        *taken = n > 0;
+    }
+    return EC_OK;
+}
+
+/* C_GenerateKeyPair for `type` under `label`; called with the lock held. */
+static CK_RV generate_pair(p11_ks *k, ec_key_type type, const char *label, CK_OBJECT_HANDLE *pub,
+                           CK_OBJECT_HANDLE *priv)
+{
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ULONG label_len = strlen(label), bits = RSA_GENERATE_BITS;
+    static const uint8_t f4[] = {0x01, 0x00, 0x01}; /* 65537 */
+    bool rsa = type == EC_KEY_TYPE_RSA_3072;
+    /* tests: a key pair a buggy backend would leave readable */
+    CK_BBOOL extractable = EC_FAULT("pkcs11.keygen_extractable") ? CK_TRUE : CK_FALSE;
+    /* the attributes both types take, then room for the type's own */
+    CK_ATTRIBUTE pub_tmpl[9] = {
+        {CKA_TOKEN, &yes, sizeof yes},      {CKA_PRIVATE, &no, sizeof no},
+        {CKA_VERIFY, &yes, sizeof yes},     {CKA_ENCRYPT, &no, sizeof no},
+        {CKA_WRAP, &no, sizeof no},         {CKA_LABEL, (void *)label, label_len},
+        {CKA_ID, (void *)label, label_len},
+    };
+    CK_ATTRIBUTE priv_tmpl[10] = {
+        {CKA_TOKEN, &yes, sizeof yes},      {CKA_PRIVATE, &yes, sizeof yes},
+        {CKA_SENSITIVE, &yes, sizeof yes},  {CKA_EXTRACTABLE, &extractable, sizeof extractable},
+        {CKA_SIGN, &yes, sizeof yes},       {CKA_DECRYPT, &no, sizeof no},
+        {CKA_UNWRAP, &no, sizeof no},       {CKA_LABEL, (void *)label, label_len},
+        {CKA_ID, (void *)label, label_len},
+    };
+    CK_ULONG pub_n = 7, priv_n = 9;
+    if (rsa) {
+        pub_tmpl[pub_n++] = (CK_ATTRIBUTE){CKA_MODULUS_BITS, &bits, sizeof bits};
+        pub_tmpl[pub_n++] = (CK_ATTRIBUTE){CKA_PUBLIC_EXPONENT, (void *)f4, sizeof f4};
+    } else {
+        pub_tmpl[pub_n++] = (CK_ATTRIBUTE){CKA_EC_PARAMS, (void *)p256_params, sizeof p256_params};
+        priv_tmpl[priv_n++] = (CK_ATTRIBUTE){CKA_DERIVE, &no, sizeof no};
+    }
+    CK_MECHANISM mech = {rsa ? CKM_RSA_PKCS_KEY_PAIR_GEN : CKM_EC_KEY_PAIR_GEN, NULL, 0};
+    return k->f->C_GenerateKeyPair(k->session, &mech, pub_tmpl, pub_n, priv_tmpl, priv_n, pub,
+                                   priv);
+}
+
+static ec_status p11_generate_identity(void *ctx, ec_key_type type, const char *ref,
+                                       mbedtls_pk_context *key)
+{
+    p11_ks *k = ctx;
+    CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE, found[2];
+    CK_ULONG n = 0;
+    mbedtls_pk_context pub_pk;
+    mbedtls_pk_init(&pub_pk);
+    bool taken = false;
+    ec_status st = EC_ERR_UNSUPPORTED;
+    if (type != EC_KEY_TYPE_EC_P256 && type != EC_KEY_TYPE_RSA_3072)
+        return st;
+    bool rsa = type == EC_KEY_TYPE_RSA_3072;
+    if (ref == NULL || ref[0] == '\0')
+        return EC_ERR_INVALID;
+    pthread_mutex_lock(&k->lock);
+    if ((st = label_taken(k, ref, &taken)) != EC_OK)
+        goto out;
+    if (taken) {
+        st = EC_ERR_EXISTS;
+        goto out;
+    }
+    CK_RV rv = generate_pair(k, type, ref, &pub, &priv);
+    if (rv != CKR_OK) {
+        log_rv("pkcs11_failed",
+               rsa ? "generate the device key (C_GenerateKeyPair, CKM_RSA_PKCS_KEY_PAIR_GEN)"
+                   : "generate the device key (C_GenerateKeyPair, CKM_EC_KEY_PAIR_GEN)",
+               rv);
+        pub = priv = CK_INVALID_HANDLE;
+        st = EC_ERR_IO;
+        goto out;
+    }
+    /* another init on the same token at the same time: only one key may
+     * carry the label, so the later one steps back */
+    if ((st = list_label(k, CKO_PRIVATE_KEY, ref, found, &n)) != EC_OK)
+        goto out;
+    if (n != 1) {
+        st = EC_ERR_EXISTS;
+        goto out;
+    }
+    if ((st = check_protected(k, priv, ref, rsa ? CKK_RSA : CKK_EC,
+                              rsa ? "it is not an RSA key" : "it is not an EC key")) != EC_OK ||
+        (rsa && (st = check_rsa_key(k, priv, ref)) != EC_OK) ||
+        (st = read_public(k, pub, ref, &pub_pk)) != EC_OK)
+        goto out;
+    k->key = priv;
+    k->key_type = type;
+    st = ec_token_key_setup(key, &k->self, &pub_pk);
+out:
+    if (st != EC_OK && priv != CK_INVALID_HANDLE) {
+        /* ours, made above: a refused or half-made key must not block the next try */
+        k->f->C_DestroyObject(k->session, priv);
+        k->f->C_DestroyObject(k->session, pub);
+        k->key = CK_INVALID_HANDLE;
+    }
+    pthread_mutex_unlock(&k->lock);
+    if (st == EC_OK)
+        ec_log(EC_LOG_INFO, "identity_key_created", EC_LOG_STR("backend", "pkcs11"),
+               EC_LOG_STR("key_label", ref), EC_LOG_STR("type", rsa ? "rsa-3072" : "ec-p256"));
+    mbedtls_pk_free(&pub_pk);
+    return st;
 }

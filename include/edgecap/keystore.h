@@ -49,7 +49,9 @@ typedef struct {
     ec_status (*destroy)(void *ctx);
     /* Signs a digest (hash_len 20..64 bytes) with the device's private key
      * when the store holds it (NULL otherwise: the file store's key is a
-     * file). ECDSA P-256: `sig` gets the raw r || s, 64 bytes. */
+     * file). ECDSA P-256: `sig` gets the raw r || s, 64 bytes. RSA: PKCS#1
+     * v1.5 over the DigestInfo of the SHA-1/SHA-2 digest its length names
+     * (20, 28, 32, 48, 64 bytes); `sig` gets the modulus's length. */
     ec_status (*sign_digest)(void *ctx, const uint8_t *hash, size_t hash_len, uint8_t *sig,
                              size_t sig_cap, size_t *sig_len);
     /*
@@ -111,7 +113,11 @@ typedef struct {
     const char *token_label; /* the token (CKA_LABEL of its token info) */
     const ec_secret *pin;    /* the user PIN */
     const char *kek_label;   /* the AES-256 KEK, created on the token when absent */
-    const char *key_label;   /* the device's EC P-256 private key; "" = none */
+    const char *key_label;   /* the device's private key (EC P-256 or RSA); "" = none */
+    /* With a key_label: open even when the token has no key under it yet
+     * (`provision` runs before and while the key is made); the device key is
+     * then absent until generate_identity makes it. */
+    bool key_optional;
 } ec_keystore_pkcs11_params;
 
 /*
@@ -119,9 +125,17 @@ typedef struct {
  * logs in with the PIN (never logged or copied), finds the KEK by label or
  * generates it on the token (AES-256, CKA_TOKEN, CKA_SENSITIVE,
  * not CKA_EXTRACTABLE, a random CKA_ID), and, with a key_label, finds the
- * device's private key (EC P-256, sensitive, not extractable). An existing KEK
+ * device's private key (EC P-256 or RSA 2048-4096, sensitive, not
+ * extractable). An existing KEK
  * or key that is extractable or of the wrong kind is refused, never used.
  * The KEK id is a hash of the KEK's CKA_ID (public), never of key bytes.
+ * Its generate_identity makes an EC P-256 or RSA 3072 (e = 65537) key pair
+ * on the token under the label `ref` (CKA_LABEL and CKA_ID = the label on
+ * both halves; the private half CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, not
+ * CKA_EXTRACTABLE, CKA_SIGN only), refusing with EC_ERR_EXISTS when any key already has that label;
+ * the key it hands back signs through the token (firmware/token_key.c), and
+ * the store's device key is the new key from then on. identity_public reads
+ * the public key object under `ref`.
  * Wrapping is CKM_AES_GCM on the token with the same layout and AAD as the
  * file store, so the spool format does not depend on the backend.
  * EC_ERR_NOT_FOUND: no module at the path, no such token, no such key;
@@ -132,6 +146,10 @@ ec_status ec_keystore_pkcs11_open(ec_keystore *ks, const ec_keystore_pkcs11_para
 
 /* Whether `ks` holds the device's private key (sign_digest is available). */
 bool ec_keystore_has_device_key(const ec_keystore *ks);
+
+/* The device key's type when `ks` holds one (EC P-256, or RSA of 2048 to
+ * 4096 bits, reported as EC_KEY_TYPE_RSA_3072); EC_KEY_TYPE_EC_P256 otherwise. */
+ec_key_type ec_keystore_device_key_type(const ec_keystore *ks);
 
 /* Closes any backend; safe on a zeroed or closed ec_keystore. */
 void ec_keystore_close(ec_keystore *ks);

@@ -4,9 +4,12 @@
  *
  * - init: the key store generates the device key pair (EC P-256 or RSA
  *   3072) at [tls] client_key, never replacing one (the file backend: a 0600
- *   file created with O_EXCL); the key store's KEK exists afterwards; a PEM
- *   CSR for subject O=edgecap, CN=<[device] id> is written; the key's
- *   sha256// SPKI pin is printed and audited (provision_init).
+ *   file created with O_EXCL), or, with [device] keystore = pkcs11 and
+ *   [pkcs11] key_label, on the token under that label (EC P-256, never
+ *   extractable, never replacing a key with that label); the key store's
+ *   KEK exists afterwards; a PEM CSR for subject O=edgecap, CN=<[device] id>
+ *   is written; the key's sha256// SPKI pin is printed and audited
+ *   (provision_init).
  * - show: the installed certificate (subject, issuer, serial, validity, pin),
  *   whether it belongs to the device key, and the KEK id.
  * - install-cert: a signed certificate replaces [tls] client_cert only when
@@ -56,7 +59,9 @@ typedef struct {
     ec_keystore *keystore; /* open (so its KEK exists) */
     ec_audit *audit;       /* may record nothing */
     ec_key_type key_type;
-    const char *csr_path; /* NULL: [tls] client_key with .key replaced by .csr (or + .csr) */
+    /* NULL: [tls] client_key with .key replaced by .csr (or + .csr); for a
+     * key on the token, [tls] client_cert with .pem/.crt replaced by .csr */
+    const char *csr_path;
 } ec_provision_init_params;
 
 /*

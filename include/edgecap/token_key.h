@@ -3,7 +3,8 @@
  * sign_digest op holds it, hal/keystore_pkcs11.c): an mbedtls_pk_context
  * whose signatures are made by the token, for TLS client authentication
  * (mbedtls_ssl_conf_own_cert in the transport's SSL context callback), and a
- * pair check against the device certificate. EC P-256 (ECDSA) only.
+ * pair check against the device certificate. EC P-256 (ECDSA) or RSA
+ * (PKCS#1 v1.5, what TLS 1.2 client authentication signs with).
  *
  * The context's private half is only a handle: the token signs the digest
  * (CKM_ECDSA, raw r || s) and this module encodes the DER signature mbedTLS
@@ -25,9 +26,9 @@
 
 /*
  * Sets up `pk` (initialised, empty) over `ks`'s device key, with `cert_pk`
- * (the device certificate's public key, EC P-256) as its public half. `ks`
- * must outlive `pk`. EC_ERR_INVALID when `ks` holds no device key or the
- * certificate's key is not EC P-256; EC_ERR_NOMEM.
+ * (the device certificate's public key, of the token key's type) as its
+ * public half. `ks` must outlive `pk`. EC_ERR_INVALID when `ks` holds no
+ * device key or the certificate's key is not of its type; EC_ERR_NOMEM.
  */
 ec_status ec_token_key_setup(mbedtls_pk_context *pk, const ec_keystore *ks,
                              const mbedtls_pk_context *cert_pk);

@@ -4,11 +4,13 @@
 # (SOFTHSM2_CONF), never the system one. The spool KEK is created on the token
 # as a non-extractable AES-256 key (opensc's pkcs11-tool cannot read it out),
 # segments are sealed and unwrapped on the token, tampering is quarantined.
-# The device's EC P-256 key is generated on the token (pkcs11-tool
-# --keypairgen, never extractable); the device CA certifies its public key
-# (openssl x509 -force_pubkey) and nginx admits that certificate: the daemon
-# uploads through the nginx/Azurite peers with the token signing the TLS
-# handshake, and the token's ES256 client assertion verifies with PyJWT. A
+# The device's EC P-256 key is generated on the token by `edgecap provision
+# init` (C_GenerateKeyPair; pkcs11-tool, from outside, sees it sensitive and
+# never extractable), whose CSR it signs through the token; the device CA
+# signs the CSR, `provision install-cert` installs the certificate and nginx
+# admits it: the daemon uploads through the nginx/Azurite peers with the
+# token signing the TLS handshake, and the token's ES256 client assertion
+# verifies with PyJWT. A second init is refused with the token unchanged. A
 # wrong PIN, a missing module, token or key, a certificate that is not the
 # token key's, are clear errors that never show the PIN.
 #
@@ -17,7 +19,7 @@
 # the token checks run, not the peers.
 . "$(dirname "$0")/lib/tap.sh"
 
-plan 16
+plan 22
 
 TOOL=${TOOL:-$BUILD/results/tool-run}
 
@@ -40,13 +42,6 @@ TOKEN=edgecap-sys
 softhsm2-util --init-token --free --label "$TOKEN" --pin "$PIN" --so-pin "$SO_PIN" \
     >"$T/init.log" 2>&1 || { diag_file "$T/init.log"; exit 1; }
 p11() { pkcs11-tool --module "$MODULE" --token-label "$TOKEN" "$@"; }
-# The device key, made on the token; only its public half comes out.
-p11 --login --pin "$PIN" --keypairgen --key-type EC:prime256v1 --label edgecap-device --id 01 \
-    --usage-sign >"$T/keygen.log" 2>&1 || { diag_file "$T/keygen.log"; exit 1; }
-p11 --read-object --type pubkey --label edgecap-device --output-file "$T/device-pub.der" \
-    >>"$T/keygen.log" 2>&1 &&
-    openssl pkey -pubin -inform DER -in "$T/device-pub.der" -out "$T/device-pub.pem" \
-        >>"$T/keygen.log" 2>&1 || { diag_file "$T/keygen.log"; exit 1; }
 
 sox -q -n -r 16000 -c 1 -b 16 "$T/tone.wav" synth 6 sine 300-600 vol 0.5
 
@@ -97,6 +92,13 @@ pin_file = $T/pin
 ${3:-}
 CONF
     )
+}
+
+# A config whose device key is the token's: client_cert is the token key's
+# certificate, no client_key.
+token_config() { # FILE SPOOL [CERT]
+    pkcs11_config "$1" "$2" "key_label = edgecap-device"
+    sed -i -e "s|^client_cert = .*|client_cert = ${3:-$T/device.pem}|" -e '/^client_key = /d' "$1"
 }
 
 segments() { # CONFIG
@@ -180,7 +182,94 @@ negative "a KEK label that is not an AES key: refused (74)" \
     "s|^pin_file = .*|&\nkek_label = not-aes|" 74 \
     'event=pkcs11_object_refused label=not-aes reason="it is not an AES key"' "cryptographic failure"
 
-# ---- 9: the device key stays in the token ---------------------------------------
+# ---- 9-12: provision init makes the device key on the token ----------------------
+REASONS=()
+CI=$T/init.conf
+token_config "$CI" "$T/spool-init"
+ec provision show --config "$CI"
+want_rc 66
+want_out_re '^key: no device key at label "edgecap-device" on token "edgecap-sys" \(run edgecap provision init first\)$'
+ec provision init --config "$CI"
+want_rc 0
+want_out_re '^device key: label "edgecap-device" on token "edgecap-sys" \(ec-p256, generated on the token, not extractable, key store pkcs11\)$'
+want_out_re "^csr: $T/device\.csr \(subject O=edgecap, CN=p11-0001\)$"
+want_err_re 'event=identity_key_created backend=pkcs11 key_label=edgecap-device type=ec-p256'
+openssl req -in "$T/device.csr" -verify -noout >/dev/null 2>&1 ||
+    fail_because "openssl req -verify refuses the CSR the token signed"
+DEVICE_PIN=$(openssl req -in "$T/device.csr" -pubkey -noout | openssl pkey -pubin -outform DER |
+    openssl dgst -sha256 -binary | base64 | sed 's|^|sha256//|')
+want_out_re "^pin: ${DEVICE_PIN//+/\\+}$"
+want_re "$T/audit.log" "\"event\":\"provision_init\".*\"key_type\":\"ec-p256\".*\"pin\":\"${DEVICE_PIN//+/\\+}\""
+# the public half pkcs11-tool reads from the token is the CSR's key
+p11 --read-object --type pubkey --label edgecap-device --output-file "$T/device-pub.der" \
+    >"$T/readpub.log" 2>&1 || fail_because "no public key object edgecap-device"
+[ "$(openssl pkey -pubin -inform DER -in "$T/device-pub.der" -outform DER 2>/dev/null |
+    openssl dgst -sha256 -binary | base64 | sed 's|^|sha256//|')" = "$DEVICE_PIN" ] ||
+    fail_because "the token's public key is not the CSR's"
+want_no_secret "$PIN" "$OUT" "$ERR" "$T/audit.log"
+ec provision show --config "$CI"
+want_rc 66
+want_out_re "^key: label \"edgecap-device\" on token \"edgecap-sys\" \(ec-p256\), pin ${DEVICE_PIN//+/\\+}$"
+verdict "provision init: EC P-256 key pair made on the token (none before), CSR signed by it (openssl verifies), pin printed, audited, shown" \
+    "$OUT" "$ERR"
+
+REASONS=()
+p11 --login --pin "$PIN" --list-objects >"$T/objects-before" 2>/dev/null
+csr_hash=$(sha256sum <"$T/device.csr")
+ec provision init --config "$CI"
+want_rc 73
+want_err_fixed 'edgecap provision init: a device key already exists at label "edgecap-device" on token "edgecap-sys"; it is left as it is (init never replaces a key)'
+p11 --login --pin "$PIN" --list-objects >"$T/objects-after" 2>/dev/null
+cmp -s "$T/objects-before" "$T/objects-after" || fail_because "the token's objects changed"
+[ "$(sha256sum <"$T/device.csr")" = "$csr_hash" ] || fail_because "the CSR changed"
+want_no_secret "$PIN" "$OUT" "$ERR"
+verdict "provision init again: refused (73), the token's objects and the CSR unchanged" "$ERR"
+
+# RSA 3072 on the token (SoftHSM's prime search takes minutes under valgrind)
+CR=$T/rsa.conf
+token_config "$CR" "$T/spool-rsa" "$T/device-rsa.pem"
+sed -i 's|^key_label = .*|key_label = edgecap-rsa|' "$CR"
+if is_native; then
+    REASONS=()
+    ec provision init --config "$CR" --key-type rsa-3072
+    want_rc 0
+    want_out_re '^device key: label "edgecap-rsa" on token "edgecap-sys" \(rsa-3072, generated on the token, not extractable, key store pkcs11\)$'
+    want_out_re "^csr: $T/device-rsa\.csr "
+    openssl req -in "$T/device-rsa.csr" -verify -noout -text >"$T/rsa-csr.txt" 2>&1 ||
+        fail_because "openssl req -verify refuses the RSA CSR the token signed"
+    want_fixed "$T/rsa-csr.txt" 'Public-Key: (3072 bit)'
+    want_fixed "$T/rsa-csr.txt" 'Exponent: 65537 (0x10001)'
+    want_fixed "$T/rsa-csr.txt" 'Signature Algorithm: sha256WithRSAEncryption'
+    p11 --login --pin "$PIN" --list-objects --type privkey >"$T/rsa-priv" 2>&1
+    want_re "$T/rsa-priv" 'Private Key Object; RSA'
+    grep -A4 'label: *edgecap-rsa' "$T/rsa-priv" | grep -qE 'Access: +sensitive, always sensitive, never extractable' ||
+        fail_because "the RSA key is not sensitive and never extractable"
+    want_no_secret "$PIN" "$OUT" "$ERR"
+    verdict "provision init --key-type rsa-3072: the RSA key pair is made on the token (never extractable), CSR verified" \
+        "$OUT" "$ERR" "$T/rsa-csr.txt"
+else
+    skip "provision init --key-type rsa-3072 on the token" "natively only (RSA key generation)"
+fi
+p11 --login --pin "$PIN" --list-objects >"$T/objects-before" 2>/dev/null
+
+REASONS=()
+sed "s|^pin_file = .*|pin_file = $T/wrong-pin|; s|^key_label = .*|key_label = edgecap-other|" \
+    "$CI" >"$T/wrong.conf"
+ec provision init --config "$T/wrong.conf"
+want_rc 77
+want_err_re "^edgecap: cannot open the PKCS#11 key store \(token \"edgecap-sys\" through $MODULE\): credentials refused$"
+want_err_re 'event=pkcs11_login_refused reason="the token refused the PIN" pkcs11_error=CKR_PIN_INCORRECT'
+want_no_secret "$PIN" "$OUT" "$ERR"
+p11 --login --pin "$PIN" --list-objects >"$T/objects-after" 2>/dev/null
+cmp -s "$T/objects-before" "$T/objects-after" || fail_because "the token's objects changed"
+# the token key store without [pkcs11] key_label: the device key would be a file
+ec provision init --config "$C1"
+want_rc 70
+want_err_fixed 'edgecap provision init: the pkcs11 key store makes the device key on the token: set [pkcs11] key_label (and remove [tls] client_key)'
+[ -e "$T/client.key" ] && fail_because "a key file was made"
+verdict "provision init refused: a wrong PIN (77, the PIN not shown), no [pkcs11] key_label (70); nothing created" "$ERR"
+
+# ---- 13: the device key stays in the token --------------------------------------
 REASONS=()
 p11 --login --pin "$PIN" --list-objects --type privkey >"$T/privkeys" 2>&1
 want_fixed "$T/privkeys" 'label:      edgecap-device'
@@ -191,7 +280,7 @@ p11 --login --pin "$PIN" --read-object --type privkey --label edgecap-device \
 verdict "the device key is on the token: sensitive, never extractable, nothing read out" \
     "$T/privkeys" "$T/read-priv.log"
 
-# ---- 10-16: with the peers ------------------------------------------------------
+# ---- 14-21: with the peers ------------------------------------------------------
 if ! is_native; then
     for ((i = TAP_N; i < TAP_PLANNED; i++)); do
         skip "peers and PyJWT with the token" "natively only (valgrind: the token checks above)"
@@ -201,24 +290,30 @@ fi
 start_peers
 SAS=$("$PEERS" container "$P" audio)
 (umask 077 && printf '%s\n' "$SAS" >"$T/sas")
-# The device CA certifies the token key; nginx admits that certificate.
-PEERS_CADIR=$P/pki/device-ca.db PEERS_SAN=DNS:unused openssl x509 -new -subj "/O=edgecap tests/CN=p11-0001" -force_pubkey "$T/device-pub.pem" \
+# The device CA signs the CSR init wrote; install-cert installs the
+# certificate (it checks it against the token's key); nginx admits it.
+REASONS=()
+PEERS_CADIR=$P/pki/device-ca.db PEERS_SAN=DNS:unused openssl x509 -req -in "$T/device.csr" \
     -CA "$DEVICE_CA" -CAkey "$P/pki/device-ca.key" -days 2 -extfile "$P/pki/openssl.cnf" \
-    -extensions client -out "$T/device.pem" >"$T/x509.log" 2>&1 ||
+    -extensions client -out "$T/signed.pem" >"$T/x509.log" 2>&1 ||
     { diag_file "$T/x509.log"; exit 1; }
+sed -i "s|^ca_file = .*|&\nclient_ca_file = $DEVICE_CA|" "$CI"
+ec provision install-cert --config "$CI" "$T/signed.pem"
+want_rc 0
+want_out_re "^installed $T/signed\.pem as $T/device\.pem$"
+want_out_re "^  pin: ${DEVICE_PIN//+/\\+}$"
+ec provision show --config "$CI"
+want_rc 0
+want_out_re '^key: label "edgecap-device" on token "edgecap-sys" \(ec-p256\) matches the certificate$'
+want_no_secret "$PIN" "$OUT" "$ERR"
+verdict "install-cert: the device CA's certificate for the token's CSR is installed; show: the key matches" \
+    "$OUT" "$ERR"
 TOKEN_CLIENT_ID=$("$PEERS" admit "$P" "$T/device.pem" 2>"$T/admit.log") ||
     { diag_file "$T/admit.log"; exit 1; }
 # shellcheck source=/dev/null
 . "$P/peers.env"
 DEVICE_FP=$(openssl x509 -in "$T/device.pem" -noout -fingerprint -sha1 | sed 's/^.*=//; s/://g' |
     tr 'A-F' 'a-f')
-
-# A config whose device key is the token's: client_cert is the token key's
-# certificate, no client_key.
-token_config() { # FILE SPOOL [CERT]
-    pkcs11_config "$1" "$2" "key_label = edgecap-device"
-    sed -i -e "s|^client_cert = .*|client_cert = ${3:-$T/device.pem}|" -e '/^client_key = /d' "$1"
-}
 
 C10=$T/c10.conf
 token_config "$C10" "$T/spool10"
@@ -237,7 +332,7 @@ for name in "${S10[@]}"; do
 done
 want_re "$ACCESS_LOG" "\"method\":\"PUT\".*\"client_verify\":\"SUCCESS\",\"client_fp\":\"$DEVICE_FP\""
 want_no_secret "$PIN" "$OUT" "$ERR"
-verdict "upload-once: KEK and TLS client key in the token; nginx verified the token key's certificate" \
+verdict "upload-once: KEK and TLS client key (made by provision init) in the token; nginx verified its certificate" \
     "$ERR" "$OUT"
 
 # The certificate nginx would admit (CLIENT_CERT), but not the token key's.
@@ -256,7 +351,7 @@ want_err_re "event=delivery_unavailable .*: the device certificate's key is not 
 [ "$(grep -c '"method":"PUT"' "$ACCESS_LOG")" -eq "$before" ] || fail_because "a PUT reached the peer"
 verdict "a client certificate that is not the token key's (EC, RSA): refused before any connection"
 
-# ---- 12-13: the client assertion signed by the token ------------------------------
+# ---- 17-18: the client assertion signed by the token ------------------------------
 PY=/usr/bin/python3
 AUD=https://login.microsoftonline.com/$TENANT_ID/oauth2/v2.0/token
 cat >"$T/verify.py" <<'PY'
@@ -299,7 +394,7 @@ want_fixed "$T/ps.err" "the token's device key is EC P-256: set [auth] assertion
 [ -s "$T/ps.jwt" ] && fail_because "a PS256 assertion was printed"
 verdict "PS256 with the token's EC key: refused with the reason" "$T/ps.err"
 
-# ---- 14-15: the daemon's Entra ID assertion, signed by the token -------------------
+# ---- 19-20: the daemon's Entra ID assertion, signed by the token -------------------
 # [auth] mode = entra: the Speech peer's token endpoint verifies the ES256
 # assertion (jose) against the token key's certificate, registered as
 # TOKEN_CLIENT_ID; Azurite takes the bearer token.
@@ -334,7 +429,7 @@ want_rc 78
 want_err_re "event=delivery_unavailable .*the token's device key is EC P-256: set \[auth\] assertion_alg = ES256"
 verdict "[auth] assertion_alg = PS256 with the token's EC key: refused with the reason"
 
-# ---- 16: the daemon with the token key, through a reload ---------------------------
+# ---- 21: the daemon with the token key, through a reload ---------------------------
 # A reload whose client_cert is not the token key's is refused (the running
 # delivery stays); the right one is accepted, and the daemon uploads with it.
 REASONS=()
@@ -357,5 +452,40 @@ wait_exit "$pid" || fail_because "the daemon did not stop"
 want_no_secret "$PIN" "$LOG" "$LOG.out"
 verdict "run: uploads with the token key; a reload to a certificate not the token key's is refused" \
     "$LOG"
+
+# ---- 22: TLS 1.2 client authentication with the token's RSA key ------------------
+# CertificateVerify is PKCS#1 v1.5, signed by C_Sign(CKM_RSA_PKCS) over the
+# DigestInfo. A client assertion cannot be signed with it (PS256 would need
+# PSS on the token): refused with the reason.
+REASONS=()
+PEERS_CADIR=$P/pki/device-ca.db PEERS_SAN=DNS:unused openssl x509 -req -in "$T/device-rsa.csr" \
+    -CA "$DEVICE_CA" -CAkey "$P/pki/device-ca.key" -days 2 -extfile "$P/pki/openssl.cnf" \
+    -extensions client -out "$T/signed-rsa.pem" >"$T/x509.log" 2>&1 ||
+    fail_because "openssl x509 -req failed: $(tail -n 3 "$T/x509.log")"
+# the peers' values now
+token_config "$CR" "$T/spool-rsa" "$T/device-rsa.pem"
+sed -i -e 's|^key_label = .*|key_label = edgecap-rsa|' \
+    -e "s|^ca_file = .*|&\nclient_ca_file = $DEVICE_CA|" "$CR"
+ec provision install-cert --config "$CR" "$T/signed-rsa.pem"
+want_rc 0
+"$PEERS" admit "$P" "$T/device-rsa.pem" >/dev/null 2>"$T/admit.log" ||
+    fail_because "peers.sh admit failed: $(cat "$T/admit.log")"
+RSA_FP=$(openssl x509 -in "$T/device-rsa.pem" -noout -fingerprint -sha1 | sed 's/^.*=//; s/://g' |
+    tr 'A-F' 'a-f')
+ec capture --config "$CR" --seconds 3
+ec upload-once --config "$CR"
+want_rc 0
+want_out_re "^uploaded 1 segments "
+want_re "$ACCESS_LOG" "\"method\":\"PUT\".*\"client_verify\":\"SUCCESS\",\"client_fp\":\"$RSA_FP\""
+want_no_secret "$PIN" "$OUT" "$ERR"
+sed -e "s|^connect_to = .*|&\nconnect_to = $CONNECT_TO_LOGIN|" -e "s|^allowed_hosts = .*|&, $LOGIN_HOST|" \
+    -e '/^sas_token_file = /d' \
+    -e "s|^mode = sas|mode = entra\ntenant_id = $TENANT_ID\nclient_id = $TOKEN_CLIENT_ID\nassertion_alg = PS256|" \
+    "$CR" >"$T/rsa-entra.conf"
+ec upload-once --config "$T/rsa-entra.conf"
+want_rc 78
+want_err_re "event=delivery_unavailable .*the token's device key is RSA: a client assertion signed on the token needs an EC P-256 key \(ES256\)"
+verdict "upload-once with the token's RSA 3072 key (made by provision init): nginx verified its certificate; assertions refused" \
+    "$ERR" "$OUT"
 
 finish

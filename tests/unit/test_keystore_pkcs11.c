@@ -36,6 +36,8 @@
 #include "support.h"
 
 #include <mbedtls/ecp.h>
+#include <mbedtls/md.h>
+#include <mbedtls/rsa.h>
 #include <mbedtls/x509_crt.h>
 
 #define MODULE "/usr/lib/softhsm/libsofthsm2.so"
@@ -80,7 +82,13 @@ static int group_setup(void **state)
         run("pkcs11-tool --module " MODULE " --token-label " TOKEN " --login --pin " PIN
             " --keypairgen --key-type EC:prime256v1 --label other --id 0f --usage-sign") == 0 &&
         run("pkcs11-tool --module " MODULE " --token-label " TOKEN " --login --pin " PIN
-            " --keypairgen --key-type EC:secp384r1 --label p384 --id 0e --usage-sign") == 0;
+            " --keypairgen --key-type EC:secp384r1 --label p384 --id 0e --usage-sign") == 0 &&
+        run("pkcs11-tool --module " MODULE " --token-label " TOKEN " --login --pin " PIN
+            " --keypairgen --key-type EC:prime256v1 --label pub-only --id 10 --usage-sign") == 0 &&
+        run("pkcs11-tool --module " MODULE " --token-label " TOKEN " --login --pin " PIN
+            " --delete-object --type privkey --label pub-only") == 0 &&
+        run("pkcs11-tool --module " MODULE " --token-label " TOKEN " --login --pin " PIN
+            " --keypairgen --key-type rsa:1024 --label rsa-1024 --id 11 --usage-sign") == 0;
     if (dl != NULL)
         dlclose(dl);
     ec_secret_new(&pin, PIN, strlen(PIN));
@@ -373,6 +381,8 @@ static const reject_case rejects[] = {
      "no private key with this label on the token"},
     {"key not on P-256", MODULE, TOKEN, PIN, "kek-a", "p384", EC_ERR_CRYPTO,
      "the key is not on the P-256 curve"},
+    {"RSA key too short", MODULE, TOKEN, PIN, "kek-a", "rsa-1024", EC_ERR_CRYPTO,
+     "the RSA key is not 2048 to 4096 bits"},
     {"extractable KEK", MODULE, TOKEN, PIN, "kek-extractable", "", EC_ERR_CRYPTO,
      "it is extractable or not sensitive"},
     {"KEK label on two keys", MODULE, TOKEN, PIN, "kek-twice", "", EC_ERR_CRYPTO,
@@ -512,6 +522,311 @@ static void test_device_key_signs_on_token(void **state)
     mbedtls_pk_free(&pub);
 }
 
+/* ---- the device key generated on the token (provision init) ------------------ */
+
+static ec_keystore_pkcs11_params gen_params(const char *key_label)
+{
+    ec_keystore_pkcs11_params p = params("kek-a");
+    p.key_label = key_label;
+    p.key_optional = true;
+    return p;
+}
+
+/* The public key object's CKA_EC_POINT under `label` (67 bytes). */
+static void ec_point_of(const char *label, uint8_t point[67])
+{
+    direct d;
+    direct_open(&d);
+    CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+    assert_int_equal(count_label(&d, CKO_PUBLIC_KEY, label, &h), 1);
+    CK_ATTRIBUTE a = {CKA_EC_POINT, point, 67};
+    assert_int_equal(d.f->C_GetAttributeValue(d.s, h, &a, 1), CKR_OK);
+    assert_int_equal(a.ulValueLen, 67);
+    direct_close(&d);
+}
+
+/*
+ * A key pair generate_identity made, seen from outside (the key store
+ * closed): one key pair under `label`, CKA_ID = the label on both halves,
+ * the private half a token object, private, sensitive (its `secret`
+ * attribute unreadable), never extractable, sign only; the public half a
+ * token object for verify. Leaves `d` open, the public half in *pub.
+ */
+static void check_generated_pair(direct *d, const char *label, CK_ATTRIBUTE_TYPE secret,
+                                 CK_OBJECT_HANDLE *pubh)
+{
+    direct_open(d);
+    CK_OBJECT_HANDLE priv = CK_INVALID_HANDLE;
+    assert_int_equal(count_label(d, CKO_PRIVATE_KEY, label, &priv), 1);
+    assert_int_equal(count_label(d, CKO_PUBLIC_KEY, label, pubh), 1);
+    uint8_t value[512];
+    CK_ATTRIBUTE v = {secret, value, sizeof value};
+    assert_int_equal(d->f->C_GetAttributeValue(d->s, priv, &v, 1), CKR_ATTRIBUTE_SENSITIVE);
+    CK_BBOOL sensitive = CK_FALSE, extractable = CK_TRUE, never = CK_FALSE, token = CK_FALSE,
+             private_ = CK_FALSE, sign = CK_FALSE, decrypt = CK_TRUE, derive = CK_TRUE;
+    uint8_t id[64];
+    CK_ATTRIBUTE a[] = {
+        {CKA_SENSITIVE, &sensitive, sizeof sensitive},
+        {CKA_EXTRACTABLE, &extractable, sizeof extractable},
+        {CKA_NEVER_EXTRACTABLE, &never, sizeof never},
+        {CKA_TOKEN, &token, sizeof token},
+        {CKA_PRIVATE, &private_, sizeof private_},
+        {CKA_SIGN, &sign, sizeof sign},
+        {CKA_DECRYPT, &decrypt, sizeof decrypt},
+        {CKA_DERIVE, &derive, sizeof derive},
+        {CKA_ID, id, sizeof id},
+    };
+    assert_int_equal(d->f->C_GetAttributeValue(d->s, priv, a, sizeof a / sizeof a[0]), CKR_OK);
+    assert_true(sensitive);
+    assert_false(extractable);
+    assert_true(never);
+    assert_true(token);
+    assert_true(private_);
+    assert_true(sign);
+    assert_false(decrypt);
+    assert_false(derive);
+    assert_int_equal(a[8].ulValueLen, strlen(label));
+    assert_memory_equal(id, label, strlen(label));
+    CK_BBOOL verify = CK_FALSE;
+    uint8_t pub_id[64];
+    CK_ATTRIBUTE b[] = {
+        {CKA_TOKEN, &token, sizeof token},
+        {CKA_VERIFY, &verify, sizeof verify},
+        {CKA_ID, pub_id, sizeof pub_id},
+    };
+    token = CK_FALSE;
+    assert_int_equal(d->f->C_GetAttributeValue(d->s, *pubh, b, 3), CKR_OK);
+    assert_true(token);
+    assert_true(verify);
+    assert_int_equal(b[2].ulValueLen, strlen(label));
+    assert_memory_equal(pub_id, label, strlen(label));
+}
+
+static void test_generate_identity_on_token(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    static const char label[] = "gen-device";
+    ec_keystore ks;
+    ec_keystore_pkcs11_params p = gen_params(label);
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    assert_false(ec_keystore_has_device_key(&ks));
+    mbedtls_pk_context key, pub;
+    mbedtls_pk_init(&key);
+    mbedtls_pk_init(&pub);
+    assert_int_equal(ks.ops->identity_public(ks.ctx, label, &pub), EC_ERR_NOT_FOUND);
+    ts_log_begin();
+    assert_int_equal(ks.ops->generate_identity(ks.ctx, EC_KEY_TYPE_EC_P256, label, &key), EC_OK);
+    char *log = ts_log_end();
+    assert_non_null(strstr(log, "event=identity_key_created backend=pkcs11 key_label=gen-device "
+                                "type=ec-p256"));
+    free(log);
+    assert_true(ec_keystore_has_device_key(&ks));
+    /* the key handed back signs on the token; identity_public is its public half */
+    assert_int_equal(ks.ops->identity_public(ks.ctx, label, &pub), EC_OK);
+    uint8_t hash[32], sig[MBEDTLS_PK_SIGNATURE_MAX_SIZE];
+    size_t sig_len = 0;
+    assert_int_equal(ec_rng_bytes(hash, sizeof hash), EC_OK);
+    assert_int_equal(
+        mbedtls_pk_sign(&key, MBEDTLS_MD_SHA256, hash, 32, sig, &sig_len, ec_rng_mbedtls, NULL), 0);
+    assert_int_equal(mbedtls_pk_verify(&pub, MBEDTLS_MD_SHA256, hash, 32, sig, sig_len), 0);
+    hash[0] ^= 1;
+    assert_int_not_equal(mbedtls_pk_verify(&pub, MBEDTLS_MD_SHA256, hash, 32, sig, sig_len), 0);
+    /* a certificate for the new key passes the pair check */
+    uint8_t cert[1024];
+    size_t cert_len = token_self_signed(&ks, &pub, cert, sizeof cert);
+    char why[160];
+    assert_int_equal(ec_token_key_check_pair(&ks, cert, cert_len, why, sizeof why), EC_OK);
+    mbedtls_pk_free(&key);
+    ec_keystore_close(&ks);
+
+    /* from outside */
+    direct d;
+    CK_OBJECT_HANDLE pubh = CK_INVALID_HANDLE;
+    check_generated_pair(&d, label, CKA_VALUE, &pubh);
+    direct_close(&d);
+
+    /* it stays on the token: a later open finds it as the device key */
+    p.key_optional = false;
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    assert_true(ec_keystore_has_device_key(&ks));
+    assert_int_equal(ec_token_key_check_pair(&ks, cert, cert_len, why, sizeof why), EC_OK);
+    ec_keystore_close(&ks);
+    mbedtls_pk_free(&pub);
+}
+
+/* A label that is taken (a key made elsewhere, or by an earlier init) is
+ * never given a second key, of either type: EC_ERR_EXISTS, the token as it
+ * was. */
+static void test_generate_identity_refusals(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    uint8_t before[67], after[67];
+    ec_point_of(KEY_LABEL, before);
+    ec_keystore ks;
+    ec_keystore_pkcs11_params p = gen_params(KEY_LABEL);
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    mbedtls_pk_context key;
+    mbedtls_pk_init(&key);
+    assert_int_equal(ks.ops->generate_identity(ks.ctx, EC_KEY_TYPE_EC_P256, KEY_LABEL, &key),
+                     EC_ERR_EXISTS);
+    assert_int_equal(mbedtls_pk_get_type(&key), MBEDTLS_PK_NONE);
+    /* a label with only a public key is taken too */
+    assert_int_equal(ks.ops->generate_identity(ks.ctx, EC_KEY_TYPE_EC_P256, "pub-only", &key),
+                     EC_ERR_EXISTS);
+    assert_int_equal(ks.ops->generate_identity(ks.ctx, EC_KEY_TYPE_RSA_3072, KEY_LABEL, &key),
+                     EC_ERR_EXISTS);
+    /* a public key of a kind the device key cannot be is refused, not read */
+    mbedtls_pk_context pub;
+    mbedtls_pk_init(&pub);
+    ts_log_begin();
+    assert_int_equal(ks.ops->identity_public(ks.ctx, "p384", &pub), EC_ERR_CRYPTO);
+    char *log = ts_log_end();
+    assert_non_null(strstr(log, "event=pkcs11_object_refused label=p384 reason=\"it is not an EC "
+                                "P-256 public key\""));
+    free(log);
+    assert_int_equal(mbedtls_pk_get_type(&pub), MBEDTLS_PK_NONE);
+    ts_log_begin();
+    assert_int_equal(ks.ops->identity_public(ks.ctx, "rsa-1024", &pub), EC_ERR_CRYPTO);
+    log = ts_log_end();
+    assert_non_null(strstr(log, "event=pkcs11_object_refused label=rsa-1024 reason=\"its modulus "
+                                "and exponent are not an RSA key of 2048 to 4096 bits\""));
+    free(log);
+    ec_keystore_close(&ks);
+    ec_point_of(KEY_LABEL, after);
+    assert_memory_equal(before, after, sizeof before);
+    direct d;
+    direct_open(&d);
+    assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, KEY_LABEL, NULL), 1);
+    assert_int_equal(count_label(&d, CKO_PUBLIC_KEY, KEY_LABEL, NULL), 1);
+    assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, "pub-only", NULL), 0);
+    assert_int_equal(count_label(&d, CKO_PUBLIC_KEY, "pub-only", NULL), 1);
+    direct_close(&d);
+}
+
+/* The generated key is checked before use: a key pair the token made
+ * extractable (seam: the template asks for it) is refused and destroyed, so
+ * nothing is left under the label and the next try works. */
+static void test_generate_identity_checks_the_new_key(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    ec_keystore ks;
+    ec_keystore_pkcs11_params p = gen_params("gen-checked");
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    mbedtls_pk_context key;
+    mbedtls_pk_init(&key);
+    ec_fault_reset();
+    ec_fault_arm("pkcs11.keygen_extractable", 0, 1);
+    ts_log_begin();
+    assert_int_equal(ks.ops->generate_identity(ks.ctx, EC_KEY_TYPE_EC_P256, "gen-checked", &key),
+                     EC_ERR_CRYPTO);
+    char *log = ts_log_end();
+    ec_fault_reset();
+    assert_non_null(strstr(log, "event=pkcs11_object_refused label=gen-checked reason=\"it is "
+                                "extractable or not sensitive"));
+    assert_null(strstr(log, "identity_key_created"));
+    free(log);
+    assert_false(ec_keystore_has_device_key(&ks));
+    assert_int_equal(ks.ops->generate_identity(ks.ctx, EC_KEY_TYPE_EC_P256, "gen-checked", &key),
+                     EC_OK);
+    mbedtls_pk_free(&key);
+    ec_keystore_close(&ks);
+    direct d;
+    direct_open(&d);
+    assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, "gen-checked", NULL), 1);
+    assert_int_equal(count_label(&d, CKO_PUBLIC_KEY, "gen-checked", NULL), 1);
+    direct_close(&d);
+}
+
+/* RSA 3072 on the token: CKM_RSA_PKCS_KEY_PAIR_GEN, e = 65537, the same
+ * protection; the pk context signs PKCS#1 v1.5 through C_Sign(CKM_RSA_PKCS)
+ * for each SHA-2 digest TLS 1.2 may ask for, and a certificate made with it
+ * passes the pair check. */
+static void test_generate_identity_rsa_on_token(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    /* SoftHSM's prime search for 3072 bits takes minutes under valgrind */
+    const char *valgrind = getenv("EC_UNDER_VALGRIND");
+    if (valgrind != NULL && strcmp(valgrind, "1") == 0)
+        skip();
+    static const char label[] = "gen-rsa";
+    ec_keystore ks;
+    ec_keystore_pkcs11_params p = gen_params(label);
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    mbedtls_pk_context key, pub;
+    mbedtls_pk_init(&key);
+    mbedtls_pk_init(&pub);
+    assert_int_equal(ks.ops->generate_identity(ks.ctx, EC_KEY_TYPE_RSA_3072, label, &key), EC_OK);
+    assert_int_equal(ec_keystore_device_key_type(&ks), EC_KEY_TYPE_RSA_3072);
+    assert_int_equal(ks.ops->identity_public(ks.ctx, label, &pub), EC_OK);
+    assert_int_equal(mbedtls_pk_get_type(&pub), MBEDTLS_PK_RSA);
+    assert_int_equal(mbedtls_pk_get_bitlen(&pub), 3072);
+    assert_int_equal(mbedtls_pk_get_bitlen(&key), 3072);
+    mbedtls_mpi e;
+    mbedtls_mpi_init(&e);
+    assert_int_equal(mbedtls_rsa_export(mbedtls_pk_rsa(pub), NULL, NULL, NULL, NULL, &e), 0);
+    assert_int_equal(mbedtls_mpi_cmp_int(&e, 65537), 0);
+    mbedtls_mpi_free(&e);
+    static const mbedtls_md_type_t mds[] = {MBEDTLS_MD_SHA256, MBEDTLS_MD_SHA384,
+                                            MBEDTLS_MD_SHA512};
+    for (size_t i = 0; i < sizeof mds / sizeof mds[0]; i++) {
+        uint8_t hash[64], sig[MBEDTLS_PK_SIGNATURE_MAX_SIZE];
+        size_t hash_len = mbedtls_md_get_size(mbedtls_md_info_from_type(mds[i])), sig_len = 0;
+        assert_int_equal(ec_rng_bytes(hash, hash_len), EC_OK);
+        assert_int_equal(
+            mbedtls_pk_sign(&key, mds[i], hash, hash_len, sig, &sig_len, ec_rng_mbedtls, NULL), 0);
+        assert_int_equal(sig_len, 384);
+        assert_int_equal(mbedtls_pk_verify(&pub, mds[i], hash, hash_len, sig, sig_len), 0);
+        /* the DigestInfo names the function: the same bytes under another fail */
+        if (mds[i] == MBEDTLS_MD_SHA256)
+            assert_int_not_equal(
+                mbedtls_pk_verify(&pub, MBEDTLS_MD_SHA384, hash, hash_len, sig, sig_len), 0);
+    }
+    uint8_t cert[2048];
+    size_t cert_len = token_self_signed(&ks, &pub, cert, sizeof cert);
+    char why[160];
+    assert_int_equal(ec_token_key_check_pair(&ks, cert, cert_len, why, sizeof why), EC_OK);
+    mbedtls_pk_free(&key);
+    ec_keystore_close(&ks);
+
+    /* from outside: as an EC key, and 3072 bits */
+    direct d;
+    CK_OBJECT_HANDLE pubh = CK_INVALID_HANDLE;
+    check_generated_pair(&d, label, CKA_PRIVATE_EXPONENT, &pubh);
+    CK_ULONG bits = 0;
+    CK_ATTRIBUTE b = {CKA_MODULUS_BITS, &bits, sizeof bits};
+    assert_int_equal(d.f->C_GetAttributeValue(d.s, pubh, &b, 1), CKR_OK);
+    assert_int_equal(bits, 3072);
+    direct_close(&d);
+
+    /* reopened, the store finds the RSA key; an EC certificate is not its */
+    p.key_optional = false;
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    assert_int_equal(ec_keystore_device_key_type(&ks), EC_KEY_TYPE_RSA_3072);
+    assert_int_equal(ec_token_key_check_pair(&ks, cert, cert_len, why, sizeof why), EC_OK);
+    ec_keystore_close(&ks);
+    mbedtls_pk_context ec_pub;
+    mbedtls_pk_init(&ec_pub);
+    token_public_key(&ec_pub);
+    ec_keystore other;
+    p = gen_params(KEY_LABEL);
+    assert_int_equal(ec_keystore_pkcs11_open(&other, &p), EC_OK);
+    uint8_t ec_cert[1024];
+    size_t ec_cert_len = token_self_signed(&other, &ec_pub, ec_cert, sizeof ec_cert);
+    ec_keystore_close(&other);
+    p = gen_params(label);
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    assert_int_equal(ec_token_key_check_pair(&ks, ec_cert, ec_cert_len, why, sizeof why),
+                     EC_ERR_CRYPTO);
+    assert_string_equal(why, "the device certificate's key is not RSA (the token key is)");
+    ec_keystore_close(&ks);
+    mbedtls_pk_free(&ec_pub);
+    mbedtls_pk_free(&pub);
+}
+
 /* DER INTEGERs are signed: a half with its top bit set gets a 0x00 in front,
  * leading zero bytes are dropped. */
 static void test_sig_to_der(void **state)
@@ -541,6 +856,10 @@ int main(void)
         cmocka_unit_test(test_rejections),
         cmocka_unit_test(test_kek_creation_race_leaves_one),
         cmocka_unit_test(test_device_key_signs_on_token),
+        cmocka_unit_test(test_generate_identity_on_token),
+        cmocka_unit_test(test_generate_identity_refusals),
+        cmocka_unit_test(test_generate_identity_checks_the_new_key),
+        cmocka_unit_test(test_generate_identity_rsa_on_token),
         cmocka_unit_test(test_sig_to_der),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
