@@ -527,4 +527,11 @@ for rel in "${REL_FILES[@]}"; do
         die 74 "verification failed: $PROV_MOUNT/$rel reads back sha256 $got, expected $want"
     say "  $PROV_MOUNT/$rel  $(stat -c %s "$STAGE/$rel") bytes  sha256 $want  (from ${STAGED_FROM[$rel]})"
 done
+# FAT names are case-insensitive, so the reads above would find CLIENT.CRT
+# too: the names themselves must be the staged ones (mtools shows them as
+# Linux's vfat does with shortname=mixed).
+want_names=$(cd "$STAGE" && find . -mindepth 1 \( -type d -printf '::/%P/\n' \) -o \( -type f -printf '::/%P\n' \) | sort)
+got_names=$(mt mdir -i "$P2" -b -/ :: | sort)
+[ "$got_names" = "$want_names" ] ||
+    die 74 "verification failed: partition 2 holds ${got_names//$'\n'/ }, expected ${want_names//$'\n'/ }"
 say "done: $TARGET holds the image and ${#REL_FILES[@]} provisioning files, all read back"

@@ -116,9 +116,12 @@ want_flashed() { # DISK
             fail_because "p2 ::/$rel is not $(basename "$src")"
         want_re "$OUT" "^  /etc/edgecap/$rel  [0-9]+ bytes  sha256 $(sum "$src")"
     done
-    listing=$(mdir -i "$disk@@$P2_OFF" -b -/ :: 2>/dev/null | sort | tr '\n' ' ')
-    [ "$listing" = "::/client.crt ::/client.key ::/edgecap.conf ::/sas.token ::/tls/ ::/tls/ca.pem " ] ||
+    # The names as the guest's vfat mount shows them, and a clean fsck.
+    listing=$(python3 "$EC_SRCDIR/tests/system/lib/fat_names.py" "$disk" "$P2_OFF" | sort | tr '\n' ' ')
+    [ "$listing" = "client.crt client.key edgecap.conf sas.token tls/ tls/ca.pem " ] ||
         fail_because "p2 holds $listing"
+    dd if="$disk" of="$T/p2.fat" bs=1M skip=$((P2_OFF / 1048576)) count=$(((P2_END - P2_OFF) / 1048576)) status=none
+    fsck.fat -n "$T/p2.fat" >"$T/fsck.out" 2>&1 || fail_because "fsck.fat -n p2: $(tail -n 3 "$T/fsck.out")"
     want_out_re "^image: .* \\($IMG_BYTES bytes, sha256 $(sum "$IMG"), checked against .*\\.sha256\\)"
     want_out_re "^written: +$IMG_BYTES bytes, read back sha256 $(sum "$IMG") \\(matches\\)"
     want_no_secret "$SAS" "$OUT" "$ERR"
@@ -133,7 +136,7 @@ flash "$IMG" "$TGT" "${GOOD[@]}"
 want_rc 0
 want_flashed "$TGT"
 want_out_re "^target: +$TGT \\(new\\)"
-verdict "image file: a new target gets the image (read back) and p2 exactly the provisioning set"
+verdict "image file: a new target gets the image (read back) and p2 exactly the provisioning set (a 0644 secret staged 0600, as the guest mount shows it)"
 
 BEFORE=$(sum "$TGT")
 sed 's/^mode = sas$/mode = sass/' "$T/prov.conf" >"$T/bad.conf"
