@@ -14,7 +14,7 @@
 # shellcheck source=tests/system/lib/fake_image.sh
 . "$EC_SRCDIR/tests/system/lib/fake_image.sh"
 
-N=24
+N=25
 plan $N
 if ! is_native; then
     for ((i = 0; i < N; i++)); do
@@ -267,6 +267,29 @@ flash "$T/bare.img" "$T/bare-target.img" "${GOOD[@]}"
 want_rc 0
 want_out_re "checked against the image itself \\(no $T/bare.img.sha256\\)\\)$"
 verdict "an image without .sha256 is verified against the image itself"
+
+# A host that has an /etc/edgecap of its own (edgecap installed): flash.sh
+# binds the staged set over it, in its own namespace only. The host is
+# simulated in a private mount namespace whose /etc is an overlay holding a
+# decoy /etc/edgecap/edgecap.conf that would not validate.
+if unshare --mount --propagation private true 2>/dev/null; then
+    mkdir -p "$T/host/upper" "$T/host/work"
+    timeout "$EC_CMD_TIMEOUT_S" unshare --mount --propagation private bash -c '
+        mount -t overlay host-etc -o "lowerdir=/etc,upperdir=$1/upper,workdir=$1/work" /etc || exit 99
+        mkdir /etc/edgecap && echo "[decoy" >/etc/edgecap/edgecap.conf
+        shift
+        "$@"
+        rc=$?
+        cat /etc/edgecap/edgecap.conf >"'"$T"'/host/decoy-after"
+        exit $rc' host "$T/host" "$FLASH" "$IMG" "$T/host.img" "${GOOD[@]}" >"$OUT" 2>"$ERR" </dev/null
+    RC=$?
+    want_rc 0
+    want_out_re "^done: $T/host.img holds the image and 5 provisioning files, all read back$"
+    [ "$(cat "$T/host/decoy-after" 2>/dev/null)" = "[decoy" ] || fail_because "the host's /etc/edgecap/edgecap.conf changed"
+    verdict "a host with its own /etc/edgecap: the staged set is checked in its place, the host's file untouched"
+else
+    skip "a host with its own /etc/edgecap" "no mount namespaces here"
+fi
 
 flash "$IMG" "$T/dry.img" "${GOOD[@]}" --dry-run
 want_rc 0
