@@ -261,6 +261,7 @@ check_target() {
         # A missing device node (a partition the kernel has not scanned, a
         # mistyped /dev/sdX) must not become a file in /dev.
         case "$(realpath -m "$t")" in
+        /dev/shm/*) ;;
         /dev/* | /sys/* | /proc/*) die 73 "$t: no such device (nothing written)" ;;
         esac
         [ -d "$(dirname "$t")" ] || die 73 "$(dirname "$t"): no such directory"
