@@ -96,7 +96,7 @@ done
 { [ -n "$CERT" ] && [ -z "$KEY" ]; } && die 64 "--cert needs --key"
 { [ -z "$CERT" ] && [ -n "$KEY" ]; } && die 64 "--key needs --cert"
 
-for tool in sfdisk mcopy mtype mdir mmd mdel mdeltree mlabel openssl unshare mount \
+for tool in partx mcopy mtype mdir mmd mdel mdeltree mlabel openssl unshare mount \
     lsblk blockdev findmnt losetup sha256sum dd; do
     command -v "$tool" >/dev/null 2>&1 ||
         die 69 "$tool not found (toolchain/install-deps.sh image installs it)"
@@ -135,25 +135,14 @@ mt() {
 IMAGE_BYTES=$(stat -c %s "$IMAGE")
 [ "$IMAGE_BYTES" -gt 0 ] && [ $((IMAGE_BYTES % 512)) -eq 0 ] ||
     die 65 "$IMAGE: size $IMAGE_BYTES is not a whole number of 512-byte sectors"
-# Byte offset and size of partition 2 of a disk or image file, from its
-# partition table.
+# Byte offset and size of partition 2 of a disk or image file, from its MBR
+# (partx counts in 512-byte sectors whatever the device's sector size).
 p2_geometry() { # DISK -> "OFFSET SIZE"
-    local dump start size unit
-    dump=$(sfdisk --dump "$1" 2>/dev/null) || return 1
-    grep -q '^label: dos' <<<"$dump" || return 1
-    unit=$(sfdisk -J "$1" | sed -nE 's/.*"sectorsize": *([0-9]+).*/\1/p' | head -n1)
-    unit=${unit:-512}
-    read -r start size < <(awk -v n=2 '
-        /^[^ ]+ : start=/ {
-            i++
-            if (i == n) {
-                s = $0; sub(/.*start= */, "", s); sub(/,.*/, "", s)
-                z = $0; sub(/.*size= */, "", z); sub(/,.*/, "", z)
-                print s, z
-            }
-        }' <<<"$dump")
-    [ -n "${start:-}" ] && [ -n "${size:-}" ] || return 1
-    echo "$((start * unit)) $((size * unit))"
+    local scheme start sectors
+    read -r scheme start sectors < <(partx -g -o SCHEME,START,SECTORS -n 2 "$1" 2>/dev/null) ||
+        return 1
+    if [ "$scheme" != dos ] || [ -z "$sectors" ]; then return 1; fi
+    echo "$((start * 512)) $((sectors * 512))"
 }
 
 # The volume label of the FAT file system at OFFSET of DISK.

@@ -61,7 +61,7 @@ want_sum() { # FILE SHA WHAT
 IMG=$T/edgecap-x86_64.img
 fake_image "$IMG" || { diag "fake_image failed"; exit 1; }
 IMG_BYTES=$(stat -c %s "$IMG")
-P2_OFF=$((6144 * 512)) P2_END=$((14336 * 512))
+P2_OFF=$((4096 * 512)) P2_END=$((10240 * 512))
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$T/ca.key" \
     -out "$T/ca.pem" -subj /CN=flash-test-ca -days 30 2>/dev/null
@@ -210,7 +210,7 @@ sed "s/edgecap-x86_64.img/tampered.img/" "$IMG.sha256" >"$T/tampered.img.sha256"
 flash "$T/tampered.img" "$TGT" "${GOOD[@]}"
 want_rc 65
 want_err_re "^flash.sh: $T/tampered.img does not match $T/tampered.img.sha256 \\(image [0-9a-f]{64}, file says $(sum "$IMG")\\)$"
-truncate -s 12M "$T/blank.img"
+truncate -s 8M "$T/blank.img"
 flash "$T/blank.img" "$TGT" "${GOOD[@]}"
 want_rc 65
 want_err_fixed "flash.sh: $T/blank.img: no MBR partition table with a partition 2"
@@ -329,7 +329,7 @@ if [ "$(id -u)" -ne 0 ]; then
     for ((i = 0; i < LOOP_N; i++)); do skip "loop devices" "not root: no loop devices"; done
     finish
 fi
-truncate -s 16M "$T/disk.img"
+truncate -s 10M "$T/disk.img"
 if ! new_loop "$T/disk.img"; then
     for ((i = 0; i < LOOP_N; i++)); do
         skip "loop devices" "no loop device: $(head -c 200 "$T/losetup.err")"
@@ -337,7 +337,7 @@ if ! new_loop "$T/disk.img"; then
     finish
 fi
 DISK=$LOOP
-head -c 16M /dev/urandom >"$DISK"
+head -c 10M /dev/urandom >"$DISK"
 DISK_BEFORE=$(sum "$DISK")
 
 flash_set "$DISK" "$T/bad.conf" "$T/client.pem" "$T/client.key"
@@ -354,19 +354,19 @@ verdict "loop device: a certificate/key mismatch is refused, the device unchange
 
 flash "$IMG" "$DISK" "${GOOD[@]}"
 want_rc 0
-want_out_re "^target: +$DISK \\(block, 16777216 bytes\\)"
+want_out_re "^target: +$DISK \\(block, 10485760 bytes\\)"
 want_flashed "$DISK"
 want_flashed "$T/disk.img"
 verdict "loop device: the image is written and read back, p2 holds exactly the provisioning set"
 
 # A device smaller than the image.
-truncate -s 8M "$T/small-disk.img"
+truncate -s 6M "$T/small-disk.img"
 if new_loop "$T/small-disk.img"; then
     SMALL=$LOOP
     SMALL_BEFORE=$(sum "$SMALL")
     flash "$IMG" "$SMALL" "${GOOD[@]}"
     want_rc 73
-    want_err_fixed "flash.sh: $SMALL is smaller than the image (8388608 < $IMG_BYTES bytes; nothing written)"
+    want_err_fixed "flash.sh: $SMALL is smaller than the image (6291456 < $IMG_BYTES bytes; nothing written)"
     want_sum "$SMALL" "$SMALL_BEFORE" "$SMALL"
     verdict "loop device smaller than the image is refused, unchanged"
 else
