@@ -97,7 +97,7 @@ done
 { [ -z "$CERT" ] && [ -n "$KEY" ]; } && die 64 "--key needs --cert"
 
 for tool in partx mcopy mtype mdir mmd mdel mdeltree mlabel openssl unshare mount \
-    lsblk blockdev findmnt losetup sha256sum dd; do
+    lsblk blockdev losetup perl sha256sum dd; do
     command -v "$tool" >/dev/null 2>&1 ||
         die 69 "$tool not found (toolchain/install-deps.sh image installs it)"
 done
@@ -199,6 +199,12 @@ scan_in_use() {
     )
 }
 
+# True unless the kernel refuses an exclusive open of block device DEV
+# (EBUSY): it, or a partition of it, is mounted or otherwise claimed.
+unclaimed() { # DEV
+    perl -MFcntl -e 'sysopen(my $f, $ARGV[0], O_RDONLY | O_EXCL) || !$!{EBUSY} || exit 1' "$1"
+}
+
 # Refuses a target that must not be written; sets TARGET_KIND, TARGET_BYTES.
 check_target() {
     local t=$1 num type where entry disk kind dev loopdev
@@ -219,10 +225,14 @@ check_target() {
             [ "$disk" = "$num" ] &&
                 die 73 "$t is mounted ($([ "$dev" = "$num" ] && echo "itself" || echo "partition $dev") at $where); unmount it first (nothing written)"
         done
-        # lsblk's view too (it also sees mounts of other namespaces that
-        # left their mark in the block layer).
+        # lsblk's view too (libmount's reading of the same table).
         where=$(lsblk -nro MOUNTPOINTS "$t" 2>/dev/null | grep -v '^$' | head -n1 || true)
         [ -z "$where" ] || die 73 "$t is mounted (at $where); unmount it first (nothing written)"
+        # The kernel's view: a mount in any namespace (a container's, a
+        # private one's) or swap, RAID or LVM claims the device (or one of
+        # its partitions) exclusively, which mountinfo here may not show.
+        unclaimed "$t" ||
+            die 73 "$t is in use (mounted, perhaps in another mount namespace, or swap, RAID or LVM); nothing written"
         TARGET_BYTES=$(blockdev --getsize64 "$t")
         [ "$TARGET_BYTES" -ge "$IMAGE_BYTES" ] ||
             die 73 "$t is smaller than the image ($TARGET_BYTES < $IMAGE_BYTES bytes; nothing written)"
@@ -239,6 +249,8 @@ check_target() {
                 [ "$disk" = "$num" ] &&
                     die 73 "$t is mounted (through $loopdev, at $where); unmount it first (nothing written)"
             done
+            unclaimed "$loopdev" ||
+                die 73 "$t is in use (through $loopdev, mounted perhaps in another mount namespace); nothing written"
         done
         TARGET_BYTES=$(stat -L -c %s "$t")
         # A non-empty file is a disk image of fixed size, like a device.

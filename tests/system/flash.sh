@@ -14,7 +14,7 @@
 # shellcheck source=tests/system/lib/fake_image.sh
 . "$EC_SRCDIR/tests/system/lib/fake_image.sh"
 
-N=25
+N=27
 plan $N
 if ! is_native; then
     for ((i = 0; i < N; i++)); do
@@ -324,7 +324,7 @@ new_loop() { # FILE -> LOOP
     LOOP=$(losetup -f --show "$1" 2>"$T/losetup.err") || return 1
     LOOPS+=("$LOOP")
 }
-LOOP_N=11
+LOOP_N=13
 if [ "$(id -u)" -ne 0 ]; then
     for ((i = 0; i < LOOP_N; i++)); do skip "loop devices" "not root: no loop devices"; done
     finish
@@ -398,12 +398,51 @@ if partx -a "$DISK" 2>"$T/partx.err" && [ -b "${DISK}p3" ] && mount -o ro "${DIS
     verdict "an image file behind a loop device with a mounted partition is refused, unchanged"
 
     umount "$T/mnt" && MOUNTS=()
+
+    # Mounted where flash.sh's mountinfo does not show it: in another
+    # (private) mount namespace, kept alive by a sleep while flash.sh runs.
+    rm -f "$T/ns-ready"
+    unshare --mount --propagation private sh -c \
+        'mount -o ro "$1" "$2" && : >"$3" && exec sleep 60' ns "${DISK}p3" "$T/mnt" "$T/ns-ready" \
+        2>"$T/ns.err" &
+    NS_PID=$!
+    EC_PIDS+=("$NS_PID")
+    for ((i = 0; i < EC_WAIT_S * 20; i++)); do
+        [ -e "$T/ns-ready" ] || ! running "$NS_PID" && break
+        sleep 0.05
+    done
+    if [ -e "$T/ns-ready" ]; then
+        flash "$IMG" "$DISK" "${GOOD[@]}"
+        want_rc 73
+        want_err_fixed "flash.sh: $DISK is in use (mounted, perhaps in another mount namespace, or swap, RAID or LVM); nothing written"
+        flash "$IMG" "$T/disk.img" "${GOOD[@]}"
+        want_rc 73
+        want_err_fixed "flash.sh: $T/disk.img is in use (through $DISK, mounted perhaps in another mount namespace); nothing written"
+        want_sum "$T/disk.img" "$BACKING_BEFORE" "disk.img"
+    else
+        fail_because "the namespace did not mount ${DISK}p3: $(head -c 200 "$T/ns.err")"
+    fi
+    kill "$NS_PID" 2>/dev/null
+    wait "$NS_PID" 2>/dev/null
+    verdict "a device (or its image file) mounted in another mount namespace is refused, unchanged"
+
+    # A system disk without touching this machine's own: the loop device's
+    # p3 mounted at /boot in a private namespace, flash.sh run inside it.
+    timeout "$EC_CMD_TIMEOUT_S" unshare --mount --propagation private sh -c \
+        'mount -o ro "$1" /boot || exit 99; shift; exec "$@"' ns "${DISK}p3" \
+        "$FLASH" "$IMG" "$DISK" "${GOOD[@]}" >"$OUT" 2>"$ERR" </dev/null
+    RC=$?
+    want_rc 73
+    want_err_fixed "flash.sh: $DISK is a system disk (it holds /boot); refusing to write it (nothing written)"
+    want_sum "$T/disk.img" "$BACKING_BEFORE" "disk.img"
+    verdict "a disk holding /boot is refused as a system disk (without --dry-run), unchanged"
+
     partx -d "$DISK" 2>/dev/null
     flash "$IMG" "$DISK" "${GOOD[@]}" --dry-run
     want_rc 0
     verdict "the same device once unmounted is accepted"
 else
-    for ((i = 0; i < 4; i++)); do
+    for ((i = 0; i < 6; i++)); do
         skip "mounted targets" "cannot mount a partition of $DISK: $(cat "$T/partx.err" "$T/mount.err" 2>/dev/null | head -c 200)"
     done
 fi
