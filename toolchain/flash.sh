@@ -471,8 +471,17 @@ fi
 
 # The checks again, right before writing: nothing may have been mounted since.
 check_target "$TARGET"
-dd if="$IMAGE" of="$TARGET" bs=4M conv=fsync,notrunc status=none ||
-    die 74 "writing $IMAGE to $TARGET failed"
+WRITE=(dd if="$IMAGE" of="$TARGET" bs=4M "conv=fsync,notrunc" status=none)
+if [ "$TARGET_KIND" = block ]; then
+    # Hold an exclusive claim on the device while dd writes, so that nothing
+    # can mount it between the checks and the end of the write.
+    perl -MFcntl -e 'sysopen(my $claim, shift, O_RDONLY | O_EXCL) or exit 75;
+        exit(system(@ARGV) == 0 ? 0 : 1)' "$TARGET" "${WRITE[@]}" || rc=$?
+    [ "${rc:-0}" -ne 75 ] || die 73 "$TARGET was claimed after the checks (mounted?); nothing written"
+    [ "${rc:-0}" -eq 0 ] || die 74 "writing $IMAGE to $TARGET failed"
+else
+    "${WRITE[@]}" || die 74 "writing $IMAGE to $TARGET failed"
+fi
 if [ "$TARGET_KIND" = block ]; then
     # Read from the device, not from the page cache the write left.
     blockdev --flushbufs "$TARGET"
