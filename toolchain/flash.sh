@@ -106,8 +106,11 @@ done
 export MTOOLS_SKIP_CHECK=1 MTOOLS_LOWER_CASE=0
 export MTOOLSRC=/dev/null
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/edgecap-flash.XXXXXX")
-chmod 700 "$WORK"
+# The staged set holds the device's key and secrets: keep it in memory
+# (/dev/shm) where there is one, 0700, removed at exit.
+WORK_PARENT=/dev/shm
+[ -d "$WORK_PARENT" ] && [ -w "$WORK_PARENT" ] || WORK_PARENT=${TMPDIR:-/tmp}
+WORK=$(umask 077 && mktemp -d "$WORK_PARENT/edgecap-flash.XXXXXX")
 cleanup() { rm -rf "$WORK"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
