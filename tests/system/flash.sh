@@ -263,7 +263,7 @@ verdict "image file: a write that reads back differently is detected, exit 74, p
 
 # With no .sha256 the image itself is the reference.
 cp "$IMG" "$T/bare.img"
-flash "$T/bare.img" "$T/bare-target.img" "${GOOD[@]}"
+flash "$T/bare.img" "$T/bare-target.img" "${GOOD[@]}" --dry-run
 want_rc 0
 want_out_re "checked against the image itself \\(no $T/bare.img.sha256\\)\\)$"
 verdict "an image without .sha256 is verified against the image itself"
@@ -281,10 +281,10 @@ if unshare --mount --propagation private true 2>/dev/null; then
         "$@"
         rc=$?
         cat /etc/edgecap/edgecap.conf >"'"$T"'/host/decoy-after"
-        exit $rc' host "$T/host" "$FLASH" "$IMG" "$T/host.img" "${GOOD[@]}" >"$OUT" 2>"$ERR" </dev/null
+        exit $rc' host "$T/host" "$FLASH" "$IMG" "$T/host.img" "${GOOD[@]}" --dry-run >"$OUT" 2>"$ERR" </dev/null
     RC=$?
     want_rc 0
-    want_out_re "^done: $T/host.img holds the image and 5 provisioning files, all read back$"
+    want_out_re "^provision: $T/prov.conf valid for edgecap check-config as /etc/edgecap/edgecap.conf$"
     [ "$(cat "$T/host/decoy-after" 2>/dev/null)" = "[decoy" ] || fail_because "the host's /etc/edgecap/edgecap.conf changed"
     verdict "a host with its own /etc/edgecap: the staged set is checked in its place, the host's file untouched"
 else
