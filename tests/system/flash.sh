@@ -182,6 +182,7 @@ verdict "a certificate or key that does not parse is refused; target unchanged"
 
 # Argument errors, each with its message and nothing written.
 sed 's#^client_cert = .*#client_cert = /var/lib/edgecap/client.crt#' "$T/prov.conf" >"$T/elsewhere.conf"
+sed 's#^client_key = .*#client_key = /var/lib/edgecap/client.key#' "$T/prov.conf" >"$T/key-elsewhere.conf"
 while IFS='|' read -r want_status message args; do
     # shellcheck disable=SC2086 # ARGS is a word list
     eval "set -- $args"
@@ -200,8 +201,11 @@ done <<EOF
 64|$T/ca.pem: '../x' is not a plain path below /etc/edgecap|"$IMG" "$TGT" ${GOOD[*]} --file "$T/ca.pem:../x"
 65|--cert given, but [tls] client_cert (/var/lib/edgecap/client.crt) is not below /etc/edgecap|"$IMG" "$TGT" --provision "$T/elsewhere.conf" --cert "$T/client.pem" --key "$T/client.key"
 65|$T/nothere: not a readable file|"$IMG" "$TGT" --provision "$T/nothere"
+65|--key given, but [tls] client_key (/var/lib/edgecap/client.key) is not below /etc/edgecap|"$IMG" "$TGT" --provision "$T/key-elsewhere.conf" --cert "$T/client.pem" --key "$T/client.key"
+64|--provision needs a value|"$IMG" "$TGT" --provision
+65|$T/nothere.img: not a readable image file|"$T/nothere.img" "$TGT" --provision "$T/prov.conf"
 EOF
-verdict "argument errors: usage, same destination twice, a path out of p2, --cert with client_cert elsewhere"
+verdict "argument errors: usage, same destination twice, a path out of p2, --cert/--key with client_cert/client_key elsewhere, missing files"
 
 # Bad images.
 cp "$IMG" "$T/tampered.img"
@@ -224,7 +228,12 @@ flash "$T/odd.img" "$TGT" "${GOOD[@]}"
 want_rc 65
 want_err_fixed "flash.sh: $T/odd.img: size 1000 is not a whole number of 512-byte sectors"
 want_sum "$TGT" "$BEFORE" "target"
-verdict "an image that does not match its .sha256, has no partition 2, no EC-PROV label or a partial sector is refused"
+cp "$IMG" "$T/nosum.img"
+echo "not a hash" >"$T/nosum.img.sha256"
+flash "$T/nosum.img" "$TGT" "${GOOD[@]}"
+want_rc 65
+want_err_fixed "flash.sh: $T/nosum.img.sha256: no sha256 on its first line"
+verdict "an image that does not match its .sha256 (or has none in it), has no partition 2, no EC-PROV label or a partial sector is refused"
 
 # Targets of the wrong kind or size.
 truncate -s $((IMG_BYTES - 512)) "$T/small.img"
