@@ -3,7 +3,7 @@
 # is already there. Idempotent: `apt-get update` runs only when a package is
 # missing, foreign architectures are added only when asked for.
 #
-#   toolchain/install-deps.sh [host|aarch64|armhf|curl-src|tools|peers|all] ...
+#   toolchain/install-deps.sh [host|aarch64|armhf|curl-src|tools|peers|image|all] ...
 set -eu
 
 HOST_PKGS="build-essential pkg-config libasound2-dev libopus-dev libopusenc-dev
@@ -29,6 +29,10 @@ PEER_PKGS="nginx-light libnginx-mod-http-echo openssl curl ca-certificates"
 # PKCS#11 token of the key store tests, opensc's pkcs11-tool their outside view.
 TOOL_PKGS="clang-format cppcheck valgrind espeak-ng sox time python3-jwt python3-cryptography
  python3-prometheus-client faketime systemd softhsm2 opensc"
+
+# The field image and flashing (toolchain/flash.sh): partition tables, FAT
+# and squashfs tools, mtools to write the provisioning partition unmounted.
+IMAGE_PKGS="fdisk dosfstools mtools squashfs-tools util-linux e2fsprogs openssl"
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -118,7 +122,8 @@ for what in "${@:-host}"; do
         "$(dirname "$0")/install-peers.sh"
         ;;
     tools) need $TOOL_PKGS ;;
-    all) "$0" host curl-src aarch64 armhf tools peers ;;
-    *) echo "usage: $0 [host|aarch64|armhf|curl-src|tools|peers|all]..." >&2; exit 64 ;;
+    image) need $IMAGE_PKGS ;;
+    all) "$0" host curl-src aarch64 armhf tools peers image ;;
+    *) echo "usage: $0 [host|aarch64|armhf|curl-src|tools|peers|image|all]..." >&2; exit 64 ;;
     esac
 done
