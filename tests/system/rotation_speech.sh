@@ -49,14 +49,13 @@ records() { # [SINCE_SEQ]
 last_seq() { records | tail -n 1 | cut -d' ' -f1 | sed 's/^$/0/'; }
 
 # Bounded wait for a transcription after SEQ answered STATUS with AUTH and
-# key id ID; sets FOUND to its record line.
+# key id ID.
 wait_transcribed() { # SINCE_SEQ STATUS AUTH KEY_ID
-    local i
-    FOUND=""
+    local i found
     for ((i = 0; i < EC_WAIT_S * 10; i++)); do
-        FOUND=$(records "$1" | awk -v s="$2" -v a="$3" -v k="$4" \
+        found=$(records "$1" | awk -v s="$2" -v a="$3" -v k="$4" \
             '$2 == "transcribe" && $3 == s && $4 == a && $5 == k { print; exit }')
-        [ -n "$FOUND" ] && return 0
+        [ -n "$found" ] && return 0
         running "$pid" || return 1
         sleep 0.1
     done
