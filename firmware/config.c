@@ -1347,6 +1347,35 @@ static void require_secret(parse_state *st, const char *section, const char *nam
                   "required key missing %s (or give %s or %s)", why, file_key, cred_key);
 }
 
+/* A subscription key goes into an HTTP header line (Ocp-Apim-Subscription-Key):
+ * a blank, a line break or a control character in it would end that header
+ * early or start another, so only visible ASCII passes. Azure's keys are 32
+ * hex digits or, newer, 84 letters and digits. Blames the line that gave
+ * the key (inline, _file or _credential); the value is never quoted. */
+#define SUBSCRIPTION_KEY_MAX 256
+static void check_subscription_key(parse_state *st, const char *name, const ec_secret *key)
+{
+    if (key == NULL)
+        return;
+    const uint8_t *b = ec_secret_bytes(key);
+    size_t n = ec_secret_len(key);
+    bool ok = n >= 1 && n <= SUBSCRIPTION_KEY_MAX;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = b[i] > 0x20 && b[i] < 0x7f;
+    if (ok)
+        return;
+    char file_key[64], cred_key[64];
+    snprintf(file_key, sizeof file_key, "%s_file", name);
+    snprintf(cred_key, sizeof cred_key, "%s_credential", name);
+    const char *given = is_set(st, "auth", file_key)   ? file_key
+                        : is_set(st, "auth", cred_key) ? cred_key
+                                                       : name;
+    set_error(st, line_of(st, "auth", given), "auth", given,
+              "not a subscription key: expected 1 to %d visible ASCII characters, no blanks or "
+              "line breaks (the value is not shown)",
+              SUBSCRIPTION_KEY_MAX);
+}
+
 static void require_allowed_host(parse_state *st, const char *section, const char *name,
                                  const char *host)
 {
@@ -1480,6 +1509,8 @@ static void validate(parse_state *st)
     require_secret(st, "auth", "key_primary",
                    c->auth.mode == EC_AUTH_KEY ? "with [auth] mode = key" : NULL);
     require_secret(st, "auth", "key_secondary", NULL);
+    check_subscription_key(st, "key_primary", c->auth.key_primary);
+    check_subscription_key(st, "key_secondary", c->auth.key_secondary);
     require_secret(st, "speech", "content_sas", NULL);
     require_secret(st, "logging", "audit_hmac_key", NULL);
 

@@ -132,6 +132,9 @@
 #         /requests[?op=OP&since=SEQ&last=N]  request records, oldest first
 #         /jobs  /config  /registration  /health
 #         /config JSON    change settings (below)     /reset '{}'
+#         /keys/regenerate '{"slot":"primary"}'  a new value for that
+#                         subscription key in SPEECH_KEY_PRIMARY_FILE (or
+#                         _SECONDARY_); the old value is refused from then on
 #       Settings (POST /config; GET /config shows them; /reset restores them):
 #         token_lifetime_s N     lifetime of issued tokens (default 3600)
 #         storage_token_mode M   storage-scope tokens that Azurite refuses:
@@ -240,12 +243,14 @@
 # SPEECH_LOG (and GET /requests) has one JSON object per request to the Speech
 # peer: seq time request_id host method path query (secret-looking values
 # REDACTED) front tls client_fp client_cert (ec|rsa|unknown) op auth
-# (bearer|key-primary|key-secondary|none|invalid|expired) auth_reason
+# (bearer|key-primary|key-secondary|none|invalid|expired) auth_reason key_id
+# (a subscription key's SHA-256, first 12 hex digits)
 # schema_valid strict_valid errors status duration_ms, and per operation:
 # submit: body (contentUrls without query) content_urls [{url host container
 # blob sas found size ogg_opus reason samples duration_ms}] job_id
 # job_outcome; get/files: job_id job_status; transcribe: parts definition
-# audio_bytes audio_content_type ogg_opus samples duration_ms opusinfo_ms;
+# audio_bytes audio_content_type audio_filename ogg_opus samples duration_ms
+# opusinfo_ms;
 # token: client_id scope grant_type alg x5t_match jti assertion_lifetime_s
 # result (issued|refused) reason error error_code expires_in, token_mode
 # (storage scope: valid|expired|wrong_aud|wrong_iss). Never a token, key,

@@ -31,48 +31,12 @@ sox -q -n -r 16000 -c 1 -b 16 "$T/tone.wav" synth $SEGMENTS sine 200-700 vol 0.5
 sox -q -n -r 16000 -c 1 -b 16 "$T/short.wav" synth 6 sine 300 vol 0.5
 
 audit_config() { # FILE SPOOL [EXTRA-LOGGING]
-    (
-        umask 077
-        cat >"$1" <<CONF
-[device]
-id = au-0001
-require_mlock = off
-keystore_dir = $T/keys
-
-[capture]
-source = file
-file = $T/tone.wav
-segment_seconds = 1
-
-[spool]
-dir = $2
-
-[upload]
-endpoint = $BLOB_ENDPOINT
-container = audio
-connect_to = $CONNECT_TO
-retry_base_ms = 10
-retry_max_ms = 200
-
-[tls]
-ca_file = $CA_FILE
-client_cert = $CLIENT_CERT
-client_key = $CLIENT_KEY
-pin_current = $SERVER_PIN
-allowed_hosts = $BLOB_HOST, $SECONDARY_HOST
-
-[auth]
-mode = sas
-sas_token = $SAS
-
-[logging]
-audit_file = $AUDIT
+    write_blob_config "$1" id=au-0001 spool="$2" allowed_hosts="$BLOB_HOST, $SECONDARY_HOST" \
+        logging="audit_file = $AUDIT
 audit_hmac_key = $AUDIT_KEY
 audit_max_bytes = 16384
 audit_keep = 9
-${3:-}
-CONF
-    )
+${3:-}"
 }
 
 # A syslog receiver: every datagram on SOCK, one per line, into FILE.

@@ -24,48 +24,9 @@ free_port() {
 
 # A provisioning file for the blob peer with [metrics] LISTEN.
 metrics_config() { # FILE SPOOL_DIR LISTEN [PIN]
-    (
-        umask 077
-        cat >"$1" <<CONF
-[device]
-id = met-0001
-require_mlock = off
-keystore_dir = $T/keys
-
-[capture]
-source = file
-file = $T/tone.wav
-segment_seconds = 1
-
-[spool]
-dir = $2
-
-[upload]
-endpoint = $BLOB_ENDPOINT
-container = audio
-connect_to = $CONNECT_TO
-retry_base_ms = 10
-retry_max_ms = 200
-
-[tls]
-ca_file = $CA_FILE
-client_cert = $CLIENT_CERT
-client_key = $CLIENT_KEY
-pin_current = ${4:-$SERVER_PIN}
-allowed_hosts = $BLOB_HOST
-
-[auth]
-mode = sas
-sas_token = $SAS
-
-[logging]
-audit_file = $T/audit-$(basename "$1" .conf).log
-
-[metrics]
+    write_blob_config "$1" id=met-0001 spool="$2" pins="pin_current = ${4:-$SERVER_PIN}" tail="[metrics]
 listen = $3
-interval_seconds = 1
-CONF
-    )
+interval_seconds = 1"
 }
 
 # Scrapes until the text has a line matching REGEX (bounded); the last

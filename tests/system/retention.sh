@@ -22,49 +22,10 @@ SAS=$("$PEERS" container "$P" audio)
 sox -q -n -r 16000 -c 1 -b 16 "$T/tone.wav" synth 4 sine 300-600 vol 0.5
 
 retention_config() { # FILE
-    (
-        umask 077
-        cat >"$1" <<CONF
-[device]
-id = ret-0001
-require_mlock = off
-keystore_dir = $T/keys
-
-[capture]
-source = file
-file = $T/tone.wav
-segment_seconds = 2
-
-[spool]
-dir = $T/spool
-max_age_hours = 1
-
-[upload]
-endpoint = $BLOB_ENDPOINT
-container = audio
-connect_to = $CONNECT_TO
-retry_base_ms = 10
-retry_max_ms = 200
-
-[tls]
-ca_file = $CA_FILE
-client_cert = $CLIENT_CERT
-client_key = $CLIENT_KEY
-pin_current = $SERVER_PIN
-allowed_hosts = $BLOB_HOST
-
-[auth]
-mode = sas
-sas_token = $SAS
-
-[logging]
-audit_file = $T/audit.log
-
-[metrics]
+    write_blob_config "$1" id=ret-0001 segment_seconds=2 spool_extra="max_age_hours = 1" \
+        logging="audit_file = $T/audit.log" tail="[metrics]
 textfile = $T/metrics.prom
-interval_seconds = 1
-CONF
-    )
+interval_seconds = 1"
 }
 C=$T/ret.conf
 retention_config "$C"

@@ -40,51 +40,14 @@ SE2=$(se_of "$SAS2")
 )
 CONF=$T/edgecap.conf
 write_conf() { # PIN_LINES SAS
-    (
-        umask 077
-        cat >"$CONF" <<CONF
-[device]
-id = rot-0001
-require_mlock = off
-keystore_dir = $T/keys
-
-[capture]
-source = file
-file = $T/mic.raw
-rate_hz = 16000
-channels = 1
-segment_seconds = 1
-
-[spool]
-dir = $T/spool
-
-[upload]
-endpoint = $BLOB_ENDPOINT
+    write_blob_config "$CONF" id=rot-0001 file="$T/mic.raw" capture_extra="rate_hz = 16000
+channels = 1" upload="endpoint = $BLOB_ENDPOINT
 container = audio
-connect_to = $CONNECT
-low_speed_seconds = $LOW_SPEED_S
-retry_base_ms = 10
-retry_max_ms = 200
-breaker_cooldown_seconds = 1
-
-[tls]
-ca_file = $T/ca.pem
-client_cert = $T/client.pem
-client_key = $T/client.key
-$1
-allowed_hosts = $BLOB_HOST
-
-[auth]
-mode = sas
-sas_token = $2
-
-[logging]
-audit_file = $T/audit.log
-
-[metrics]
-textfile = $T/edgecap.prom
-CONF
-    )
+connect_to = $CONNECT" upload_extra="low_speed_seconds = $LOW_SPEED_S
+breaker_cooldown_seconds = 1" ca_file="$T/ca.pem" client_cert="$T/client.pem" \
+        client_key="$T/client.key" pins="$1" auth="mode = sas
+sas_token = $2" logging="audit_file = $T/audit.log" tail="[metrics]
+textfile = $T/edgecap.prom"
 }
 # First through a front that takes the request and never answers, with no
 # low-speed limit to speak of: a segment stays in flight until a reload.
@@ -96,16 +59,10 @@ CONNECT=$FAULT_CONNECT_TO LOW_SPEED_S=600
 write_conf "pin_current = $SERVER_PIN" "$SAS1"
 
 # ---- the source and the daemon ------------------------------------------------------
-mkfifo "$T/mic.raw"
-/usr/bin/python3 "$EC_SRCDIR/tests/tools/paced_pcm.py" "$T/mic.raw" 16000 1 &
-WRITER=$!
-EC_PIDS+=("$WRITER")
+start_paced_source "$T/mic.raw"
 LOG=$T/daemon.log
 start_bg "$LOG" run --config "$CONF"
 pid=$DAEMON_PID
-
-uploads() { grep -c 'event=segment_uploaded' "$LOG"; }
-lines() { wc -l <"$LOG"; }
 
 # A segment uploaded in a log line after LINE (bounded).
 upload_after() { # LINE
@@ -118,31 +75,9 @@ upload_after() { # LINE
     return 1
 }
 
-# Signals a reload (SIGHUP, or `edgecap reload` with `cli`) and waits for the
-# daemon's answer to it: sets ANSWER_LINE (the log line number of it) and
-# ANSWER (the line). EVENT is reload_accepted or reload_refused.
+# A reload and its answer (reload_answer), then a segment uploaded after it.
 reload_and_wait() { # EVENT [cli]
-    local event=$1 before i n
-    before=$(grep -cE 'event=reload_(accepted|refused)' "$LOG")
-    if [ "${2:-}" = cli ]; then
-        ec reload --config "$CONF"
-        want_rc 0
-    else
-        kill -HUP "$pid"
-    fi
-    ANSWER="" ANSWER_LINE=0
-    for ((i = 0; i < EC_WAIT_S * 20; i++)); do
-        n=$(grep -cE 'event=reload_(accepted|refused)' "$LOG")
-        [ "$n" -gt "$before" ] && break
-        sleep 0.05
-    done
-    ANSWER_LINE=$(grep -nE 'event=reload_(accepted|refused)' "$LOG" | sed -n "$((before + 1))p" | cut -d: -f1)
-    [ -n "$ANSWER_LINE" ] || { fail_because "no answer to the reload within ${EC_WAIT_S} s"; ANSWER_LINE=0; return; }
-    ANSWER=$(sed -n "${ANSWER_LINE}p" "$LOG")
-    [[ "$ANSWER" == *"event=$event"* ]] || fail_because "expected $event, got: ${ANSWER:0:300}"
-    if [ "$event" = reload_accepted ]; then
-        [[ "$ANSWER" == *"delivering=true"* ]] || fail_because "accepted but not delivering"
-    fi
+    reload_answer "$LOG" "$pid" "$CONF" "$@" || return
     upload_after "$ANSWER_LINE" || fail_because "no segment uploaded after the reload (${EC_WAIT_S} s)"
 }
 
@@ -281,31 +216,10 @@ else
 fi
 
 # ---- 10: the source ends; the daemon stops; the spool drains -----------------------------
-# (The daemon is stopped right after the source: the segment it had open is
-# sealed at SIGTERM, and `edgecap upload-once` drains what is left, so the
-# end needs no guess about when the FIFO's last bytes were read.)
 REASONS=()
-kill -TERM "$WRITER"
-wait "$WRITER" 2>/dev/null
-kill -TERM "$pid"
-wait_exit "$pid" || fail_because "did not stop"
-[ "${EXIT_RC:-1}" -eq 0 ] || fail_because "exit status $EXIT_RC"
-sealed=$(grep -c 'event=segment_sealed' "$LOG")
-want_re "$LOG" "event=capture_stopped .*segments_sealed=$sealed segments_failed=0 overruns=0 frames_dropped=0 "
-[ "$(grep -c 'event=capture_started' "$LOG")" -eq 1 ] || fail_because "capture started more than once"
-want_no_re "$LOG" 'event=(segment_quarantined|upload_read_failed|segment_commit_failed)'
-# the uploader's counters run on across the reloads (written at shutdown)
-want_re "$T/edgecap.prom" "^edgecap_segments_acknowledged_total(\\{[^}]*\\})? $(uploads)\$"
-ec upload-once --config "$CONF"
-want_rc 0
-drained=$(sed -nE 's/^uploaded ([0-9]+) segments.*/\1/p' "$OUT")
-[ $(($(uploads) + ${drained:-0})) -eq "$sealed" ] ||
-    fail_because "$(uploads) uploads by the daemon + ${drained:-?} after it for $sealed sealed segments"
-left=$(find "$T/spool" -maxdepth 1 \( -name '*.seg' -o -name '*.part' \) | wc -l)
-[ "$left" -eq 0 ] || fail_because "$left segments left in the spool"
-diag "$sealed segments sealed; $(uploads) uploaded by the daemon, ${drained:-?} after it; $(grep -c 'event=reload_accepted' "$LOG") reloads accepted, $(grep -c 'event=reload_refused' "$LOG") refused"
+stop_and_drain "$LOG" "$pid" "$CONF" "$T/spool" "$T/edgecap.prom" segment_uploaded
 verdict "one capture throughout (nothing dropped); every sealed segment uploaded (metrics count them across reloads); the spool is empty" \
-    "$LOG" "$ERR" "$OUT" "$T/edgecap.prom"
+    "$LOG" "$T/drain.err" "$T/drain.out" "$T/edgecap.prom"
 
 # ---- 11: the blobs: contiguous sequence numbers, each decodes ------------------------------
 REASONS=()
@@ -316,7 +230,7 @@ sed -nE 's/.*"name":"[^"]*-([0-9]+)\.ogg".*/\1/p' "$T/readback.json" | sed 's/^0
 nblobs=$(wc -l <"$T/seqs")
 first=$(head -n 1 "$T/seqs")
 last=$(tail -n 1 "$T/seqs")
-[ "$nblobs" -eq "$sealed" ] || fail_because "$nblobs blobs for $sealed sealed segments"
+[ "$nblobs" -eq "$SEALED" ] || fail_because "$nblobs blobs for $SEALED sealed segments"
 if [ "$nblobs" -eq 0 ] || [ $((last - first + 1)) -ne "$nblobs" ]; then
     fail_because "sequence numbers $first..$last are not contiguous over $nblobs blobs"
 fi

@@ -186,44 +186,8 @@ mkdir -p "$CREDS"
 (umask 277 && printf '%s\n' "$SAS" >"$CREDS/edgecap.sas-token")
 
 cred_config() { # FILE SPOOL_DIR AUTH-LINE
-    (
-        umask 077
-        cat >"$1" <<CONF
-[device]
-id = sd-0001
-require_mlock = off
-keystore_dir = $T/keys
-
-[capture]
-source = file
-file = $T/tone.wav
-segment_seconds = 60
-
-[spool]
-dir = $2
-
-[upload]
-endpoint = $BLOB_ENDPOINT
-container = audio
-connect_to = $CONNECT_TO
-retry_base_ms = 10
-retry_max_ms = 200
-
-[tls]
-ca_file = $CA_FILE
-client_cert = $CLIENT_CERT
-client_key = $CLIENT_KEY
-pin_current = $SERVER_PIN
-allowed_hosts = $BLOB_HOST
-
-[auth]
-mode = sas
-$3
-
-[logging]
-audit_file = $T/audit-$(basename "$1" .conf).log
-CONF
-    )
+    write_blob_config "$1" id=sd-0001 segment_seconds=60 spool="$2" auth="mode = sas
+$3"
 }
 
 C1=$T/c1.conf

@@ -698,6 +698,23 @@ static reject_case cases[] = {
      .at = {[S_AUTH] = "mode = sas\nsas_token_file = @DIR"},
      .line = L_AUTH + 1, .key = "[auth] sas_token_file", .fragment = "is not a regular file"},
 
+    /* subscription keys go into a header line: visible ASCII only */
+    {.name = "subscription key with a blank", .drop = {"container"},
+     .at = {[S_UPLOAD] = "target = speech", [S_AUTH] = "mode = key\nkey_primary = 0123 " SECRET_MARK},
+     .line = L_AUTH + 1, .key = "[auth] key_primary",
+     .fragment = "not a subscription key: expected 1 to 256 visible ASCII characters, no blanks or "
+                 "line breaks (the value is not shown)"},
+    {.name = "subscription key file with two lines", .drop = {"container"},
+     .at = {[S_UPLOAD] = "target = speech",
+            [S_AUTH] = "mode = key\nkey_primary_file = @DIR/sas2\nkey_secondary_file = @DIR/keytwo"},
+     .line = L_AUTH + 2, .key = "[auth] key_secondary_file", .fragment = "not a subscription key"},
+    {.name = "subscription key file longer than 256", .drop = {"container"},
+     .at = {[S_UPLOAD] = "target = speech", [S_AUTH] = "mode = key\nkey_primary_file = @DIR/keylong"},
+     .line = L_AUTH + 1, .key = "[auth] key_primary_file", .fragment = "not a subscription key"},
+    {.name = "subscription key credential that is not ASCII", .drop = {"container"},
+     .at = {[S_UPLOAD] = "target = speech", [S_AUTH] = "mode = key\nkey_primary_credential = keyutf"},
+     .line = L_AUTH + 1, .key = "[auth] key_primary_credential", .fragment = "not a subscription key"},
+
     /* systemd credentials ($CREDENTIALS_DIRECTORY = @DIR/creds) */
     {.name = "credential name with a slash",
      .at = {[S_AUTH] = "mode = sas\nsas_token_credential = ../sas"},
@@ -1754,6 +1771,7 @@ static int group_setup(void **state)
         ts_write_file(g_dir, "gw", 0620, "GW" SECRET_MARK "\n"),
         ts_write_file(g_dir, "empty", 0600, " \n"),
         ts_write_file(g_dir, "theirs", 0600, "THEIRS" SECRET_MARK "\n"),
+        ts_write_file(g_dir, "keytwo", 0600, "NEWKEY" SECRET_MARK "\nOLDKEY" SECRET_MARK "\n"),
     };
     int rc = 0;
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) {
@@ -1762,6 +1780,9 @@ static int group_setup(void **state)
         free(p[i]);
     }
     free(write_bytes(g_dir, "nultext", 0600, "ab\0cd", 5));
+    static char long_key[258];
+    memset(long_key, 'k', sizeof long_key - 1);
+    free(write_bytes(g_dir, "keylong", 0600, long_key, sizeof long_key - 1));
     /* a credentials directory as systemd makes it (0400 files) */
     char *creds = ts_strf("%s/creds", g_dir);
     if (mkdir(creds, 0700) != 0)
@@ -1774,6 +1795,7 @@ static int group_setup(void **state)
         ts_write_file(creds, "empty", 0400, "\n"),
         ts_write_file(creds, "gw", 0620, "GW" SECRET_MARK),
         ts_write_file(creds, "big", 0400, big),
+        ts_write_file(creds, "keyutf", 0400, "caf\xc3\xa9" SECRET_MARK),
     };
     for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) {
         if (q[i] == NULL)

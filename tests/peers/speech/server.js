@@ -12,7 +12,7 @@
 //                          LOGIN_HOST   /{tenant}/oauth2/v2.0/token
 //   127.0.0.1:controlPort  the test control API (never behind nginx):
 //                          GET /health /requests /jobs /config /registration,
-//                          POST /config /reset
+//                          POST /config /reset /keys/regenerate
 // Every request record is also one JSON line in the log file. No record, log
 // line or answer carries a token, key, assertion or SAS signature.
 "use strict";
@@ -61,6 +61,9 @@ const KEYS = {
     primary: fs.readFileSync(CFG.keyFiles.primary, "utf8").trim(),
     secondary: fs.readFileSync(CFG.keyFiles.secondary, "utf8").trim(),
 };
+// Values that POST /keys/regenerate replaced: key id -> slot (they are
+// refused from then on, as Azure refuses a regenerated key).
+const retiredKeys = new Map();
 const entra = new Entra({ tenantId: CFG.tenantId, loginHost: CFG.loginHost, clients: CFG.clients });
 fs.mkdirSync(CFG.tmpDir, { recursive: true, mode: 0o700 });
 
@@ -116,6 +119,13 @@ function readBody(req, limit) {
         req.on("end", () => resolve(Buffer.concat(chunks)));
         req.on("error", reject);
     });
+}
+
+// What a record says about a subscription key instead of its value: the
+// first 12 hex digits of its SHA-256 (a test compares it with
+// `printf %s KEY | sha256sum`), enough to tell the old value from the new.
+function keyId(value) {
+    return crypto.createHash("sha256").update(value).digest("hex").slice(0, 12);
 }
 
 function safeEqual(a, b) {
@@ -184,17 +194,20 @@ function authenticate(req) {
         return { kind: b.kind, reason: b.reason, client_id: b.clientId };
     }
     if (key !== undefined) {
+        const key_id = keyId(key);
         if (safeEqual(key, KEYS.primary)) {
             return settings.revoke_primary_key
-                ? { kind: "invalid", reason: "subscription key revoked (primary)" }
-                : { kind: "key-primary", reason: null };
+                ? { kind: "invalid", reason: "subscription key revoked (primary)", key_id }
+                : { kind: "key-primary", reason: null, key_id };
         }
         if (safeEqual(key, KEYS.secondary)) {
             return settings.revoke_secondary_key
-                ? { kind: "invalid", reason: "subscription key revoked (secondary)" }
-                : { kind: "key-secondary", reason: null };
+                ? { kind: "invalid", reason: "subscription key revoked (secondary)", key_id }
+                : { kind: "key-secondary", reason: null, key_id };
         }
-        return { kind: "invalid", reason: "subscription key not provisioned" };
+        if (retiredKeys.has(key_id))
+            return { kind: "invalid", reason: `subscription key regenerated (old ${retiredKeys.get(key_id)})`, key_id };
+        return { kind: "invalid", reason: "subscription key not provisioned", key_id };
     }
     return { kind: "none", reason: "no credential (Authorization or Ocp-Apim-Subscription-Key)" };
 }
@@ -724,6 +737,9 @@ async function onTranscribe(req, res, rec) {
     if (!audio) return bad('the form field "audio" is required', "InvalidPayload", "audio");
     const at = headerParams(audio.contentType || "").type;
     rec.audio_bytes = audio.data.length;
+    // the device names the part after its segment (DEVICE-SEQ.ogg): tests
+    // count deliveries per segment by it
+    if (audio.filename !== null) rec.audio_filename = String(audio.filename).replace(/[^A-Za-z0-9._-]/g, "?").slice(0, 120);
     rec.audio_content_type = audio.contentType;
     if (at !== "audio/ogg") return bad(`the audio part must be audio/ogg, not ${JSON.stringify(audio.contentType)}`, "InvalidPayload", "audio");
     const tmp = path.join(CFG.tmpDir, `${crypto.randomUUID()}.ogg`);
@@ -814,6 +830,7 @@ async function onSpeech(req, res, rec, url) {
     rec.auth = auth.kind;
     if (auth.reason) rec.auth_reason = auth.reason;
     if (auth.client_id) rec.token_client_id = auth.client_id;
+    if (auth.key_id) rec.key_id = auth.key_id;
     const good = ["bearer", "key-primary", "key-secondary"].includes(auth.kind);
     if (!good) {
         return send(res, rec, 401, errorBody("Unauthorized", auth.reason), { def: "Error", headers: { "WWW-Authenticate": "Bearer" } });
@@ -980,6 +997,15 @@ function applyConfig(c) {
     return null;
 }
 
+// A control request's JSON body, or undefined when it is not JSON.
+async function controlJson(req) {
+    try {
+        return JSON.parse((await readBody(req, 1 << 16)).toString("utf8"));
+    } catch {
+        return undefined;
+    }
+}
+
 async function onControl(req, res) {
     const url = new URL(req.url, "http://placeholder");
     try {
@@ -995,16 +1021,32 @@ async function onControl(req, res) {
         if (req.method === "GET" && url.pathname === "/config") return controlSend(res, 200, settings);
         if (req.method === "GET" && url.pathname === "/registration") return controlSend(res, 200, entra.registration());
         if (req.method === "POST" && url.pathname === "/config") {
-            let c;
-            try {
-                c = JSON.parse((await readBody(req, 1 << 16)).toString("utf8"));
-            } catch {
-                return controlSend(res, 400, { error: "the body is not JSON" });
-            }
+            const c = await controlJson(req);
+            if (c === undefined) return controlSend(res, 400, { error: "the body is not JSON" });
             const why = applyConfig(c);
             if (why) return controlSend(res, 400, { error: why });
             log({ time: isoNow(), control: "config", settings });
             return controlSend(res, 200, settings);
+        }
+        if (req.method === "POST" && url.pathname === "/keys/regenerate") {
+            const c = await controlJson(req);
+            if (c === undefined) return controlSend(res, 400, { error: "the body is not JSON" });
+            const slot = c && c.slot;
+            if (slot !== "primary" && slot !== "secondary") return controlSend(res, 400, { error: "slot must be primary or secondary" });
+            // As Azure's "Regenerate key": a new value in the slot, the old
+            // one refused from now on. The new value goes to the slot's key
+            // file (0600, replaced atomically) for the test to provision.
+            const value = crypto.randomBytes(16).toString("hex");
+            const file = CFG.keyFiles[slot];
+            const tmp = `${file}.new`;
+            fs.writeFileSync(tmp, value, { mode: 0o600 });
+            fs.renameSync(tmp, file);
+            const retired = keyId(KEYS[slot]);
+            retiredKeys.set(retired, slot);
+            KEYS[slot] = value;
+            const answer = { slot, key_id: keyId(value), retired_key_id: retired };
+            log({ time: isoNow(), control: "regenerate_key", ...answer });
+            return controlSend(res, 200, answer);
         }
         if (req.method === "POST" && url.pathname === "/reset") {
             settings = structuredClone(DEFAULTS);

@@ -301,6 +301,85 @@ EOF
     )
 }
 
+# A provisioning file for the peers start_peers started, mode 600: target
+# blob (Azurite behind the mutual-TLS nginx front) with SAS auth, a file
+# source and an audit file. What tests vary comes as NAME=VALUE arguments
+# (default in brackets); a *_extra adds lines at the end of its section:
+#   id (test-0001)  file ($T/tone.wav)  segment_seconds (1)  spool ($T/spool)
+#   upload (target, endpoint, container and connect_to lines: the Blob peer's)
+#   ca_file client_cert client_key (the peers')  pins (pin_current = SERVER_PIN)
+#   allowed_hosts ($BLOB_HOST)  auth ("mode = sas" and "sas_token = $SAS")
+#   logging (audit_file = $T/audit-BASE.log, BASE the file's name without .conf)
+#   capture_extra  spool_extra  upload_extra  tail (further sections)
+# With upload=, allowed_hosts= and auth= it writes a Speech target's file.
+write_blob_config() { # FILE [NAME=VALUE...]
+    local f=$1 arg name
+    shift
+    local id=test-0001 file=$T/tone.wav segment_seconds=1 spool=$T/spool
+    local upload="endpoint = ${BLOB_ENDPOINT:-}
+container = audio
+connect_to = ${CONNECT_TO:-}"
+    local ca_file=${CA_FILE:-} client_cert=${CLIENT_CERT:-} client_key=${CLIENT_KEY:-}
+    local pins="pin_current = ${SERVER_PIN:-}" allowed_hosts=${BLOB_HOST:-}
+    local auth="mode = sas
+sas_token = ${SAS:-}"
+    local logging
+    logging="audit_file = $T/audit-$(basename "$f" .conf).log"
+    local capture_extra="" spool_extra="" upload_extra="" tail=""
+    for arg in "$@"; do
+        name=${arg%%=*}
+        case "$name" in
+        id | file | segment_seconds | spool | upload | ca_file | client_cert | client_key | pins | \
+            allowed_hosts | auth | logging | capture_extra | spool_extra | upload_extra | tail)
+            printf -v "$name" '%s' "${arg#*=}"
+            ;;
+        *)
+            echo "write_blob_config: unknown setting \"$name\"" >&2
+            return 1
+            ;;
+        esac
+    done
+    (
+        umask 077
+        cat >"$f" <<CONF
+[device]
+id = $id
+require_mlock = off
+keystore_dir = $T/keys
+
+[capture]
+source = file
+file = $file
+segment_seconds = $segment_seconds
+$capture_extra
+
+[spool]
+dir = $spool
+$spool_extra
+
+[upload]
+$upload
+retry_base_ms = 10
+retry_max_ms = 200
+$upload_extra
+
+[tls]
+ca_file = $ca_file
+client_cert = $client_cert
+client_key = $client_key
+$pins
+allowed_hosts = $allowed_hosts
+
+[auth]
+$auth
+
+[logging]
+$logging
+$tail
+CONF
+    )
+}
+
 # Line number of the first line of FILE matching the extended regex.
 line_of() { # FILE REGEX
     grep -nE -- "$2" "$1" | head -n 1 | cut -d: -f1
@@ -325,4 +404,84 @@ start_peers() {
     fi
     # shellcheck source=/dev/null
     . "$P/peers.env"
+}
+
+# ---- live capture: a real-time source, reloads while it runs ------------------
+
+# Makes the FIFO PATH and starts tests/tools/paced_pcm.py feeding it a 16 kHz
+# mono tone in real time, for a daemon whose [capture] file is PATH (with
+# rate_hz = 16000, channels = 1); WRITER is its PID.
+start_paced_source() { # PATH
+    mkfifo "$1" || return 1
+    /usr/bin/python3 "$EC_SRCDIR/tests/tools/paced_pcm.py" "$1" 16000 1 &
+    WRITER=$!
+    EC_PIDS+=("$WRITER")
+}
+
+# Signals a reload to the daemon PID that logs to LOG (SIGHUP, or `edgecap
+# reload --config CONF` with `cli`) and waits (bounded) for its answer: sets
+# ANSWER_LINE (the answer's line number in LOG, 0 when none came) and ANSWER
+# (the line). EVENT is reload_accepted (which must also say delivering=true)
+# or reload_refused.
+reload_answer() { # LOG PID CONF EVENT [cli]
+    local log=$1 pid=$2 conf=$3 event=$4 before i
+    before=$(grep -cE 'event=reload_(accepted|refused)' "$log")
+    if [ "${5:-}" = cli ]; then
+        ec reload --config "$conf"
+        want_rc 0
+    else
+        kill -HUP "$pid"
+    fi
+    ANSWER="" ANSWER_LINE=0
+    for ((i = 0; i < EC_WAIT_S * 20; i++)); do
+        [ "$(grep -cE 'event=reload_(accepted|refused)' "$log")" -gt "$before" ] && break
+        sleep 0.05
+    done
+    ANSWER_LINE=$(grep -nE 'event=reload_(accepted|refused)' "$log" | sed -n "$((before + 1))p" | cut -d: -f1)
+    if [ -z "$ANSWER_LINE" ]; then
+        ANSWER_LINE=0
+        fail_because "no answer to the reload within ${EC_WAIT_S} s"
+        return 1
+    fi
+    ANSWER=$(sed -n "${ANSWER_LINE}p" "$log")
+    [[ "$ANSWER" == *"event=$event"* ]] || fail_because "expected $event, got: ${ANSWER:0:300}"
+    if [ "$event" = reload_accepted ]; then
+        [[ "$ANSWER" == *"delivering=true"* ]] || fail_because "accepted but not delivering"
+    fi
+    return 0
+}
+
+# Ends a live run: stops the source (WRITER), then the daemon PID (the
+# segment it had open is sealed at SIGTERM), then drains what is left with
+# `edgecap upload-once --config CONF` (its output kept in $T/drain.out and
+# $T/drain.err), so the end needs no guess about when the FIFO's last bytes
+# were read. Checks that capture ran once and lost nothing, that the
+# daemon's last metrics (textfile PROM) count every segment it delivered
+# (DELIVERED: the log event of one, e.g. segment_uploaded), that each sealed
+# segment was delivered by the daemon or by the drain, and that SPOOL is
+# empty. Sets SEALED, BY_DAEMON and DRAINED; reasons go to the current check.
+stop_and_drain() { # LOG PID CONF SPOOL PROM DELIVERED
+    local log=$1 pid=$2 conf=$3 spool=$4 prom=$5 delivered=$6 left
+    kill -TERM "$WRITER"
+    wait "$WRITER" 2>/dev/null
+    kill -TERM "$pid"
+    wait_exit "$pid" || fail_because "did not stop"
+    [ "${EXIT_RC:-1}" -eq 0 ] || fail_because "exit status $EXIT_RC"
+    SEALED=$(grep -c 'event=segment_sealed' "$log")
+    BY_DAEMON=$(grep -c "event=$delivered" "$log")
+    want_re "$log" "event=capture_stopped .*segments_sealed=$SEALED segments_failed=0 overruns=0 frames_dropped=0 "
+    [ "$(grep -c 'event=capture_started' "$log")" -eq 1 ] || fail_because "capture started more than once"
+    want_no_re "$log" 'event=(segment_quarantined|upload_read_failed|segment_commit_failed)'
+    want_re "$prom" "^edgecap_segments_acknowledged_total(\\{[^}]*\\})? $BY_DAEMON\$"
+    ec upload-once --config "$conf"
+    want_rc 0
+    cp "$OUT" "$T/drain.out"
+    cp "$ERR" "$T/drain.err"
+    DRAINED=$(sed -nE 's/^uploaded ([0-9]+) segments.*/\1/p' "$OUT")
+    [ $((BY_DAEMON + ${DRAINED:-0})) -eq "$SEALED" ] ||
+        fail_because "$BY_DAEMON delivered by the daemon + ${DRAINED:-?} after it for $SEALED sealed segments"
+    left=$(find "$spool" -maxdepth 1 \( -name '*.seg' -o -name '*.part' \) | wc -l)
+    [ "$left" -eq 0 ] || fail_because "$left segments left in the spool"
+    diag "$SEALED segments sealed; $BY_DAEMON delivered by the daemon, ${DRAINED:-?} after it;" \
+        "$(grep -c 'event=reload_accepted' "$log") reloads accepted, $(grep -c 'event=reload_refused' "$log") refused"
 }
