@@ -387,6 +387,10 @@ line_of() { # FILE REGEX
 
 is_native() { [ -z "$EC_QEMU" ] && [ "$EC_VALGRIND" != 1 ]; }
 
+# True in the one configuration of `make test` that runs host-side tests
+# (flashing, the field image): the native x86_64 build, not its ASan twin.
+once_per_run() { is_native && [ "${ARCH:-x86_64}" = x86_64 ] && [ "$(basename "$BUILD")" = x86_64 ]; }
+
 # ---- the test peers (tests/peers/peers.sh) -------------------------------------
 
 # Starts the peers in $T/peers (PEERS, P), stops them on exit, and sources
