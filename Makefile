@@ -9,6 +9,9 @@
 #   make demo                build, validate the example config, run the daemon
 #   make lint                clang-format check, cppcheck
 #   make bench               edgecap vs opusenc on 10 min of speech (not a test)
+#   make image ARCH=aarch64  field image from Debian packages (build/<arch>/image/)
+#   make qemu-run ARCH=aarch64 [PROVISION=FILE|DIR]
+#                            boot that image in qemu-system-aarch64 (TCG, console)
 #   make clean
 #
 # Dependencies install themselves (toolchain/install-deps.sh); libcurl is built
@@ -84,7 +87,7 @@ else
 Q := @
 endif
 
-.PHONY: all deps check check-build test demo lint format clean bench
+.PHONY: all deps check check-build test demo lint format clean bench image qemu-run
 # Objects are kept between links (they are not intermediate files).
 .SECONDARY:
 all: $(BUILD)/edgecap
@@ -147,6 +150,17 @@ demo: $(BUILD)/edgecap
 bench: $(BUILD)/edgecap $(BUILD)/tools/spool_cat
 	$(Q)toolchain/install-deps.sh tools peers
 	$(Q)toolchain/bench.sh $(BUILD)
+
+# The field image (toolchain/image.sh): Debian's kernel and busybox, edgecap
+# and exactly its libraries; prints the image's sha256 and size.
+image: $(BUILD)/edgecap
+	$(Q)toolchain/install-deps.sh image
+	$(Q)toolchain/image.sh $(ARCH) $(BUILD)
+
+# Boots a scratch copy of the image, with PROVISION (an edgecap.conf, or a
+# directory holding it and the files it names) on its provisioning partition.
+qemu-run: image
+	$(Q)toolchain/qemu-run.sh $(BUILD)/image/edgecap-$(ARCH).img $(PROVISION)
 
 lint: $(DEPS_STAMP)
 	$(Q)toolchain/install-deps.sh tools

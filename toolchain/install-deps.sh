@@ -3,7 +3,7 @@
 # is already there. Idempotent: `apt-get update` runs only when a package is
 # missing, foreign architectures are added only when asked for.
 #
-#   toolchain/install-deps.sh [host|aarch64|armhf|curl-src|tools|peers|all] ...
+#   toolchain/install-deps.sh [host|aarch64|armhf|curl-src|tools|peers|image|all] ...
 set -eu
 
 HOST_PKGS="build-essential pkg-config libasound2-dev libopus-dev libopusenc-dev
@@ -29,6 +29,14 @@ PEER_PKGS="nginx-light libnginx-mod-http-echo openssl curl ca-certificates"
 # PKCS#11 token of the key store tests, opensc's pkcs11-tool their outside view.
 TOOL_PKGS="clang-format cppcheck valgrind espeak-ng sox time python3-jwt python3-cryptography
  python3-prometheus-client faketime systemd softhsm2 opensc"
+
+# The field image (toolchain/image.sh, qemu-run.sh, tests/system/image.sh):
+# qemu-system-aarch64 to boot it, the filesystem and partition tools that
+# build it without root or loop devices, kmod's depmod/modinfo on the unpacked
+# Debian kernel. The arm64 kernel and busybox are fetched with apt-get
+# download, never installed here.
+IMAGE_PKGS="qemu-system-arm squashfs-tools dosfstools mtools e2fsprogs fdisk cpio kmod
+ gzip opus-tools"
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -118,7 +126,8 @@ for what in "${@:-host}"; do
         "$(dirname "$0")/install-peers.sh"
         ;;
     tools) need $TOOL_PKGS ;;
-    all) "$0" host curl-src aarch64 armhf tools peers ;;
-    *) echo "usage: $0 [host|aarch64|armhf|curl-src|tools|peers|all]..." >&2; exit 64 ;;
+    image) need $IMAGE_PKGS ;;
+    all) "$0" host curl-src aarch64 armhf tools peers image ;;
+    *) echo "usage: $0 [host|aarch64|armhf|curl-src|tools|peers|image|all]..." >&2; exit 64 ;;
     esac
 done
