@@ -73,37 +73,47 @@ fetch() {
 }
 
 mkdir -p "$DEBS"
-KPKG=$(kernel_pkg)
-if [ -z "$KPKG" ]; then
-    KPKG=$(ls "$DEBS" 2>/dev/null | sed -n "s/^\(linux-image-[0-9].*-$DEB_ARCH\)_.*/\1/p" | sort | tail -n 1)
+# A kernel in the cache is used as it is (the same cache, the same image);
+# remove BUILD/image/debs to take the kernel Debian points at now.
+KDEB=$(ls "$DEBS"/linux-image-[0-9]*-"$DEB_ARCH"_*_"$DEB_ARCH".deb 2>/dev/null | sort | tail -n 1 || true)
+if [ -z "$KDEB" ]; then
+    KPKG=$(kernel_pkg)
     [ -n "$KPKG" ] || { log "cannot resolve $KERNEL_META:$DEB_ARCH (apt-get update?)"; exit 1; }
+    KDEB=$(fetch "$KPKG")
 fi
-KDEB=$(fetch "$KPKG")
 BBDEB=$(fetch busybox-static)
 
 rm -rf "$W"
-mkdir -p "$W/kernel" "$W/busybox" "$W/initramfs" "$W/rootfs"
-dpkg-deb -x "$KDEB" "$W/kernel"
+mkdir -p "$W/busybox" "$W/initramfs" "$W/rootfs"
 dpkg-deb -x "$BBDEB" "$W/busybox"
-KVER=$(ls "$W/kernel/lib/modules")
+# The unpacked kernel (and its depmod output) is kept beside the .deb it
+# came from, and unpacked again only when that changes.
+K=$OUT/kernel
+if [ "$(cat "$K.from" 2>/dev/null)" != "$(basename "$KDEB")" ]; then
+    rm -rf "$K" "$K.from"
+    mkdir -p "$K"
+    dpkg-deb -x "$KDEB" "$K"
+    depmod -b "$K" "$(ls "$K/lib/modules")"
+    basename "$KDEB" >"$K.from"
+fi
+KVER=$(ls "$K/lib/modules")
 log "kernel $KVER ($(basename "$KDEB")), $(basename "$BBDEB")"
 
 # ---- modules: the list, with dependencies from depmod ------------------------
 
-depmod -b "$W/kernel" "$KVER"
 MODDIR=lib/modules/$KVER
 : >"$W/modules.order"
 grep -v '^[[:space:]]*\(#\|$\)' "$SRC/toolchain/image/modules" | while read -r m _; do
-    modprobe -d "$W/kernel" -S "$KVER" --show-depends "$m" >"$W/deps" ||
+    modprobe -d "$K" -S "$KVER" --show-depends "$m" >"$W/deps" ||
         { log "module $m: not in $KVER"; exit 1; }
     sed -n 's/^insmod \([^ ]*\).*/\1/p' "$W/deps" | while read -r ko; do
-        rel=${ko#"$W/kernel/"}
+        rel=${ko#"$K/"}
         grep -qxF "$rel" "$W/modules.order" || echo "$rel" >>"$W/modules.order"
     done
 done
 while read -r rel; do
     mkdir -p "$W/initramfs/$(dirname "$rel")"
-    cp "$W/kernel/$rel" "$W/initramfs/$rel"
+    cp "$K/$rel" "$W/initramfs/$rel"
 done <"$W/modules.order"
 # Load order for the first stage init (softdog only where no other watchdog).
 cp "$W/modules.order" "$W/initramfs/$MODDIR/load-order"
@@ -186,7 +196,7 @@ stamp "$R"
 
 (cd "$I" && find . | sort | cpio -o -H newc -R 0:0 --reproducible --quiet) |
     gzip -n -9 >"$OUT/initramfs.cpio.gz"
-cp "$W/kernel/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
+cp "$K/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
 
 # mksquashfs takes SOURCE_DATE_EPOCH for the file system's and every inode's time.
 mksquashfs "$R" "$W/p1.img" -noappend -reproducible -all-root -comp gzip -quiet -no-progress >/dev/null
