@@ -19,9 +19,11 @@
 #                        /extra/rc.d/* hooks run at boot: tests)
 #   --monitor SOCK       QEMU's monitor on a Unix socket (system_powerdown, quit)
 #   --console FILE       the serial console into FILE instead of this terminal
+#   --rtc-base WHEN      the board's RTC starts at WHEN (2020-01-01T00:00:00),
+#                        not now (UTC)
 set -eu
 
-SCRATCH="" KEEP=0 EXTRA="" MONITOR="" CONSOLE=""
+SCRATCH="" KEEP=0 EXTRA="" MONITOR="" CONSOLE="" RTC=utc
 while [ $# -gt 0 ]; do
     case "$1" in
     --scratch) SCRATCH=$2; shift 2 ;;
@@ -29,6 +31,7 @@ while [ $# -gt 0 ]; do
     --extra-initrd) EXTRA=$2; shift 2 ;;
     --monitor) MONITOR=$2; shift 2 ;;
     --console) CONSOLE=$2; shift 2 ;;
+    --rtc-base) RTC=$2; shift 2 ;;
     --) shift; break ;;
     -*) echo "qemu-run: unknown option $1" >&2; exit 64 ;;
     *) break ;;
@@ -79,7 +82,7 @@ set -- qemu-system-aarch64 -M virt -cpu cortex-a57 -m 512 -smp 1 \
     -append "console=ttyAMA0 panic=10 loglevel=4" \
     -drive "if=none,id=d0,format=raw,file=$SCRATCH" -device virtio-blk-pci,drive=d0 \
     -netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile= \
-    -device virtio-rng-pci -device i6300esb -rtc base=utc
+    -device virtio-rng-pci -device i6300esb -rtc "base=$RTC"
 if [ -n "$MONITOR" ]; then
     set -- "$@" -monitor "unix:$MONITOR,server=on,wait=off"
 fi

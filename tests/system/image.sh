@@ -17,7 +17,7 @@
 # native x86_64 configuration only.
 . "$(dirname "$0")/lib/tap.sh"
 
-plan 6
+plan 8
 
 skip_all() {
     while [ "$TAP_N" -lt "$TAP_PLANNED" ]; do skip "field image under qemu-system-aarch64" "$1"; done
@@ -130,10 +130,11 @@ HOOK
 chmod 0755 "$EX/rc.d/50-play" "$EX/alsa_play"
 (cd "$T/extra" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -n >"$T/extra.cpio.gz"
 
-boot() { # NAME PROVISION [EXTRA-CPIO]
+boot() { # NAME PROVISION [EXTRA-CPIO [QEMU-RUN OPTIONS...]]
     local name=$1 prov=$2 extra=${3:-}
+    shift 3 2>/dev/null || shift $#
     "$EC_SRCDIR/toolchain/qemu-run.sh" --scratch "$T/$name.img" --console "$T/$name.console" \
-        --monitor "$T/$name.mon" ${extra:+--extra-initrd "$extra"} "$IMG" "$prov" \
+        --monitor "$T/$name.mon" ${extra:+--extra-initrd "$extra"} "$@" "$IMG" $prov \
         >"$T/$name.qemu" 2>&1 </dev/null &
     QEMU_PID=$!
     EC_PIDS+=("$QEMU_PID")
@@ -142,10 +143,12 @@ boot() { # NAME PROVISION [EXTRA-CPIO]
 # ---- 2-5: a provisioned board captures and uploads --------------------------
 boot dev "$PROV" "$T/extra.cpio.gz"
 C=$T/dev.console
+t0=$SECONDS
 wait_for_log "$C" "edgecap-boot: eth0 10\.0\.2\.15/" "$QEMU_PID" 120 ||
     fail_because "no DHCP lease on eth0 within 120 s"
 wait_for_log "$C" "event=alsa_open device=hw:Loopback,1,0 rate_hz=16000 channels=1" "$QEMU_PID" 60 ||
     fail_because "edgecap did not open hw:Loopback,1,0"
+diag "boot to edgecap's capture under TCG: $((SECONDS - t0)) s (not a check)"
 want_no_re "$C" "edgecap-supervise: (no provisioning|provisioning file .* rejected|clock)"
 verdict "the board boots: modules, root, EC-PROV and EC-DATA mounted, DHCP, edgecap started on the loopback card" "$C" "$T/dev.qemu"
 
@@ -153,6 +156,8 @@ wait_for_log "$C" "edgecap-test: played $((SECONDS_PLAYED * 16000)) frames" "$QE
     fail_because "the guest's player did not play the tone into hw:Loopback,0,0"
 verdict "a player inside the guest writes ${SECONDS_PLAYED} s to hw:Loopback,0,0 (paced by the kernel)" "$C"
 
+wait_for_log "$C" "event=segment_uploaded" "$QEMU_PID" 120 &&
+    diag "boot to the first upload under TCG: $((SECONDS - t0)) s (not a check)"
 wait_for_log "$C" "edgecap-test: spool (empty|still)" "$QEMU_PID" 150
 want_fixed "$C" "edgecap-test: spool empty"
 want_re "$C" "event=segment_uploaded"
@@ -184,7 +189,7 @@ wait "$QEMU_PID" 2>/dev/null
 # ---- 6: a broken provisioning file: said on the console, nothing uploaded --
 sed 's/^rate_hz = 16000$/rate_hz = 44100/' "$PROV/edgecap.conf" >"$T/bad.conf"
 sed -i 's/^id = img-0001$/id = img-0002/' "$T/bad.conf"
-boot bad "$T/bad.conf"
+boot bad "$T/bad.conf" ""
 B=$T/bad.console
 wait_for_log "$B" "edgecap-supervise: provisioning file /etc/edgecap/edgecap.conf rejected" "$QEMU_PID" 120 ||
     fail_because "the board did not reject the broken provisioning file"
@@ -195,5 +200,27 @@ want_no_re "$T/readback2.json" "img-0002"
 verdict "a broken provisioning file: the board logs FILE:LINE and the key, starts nothing, uploads nothing" "$B"
 kill -KILL "$QEMU_PID" 2>/dev/null
 wait "$QEMU_PID" 2>/dev/null
+
+# ---- 7-8: an unprovisioned board, and a board whose clock is behind ---------
+# (side by side: both only boot and wait)
+sed 's/^id = img-0001$/id = img-0003/' "$PROV/edgecap.conf" >"$PROV/edgecap.conf.new"
+mv "$PROV/edgecap.conf.new" "$PROV/edgecap.conf"
+boot empty ""
+EMPTY_PID=$QEMU_PID
+boot past "$PROV" "" --rtc-base 2020-01-01T00:00:00
+PAST_PID=$QEMU_PID
+E=$T/empty.console
+wait_for_log "$E" "edgecap-supervise: no provisioning file \(/etc/edgecap/edgecap.conf\): nothing is captured or uploaded" \
+    "$EMPTY_PID" 120 || fail_because "the unprovisioned board did not say so"
+want_no_re "$E" "event="
+verdict "an unprovisioned board (empty EC-PROV, as built) says so and starts nothing" "$E"
+
+PC=$T/past.console
+wait_for_log "$PC" "edgecap-supervise: clock 2020-01-01T[0-9:]+Z is before the build date [0-9T:-]+Z: not starting" \
+    "$PAST_PID" 120 || fail_because "the board with its clock in 2020 did not refuse"
+want_no_re "$PC" "event="
+"$PEERS" readback "$P" --container audio >"$T/readback3.json" 2>/dev/null
+want_no_re "$T/readback3.json" "img-0003"
+verdict "a board whose clock is before the build date refuses to capture or upload" "$PC"
 
 finish
