@@ -17,7 +17,7 @@
 # native x86_64 configuration only.
 . "$(dirname "$0")/lib/tap.sh"
 
-plan 8
+plan 9
 
 skip_all() {
     while [ "$TAP_N" -lt "$TAP_PLANNED" ]; do skip "field image under qemu-system-aarch64" "$1"; done
@@ -37,7 +37,7 @@ IMG=$IMGDIR/edgecap-aarch64.img
 SECONDS_PLAYED=5
 
 # ---- 1: the image builds (and the guest-side player with it) ---------------
-if ! make -s -C "$EC_SRCDIR" ARCH=aarch64 image "build/aarch64/tools/alsa_play" \
+if ! make -s -j2 -C "$EC_SRCDIR" ARCH=aarch64 image "build/aarch64/tools/alsa_play" \
     >"$T/make.log" 2>&1; then
     diag_file "$T/make.log"
     skip_all "make image ARCH=aarch64 failed here (see above)"
@@ -120,12 +120,14 @@ while :; do
     # The open segment closes after VAD's hangover and segment_seconds.
     if [ "$n" -gt 30 ] && [ "$segs" = 0 ]; then
         say "spool empty ($parts open)"
-        exit 0
+        break
     fi
     n=$((n + 1))
     [ "$n" -lt 1200 ] || { say "spool still holds $segs segments"; exit 1; }
     sleep 0.1
 done
+# The supervisor restarts edgecap when it dies.
+kill -KILL "$(pidof edgecap)" && say "killed edgecap"
 HOOK
 chmod 0755 "$EX/rc.d/50-play" "$EX/alsa_play"
 (cd "$T/extra" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -n >"$T/extra.cpio.gz"
@@ -150,6 +152,7 @@ wait_for_log "$C" "event=alsa_open device=hw:Loopback,1,0 rate_hz=16000 channels
     fail_because "edgecap did not open hw:Loopback,1,0"
 diag "boot to edgecap's capture under TCG: $((SECONDS - t0)) s (not a check)"
 want_no_re "$C" "edgecap-supervise: (no provisioning|provisioning file .* rejected|clock)"
+want_re "$C" "edgecap-watchdog: feeding /dev/watchdog \\(i6300ESB"
 verdict "the board boots: modules, root, EC-PROV and EC-DATA mounted, DHCP, edgecap started on the loopback card" "$C" "$T/dev.qemu"
 
 wait_for_log "$C" "edgecap-test: played $((SECONDS_PLAYED * 16000)) frames" "$QEMU_PID" 60 ||
@@ -183,10 +186,23 @@ done
 diag "$(cat "$T/cmp.out" 2>/dev/null)"
 verdict "blobs read back with @azure/storage-blob decode with opusdec and match the tone played in the guest" \
     "$T/readback.json" "$T/cmp.out"
+
+wait_for_log "$C" "edgecap-test: killed edgecap" "$QEMU_PID" 30 || fail_because "the hook did not kill edgecap"
+wait_for_log "$C" "edgecap-supervise: edgecap exited with status 137; restarting in [0-9]+ s" "$QEMU_PID" 30 ||
+    fail_because "the supervisor did not see edgecap die"
+n=$(grep -c "event=alsa_open device=hw:Loopback,1,0" "$C")
+i=0
+while [ "$n" -lt 2 ] && [ "$i" -lt 300 ] && running "$QEMU_PID"; do
+    sleep 0.1
+    i=$((i + 1))
+    n=$(grep -c "event=alsa_open device=hw:Loopback,1,0" "$C")
+done
+[ "$n" -ge 2 ] || fail_because "edgecap was not started again ($n alsa_open lines)"
+verdict "edgecap killed inside the guest is restarted by the supervisor" "$C"
 kill -KILL "$QEMU_PID" 2>/dev/null
 wait "$QEMU_PID" 2>/dev/null
 
-# ---- 6: a broken provisioning file: said on the console, nothing uploaded --
+# ---- 7: a broken provisioning file: said on the console, nothing uploaded --
 sed 's/^rate_hz = 16000$/rate_hz = 44100/' "$PROV/edgecap.conf" >"$T/bad.conf"
 sed -i 's/^id = img-0001$/id = img-0002/' "$T/bad.conf"
 boot bad "$T/bad.conf" ""
@@ -201,7 +217,7 @@ verdict "a broken provisioning file: the board logs FILE:LINE and the key, start
 kill -KILL "$QEMU_PID" 2>/dev/null
 wait "$QEMU_PID" 2>/dev/null
 
-# ---- 7-8: an unprovisioned board, and a board whose clock is behind ---------
+# ---- 8-9: an unprovisioned board, and a board whose clock is behind ---------
 # (side by side: both only boot and wait)
 sed 's/^id = img-0001$/id = img-0003/' "$PROV/edgecap.conf" >"$PROV/edgecap.conf.new"
 mv "$PROV/edgecap.conf.new" "$PROV/edgecap.conf"
