@@ -146,7 +146,7 @@ for d in proc sys dev tmp run etc/edgecap var/lib/edgecap var/log root usr/lib u
     mkdir -p "$R/$d"
 done
 cp -R "$SRC/toolchain/image/rootfs/." "$R/"
-chmod 0755 "$R"/etc/rc.* "$R"/usr/sbin/* "$R"/usr/share/udhcpc/default.script
+chmod 0755 "$R"/etc/rc.* "$R"/etc/acpi/PWRF/* "$R"/usr/sbin/* "$R"/usr/share/udhcpc/default.script
 echo "$SOURCE_DATE_EPOCH" >"$R/etc/edgecap-build-epoch"
 (cd "$SRC" && git describe --always --dirty 2>/dev/null || echo unknown) >"$R/etc/edgecap-version"
 "$EC_TRIPLET-strip" -o "$R/usr/sbin/edgecap" "$EDGECAP_BIN"

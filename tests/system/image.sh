@@ -17,7 +17,7 @@
 # native x86_64 configuration only.
 . "$(dirname "$0")/lib/tap.sh"
 
-plan 9
+plan 10
 
 skip_all() {
     while [ "$TAP_N" -lt "$TAP_PLANNED" ]; do skip "field image under qemu-system-aarch64" "$1"; done
@@ -132,6 +132,18 @@ HOOK
 chmod 0755 "$EX/rc.d/50-play" "$EX/alsa_play"
 (cd "$T/extra" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -n >"$T/extra.cpio.gz"
 
+# Sends one command to a board's QEMU monitor.
+monitor() { # NAME COMMAND
+    python3 - "$T/$1.mon" "$2" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\n")
+s.recv(4096)
+s.close()
+PY
+}
+
 boot() { # NAME PROVISION [EXTRA-CPIO [QEMU-RUN OPTIONS...]]
     local name=$1 prov=$2 extra=${3:-}
     shift 3 2>/dev/null || shift $#
@@ -199,8 +211,14 @@ while [ "$n" -lt 2 ] && [ "$i" -lt 300 ] && running "$QEMU_PID"; do
 done
 [ "$n" -ge 2 ] || fail_because "edgecap was not started again ($n alsa_open lines)"
 verdict "edgecap killed inside the guest is restarted by the supervisor" "$C"
-kill -KILL "$QEMU_PID" 2>/dev/null
-wait "$QEMU_PID" 2>/dev/null
+
+monitor dev system_powerdown || fail_because "no QEMU monitor"
+wait_exit "$QEMU_PID" 60 || fail_because "the board did not power off within 60 s"
+want_fixed "$C" "edgecap-power: power button: shutting down"
+want_re "$C" "event=stopped"
+want_fixed "$C" "edgecap-shutdown: partitions synced"
+want_no_re "$C" "did not stop within"
+verdict "the power button (system_powerdown) stops edgecap cleanly, syncs and powers off" "$C"
 
 # ---- 7: a broken provisioning file: said on the console, nothing uploaded --
 sed 's/^rate_hz = 16000$/rate_hz = 44100/' "$PROV/edgecap.conf" >"$T/bad.conf"
