@@ -132,15 +132,22 @@ HOOK
 chmod 0755 "$EX/rc.d/50-play" "$EX/alsa_play"
 (cd "$T/extra" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -n >"$T/extra.cpio.gz"
 
-# Sends one command to a board's QEMU monitor.
+# Sends one command to a board's QEMU monitor and waits for its prompt back.
 monitor() { # NAME COMMAND
     python3 - "$T/$1.mon" "$2" <<'PY'
 import socket, sys
 s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
 s.connect(sys.argv[1])
 s.sendall(sys.argv[2].encode() + b"\n")
-s.recv(4096)
+seen = b""
+while seen.count(b"(qemu)") < 2:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    seen += chunk
 s.close()
+sys.exit(0 if seen.count(b"(qemu)") >= 2 else 1)
 PY
 }
 
