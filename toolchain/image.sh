@@ -183,7 +183,7 @@ ln -s "$EC_TRIPLET/$(basename "$interp")" "$R/usr$interp"
 log "libraries: $(sort "$W/libs" | tr '\n' ' ')"
 # libasound reads alsa.conf (and the card and pcm definitions it includes) at
 # the first open; the hw plugin it uses here is built in.
-for f in alsa.conf cards pcm; do
+for f in alsa.conf cards ctl pcm; do
     cp -R "/usr/share/alsa/$f" "$R/usr/share/alsa/"
 done
 
@@ -231,9 +231,9 @@ start=$s1, size=$((P1_MIB * 2048)), type=83
 start=$s2, size=$((P2_MIB * 2048)), type=e
 start=$s3, size=$((P3_MIB * 2048)), type=83
 EOF
-dd if="$W/p1.img" of="$IMG" bs=512 seek=$s1 conv=notrunc status=none
-dd if="$W/p2.img" of="$IMG" bs=512 seek=$s2 conv=notrunc status=none
-dd if="$W/p3.img" of="$IMG" bs=512 seek=$s3 conv=notrunc status=none
+dd if="$W/p1.img" of="$IMG" bs=512 seek=$s1 conv=notrunc,sparse status=none
+dd if="$W/p2.img" of="$IMG" bs=512 seek=$s2 conv=notrunc,sparse status=none
+dd if="$W/p3.img" of="$IMG" bs=512 seek=$s3 conv=notrunc,sparse status=none
 touch -d "@$SOURCE_DATE_EPOCH" "$IMG" "$OUT/vmlinuz" "$OUT/initramfs.cpio.gz"
 
 (cd "$OUT" && sha256sum "$(basename "$IMG")" >"$(basename "$IMG").sha256")
