@@ -9,9 +9,11 @@
 # host's loopback, which the guest reaches as 10.0.2.2 through connect_to
 # with the real Azure host name. The host reads the blobs back with
 # @azure/storage-blob, decodes them with opusdec and compares them with the
-# tone; the guest reports its spool empty after the acknowledgments. Then a
-# board whose provisioning file is broken: it says why on the console and
-# uploads nothing.
+# tone; the guest reports its spool empty after the acknowledgments. A
+# killed edgecap is restarted by the supervisor; QEMU's system_powerdown (the
+# power button) stops it cleanly and powers off. Then boards that must upload
+# nothing: a broken provisioning file (check-config's FILE:LINE on the
+# console), an empty EC-PROV (as built), an RTC before the build date.
 #
 # Boots take tens of seconds under TCG: this runs once per `make test`, in the
 # native x86_64 configuration only.
