@@ -9,6 +9,11 @@
 #   make demo                build, validate the example config, run the daemon
 #   make lint                clang-format check, cppcheck
 #   make bench               edgecap vs opusenc on 10 min of speech (not a test)
+#   make image ARCH=aarch64  field image from Debian packages (build/<arch>/image/)
+#   make qemu-run ARCH=aarch64 [PROVISION=FILE|DIR]
+#                            boot that image in qemu-system-aarch64 (TCG, console)
+#   make test-system         the appliance end to end: flash.sh, and the image booted
+#                            in qemu-system-aarch64 against the host's peers
 #   make clean
 #
 # Dependencies install themselves (toolchain/install-deps.sh); libcurl is built
@@ -84,7 +89,8 @@ else
 Q := @
 endif
 
-.PHONY: all deps check check-build test demo lint format clean bench
+.PHONY: all deps check check-build test demo lint format clean bench image qemu-run \
+	test-system
 # Objects are kept between links (they are not intermediate files).
 .SECONDARY:
 all: $(BUILD)/edgecap
@@ -161,6 +167,25 @@ demo: $(BUILD)/edgecap
 bench: $(BUILD)/edgecap $(BUILD)/tools/spool_cat
 	$(Q)toolchain/install-deps.sh tools peers
 	$(Q)toolchain/bench.sh $(BUILD)
+
+# The field image (toolchain/image.sh): Debian's kernel and busybox, edgecap
+# and exactly its libraries; prints the image's sha256 and size.
+image: $(BUILD)/edgecap
+	$(Q)toolchain/install-deps.sh image
+	$(Q)toolchain/image.sh $(ARCH) $(BUILD)
+
+# Boots a scratch copy of the image, with PROVISION (an edgecap.conf, or a
+# directory holding it and the files it names) on its provisioning partition.
+qemu-run: image
+	$(Q)toolchain/qemu-run.sh $(BUILD)/image/edgecap-$(ARCH).img $(PROVISION)
+
+# The host-side system tests alone (they also run inside `make test`, in the
+# native configuration): results in build/x86_64/results-system/.
+test-system:
+	$(Q)toolchain/install-deps.sh host aarch64 tools peers image
+	$(Q)$(MAKE) -s ARCH=x86_64 SAN=0 check-build
+	$(Q)tests/run.sh --arch x86_64 --build build/x86_64 --results system \
+		--system-only "flash image" --system-only-why "make test-system runs flash and image only"
 
 lint: $(DEPS_STAMP)
 	$(Q)toolchain/install-deps.sh tools

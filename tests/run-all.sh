@@ -78,7 +78,7 @@ if [ "$SAN_ONLY" = 1 ]; then
     toolchain/install-deps.sh host tools peers || exit 1
     run_config "x86_64 ASan+UBSan" build/x86_64-san/results ARCH=x86_64 SAN=1
 else
-    toolchain/install-deps.sh host aarch64 armhf tools peers || exit 1
+    toolchain/install-deps.sh host aarch64 armhf tools peers image || exit 1
     if $MAKE -s lint; then
         total_passed=$((total_passed + 1))
     else

@@ -2,7 +2,8 @@
 # Runs one build configuration's tests and prints its summary.
 #
 #   tests/run.sh --arch ARCH --build DIR [--qemu CMD --sysroot DIR] [--valgrind]
-#                [--system-only "NAME..." --system-only-why TEXT] UNIT_BIN...
+#                [--system-only "NAME..." --system-only-why TEXT] [--results NAME]
+#                UNIT_BIN...
 #
 # --system-only runs just the named tests/system/*.sh scripts (a board whose
 # emulator is slow runs a core set); every other script is reported as one
@@ -16,7 +17,7 @@
 # failure, as does a plan that does not match the lines seen.
 set -u
 
-ARCH=x86_64 BUILD="" QEMU="" SYSROOT="" VALGRIND=0 SYSTEM_ONLY="" SYSTEM_ONLY_WHY=""
+ARCH=x86_64 BUILD="" QEMU="" SYSROOT="" VALGRIND=0 SYSTEM_ONLY="" SYSTEM_ONLY_WHY="" RESULTS_NAME=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --arch) ARCH=$2; shift 2 ;;
@@ -25,6 +26,7 @@ while [ $# -gt 0 ]; do
     --sysroot) SYSROOT=$2; shift 2 ;;
     --valgrind) VALGRIND=1; shift ;;
     --system-only) SYSTEM_ONLY=$2; shift 2 ;;
+    --results) RESULTS_NAME=$2; shift 2 ;;
     --system-only-why) SYSTEM_ONLY_WHY=$2; shift 2 ;;
     --) shift; break ;;
     -*) echo "run.sh: unknown option $1" >&2; exit 64 ;;
@@ -35,7 +37,7 @@ done
 
 SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$(cd "$BUILD" && pwd)
-RESULTS=$BUILD/results$([ "$VALGRIND" = 1 ] && echo -valgrind)
+RESULTS=$BUILD/results$([ "$VALGRIND" = 1 ] && echo -valgrind)${RESULTS_NAME:+-$RESULTS_NAME}
 rm -rf "$RESULTS"
 mkdir -p "$RESULTS"
 

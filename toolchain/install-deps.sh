@@ -30,9 +30,15 @@ PEER_PKGS="nginx-light libnginx-mod-http-echo openssl curl ca-certificates"
 TOOL_PKGS="clang-format cppcheck valgrind espeak-ng sox time python3-jwt python3-cryptography
  python3-prometheus-client faketime systemd softhsm2 opensc"
 
-# The field image and flashing (toolchain/flash.sh): partition tables, FAT
-# and squashfs tools, mtools to write the provisioning partition unmounted.
-IMAGE_PKGS="fdisk dosfstools mtools squashfs-tools util-linux e2fsprogs openssl"
+# The field image (toolchain/image.sh, qemu-run.sh, tests/system/image.sh)
+# and flashing (toolchain/flash.sh): qemu-system-aarch64 to boot it, the
+# filesystem and partition tools that build it without root or loop devices,
+# mtools to write the provisioning partition unmounted, kmod's depmod/modinfo
+# on the unpacked Debian kernel, util-linux (losetup, partx, lsblk) and openssl
+# for flash.sh's checks. The arm64 kernel and busybox are fetched with apt-get
+# download, never installed here.
+IMAGE_PKGS="qemu-system-arm squashfs-tools dosfstools mtools e2fsprogs fdisk cpio kmod
+ gzip opus-tools util-linux openssl"
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
