@@ -1208,6 +1208,14 @@ static void test_speech_target_accepted(void **state)
     assert_string_equal((const char *)ec_secret_bytes(cfg.auth.key_secondary),
                         "second-" SECRET_MARK);
     ec_config_free(&cfg);
+
+    /* 256 characters from '!' to '~' are a key (the refusals are in the table) */
+    at[S_AUTH] = "mode = key\nkey_primary_file = @DIR/keyedge";
+    load_ok(&cfg, at, drop, "\n");
+    assert_int_equal(ec_secret_len(cfg.auth.key_primary), 256);
+    assert_int_equal(ec_secret_bytes(cfg.auth.key_primary)[0], '!');
+    assert_int_equal(ec_secret_bytes(cfg.auth.key_primary)[255], '~');
+    ec_config_free(&cfg);
 }
 
 static void test_defaults(void **state)
@@ -1783,6 +1791,12 @@ static int group_setup(void **state)
     static char long_key[258];
     memset(long_key, 'k', sizeof long_key - 1);
     free(write_bytes(g_dir, "keylong", 0600, long_key, sizeof long_key - 1));
+    /* the longest key accepted, with both ends of visible ASCII in it */
+    static char edge_key[256];
+    memset(edge_key, 'k', sizeof edge_key);
+    edge_key[0] = '!';
+    edge_key[sizeof edge_key - 1] = '~';
+    free(write_bytes(g_dir, "keyedge", 0600, edge_key, sizeof edge_key));
     /* a credentials directory as systemd makes it (0400 files) */
     char *creds = ts_strf("%s/creds", g_dir);
     if (mkdir(creds, 0700) != 0)
