@@ -142,6 +142,17 @@ check-build: $(BUILD)/edgecap $(UNIT_BINS) $(TOOL_BINS)
 # audit, retention, certificates, config parsing). The Azure protocol logic
 # (Speech, Entra, metrics, rotation, consent, systemd) runs natively, under
 # valgrind and ASan, and on aarch64. SYSTEM_ONLY= runs them all.
+# Which tests `check` runs: SYSTEM_ONLY / SYSTEM_SKIP name tests/system
+# scripts (spaces or commas), reported skipped with SYSTEM_*_WHY; UNIT=0 runs
+# no unit test; RESULTS_NAME=N keeps results in $(BUILD)/results-N/.
+comma := ,
+words_of = $(strip $(subst $(comma), ,$(1)))
+# The host-side appliance tests (flashing, the field image booted under
+# qemu-system-aarch64): `make test-system`, and in `make test` beside the
+# native run (they wait on emulated CPU where it waits on peers).
+HOST_SYSTEM_TESTS := flash image
+SYSTEM_SKIP_WHY ?= a host-side appliance test: make test runs it beside this run (make test-system)
+SYSTEM_ONLY_WHY ?= not in the set this run takes
 ifeq ($(ARCH),armhf)
 SYSTEM_ONLY ?= cli check_config hardening run_daemon pipeline upload audit retention provision \
 	secret_not_formattable
@@ -151,8 +162,11 @@ endif
 
 check: $(BUILD)/edgecap $(UNIT_BINS) $(TOOL_BINS)
 	$(Q)tests/run.sh --arch $(ARCH) --build $(BUILD) --qemu "$(EC_QEMU)" \
-		--sysroot "$(EC_SYSROOT)" $(if $(SYSTEM_ONLY),--system-only "$(SYSTEM_ONLY)" \
-		--system-only-why "$(SYSTEM_ONLY_WHY)") $(CHECK_FLAGS) $(UNIT_BINS)
+		--sysroot "$(EC_SYSROOT)" $(if $(SYSTEM_ONLY),--system-only "$(call words_of,$(SYSTEM_ONLY))" \
+		--system-only-why "$(SYSTEM_ONLY_WHY)") \
+		$(if $(SYSTEM_SKIP),--system-skip "$(call words_of,$(SYSTEM_SKIP))" \
+		--system-skip-why "$(SYSTEM_SKIP_WHY)") $(if $(RESULTS_NAME),--results $(RESULTS_NAME)) \
+		$(CHECK_FLAGS) $(if $(filter 0,$(UNIT)),,$(UNIT_BINS))
 
 # What CI runs (.ci/run): every configuration, one summary.
 test:
@@ -184,8 +198,8 @@ qemu-run: image
 test-system:
 	$(Q)toolchain/install-deps.sh host aarch64 tools peers image
 	$(Q)$(MAKE) -s ARCH=x86_64 SAN=0 check-build
-	$(Q)tests/run.sh --arch x86_64 --build build/x86_64 --results system \
-		--system-only "flash image" --system-only-why "make test-system runs flash and image only"
+	$(Q)$(MAKE) -s ARCH=x86_64 SAN=0 check UNIT=0 RESULTS_NAME=system \
+		SYSTEM_ONLY="$(HOST_SYSTEM_TESTS)" SYSTEM_ONLY_WHY="not a host-side appliance test"
 
 lint: $(DEPS_STAMP)
 	$(Q)toolchain/install-deps.sh tools

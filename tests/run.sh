@@ -2,12 +2,15 @@
 # Runs one build configuration's tests and prints its summary.
 #
 #   tests/run.sh --arch ARCH --build DIR [--qemu CMD --sysroot DIR] [--valgrind]
-#                [--system-only "NAME..." --system-only-why TEXT] [--results NAME]
+#                [--system-only "NAME..." --system-only-why TEXT]
+#                [--system-skip "NAME..." --system-skip-why TEXT] [--results NAME]
 #                UNIT_BIN...
 #
 # --system-only runs just the named tests/system/*.sh scripts (a board whose
 # emulator is slow runs a core set); every other script is reported as one
 # skipped test with TEXT as the reason, so the summary shows what did not run.
+# --system-skip reports the named scripts skipped the same way (they run
+# elsewhere, e.g. beside this run). --results NAME: results in results-NAME/.
 #
 # Unit binaries (cmocka) report in TAP (CMOCKA_MESSAGE_OUTPUT=TAP); every
 # tests/system/*.sh script prints TAP lines too. Board builds run under
@@ -17,7 +20,7 @@
 # failure, as does a plan that does not match the lines seen.
 set -u
 
-ARCH=x86_64 BUILD="" QEMU="" SYSROOT="" VALGRIND=0 SYSTEM_ONLY="" SYSTEM_ONLY_WHY="" RESULTS_NAME=""
+ARCH=x86_64 BUILD="" QEMU="" SYSROOT="" VALGRIND=0 SYSTEM_ONLY="" SYSTEM_ONLY_WHY="" SYSTEM_SKIP="" SYSTEM_SKIP_WHY="" RESULTS_NAME=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --arch) ARCH=$2; shift 2 ;;
@@ -26,6 +29,8 @@ while [ $# -gt 0 ]; do
     --sysroot) SYSROOT=$2; shift 2 ;;
     --valgrind) VALGRIND=1; shift ;;
     --system-only) SYSTEM_ONLY=$2; shift 2 ;;
+    --system-skip) SYSTEM_SKIP=$2; shift 2 ;;
+    --system-skip-why) SYSTEM_SKIP_WHY=$2; shift 2 ;;
     --results) RESULTS_NAME=$2; shift 2 ;;
     --system-only-why) SYSTEM_ONLY_WHY=$2; shift 2 ;;
     --) shift; break ;;
@@ -122,8 +127,14 @@ for script in "$SRCDIR"/tests/system/*.sh; do
     [ -e "$script" ] || continue
     name=$(basename "$script" .sh)
     tap=$RESULTS/$name.tap
+    why=""
     if [ -n "$SYSTEM_ONLY" ] && [[ " $SYSTEM_ONLY " != *" $name "* ]]; then
-        printf '1..1\nok 1 - %s # SKIP %s\n' "$name" "${SYSTEM_ONLY_WHY:-not in the set this configuration runs}" >"$tap"
+        why=${SYSTEM_ONLY_WHY:-not in the set this configuration runs}
+    elif [[ " $SYSTEM_SKIP " == *" $name "* ]]; then
+        why=${SYSTEM_SKIP_WHY:-runs elsewhere in this test run}
+    fi
+    if [ -n "$why" ]; then
+        printf '1..1\nok 1 - %s # SKIP %s\n' "$name" "$why" >"$tap"
         tally "$name" 0 "$tap" 0
         continue
     fi

@@ -78,6 +78,8 @@ rate_hz = 16000
 channels = 1
 segment_seconds = 2
 vad = on
+; 1 s of ALSA buffer: the emulated board may stall on a loaded host
+buffer_frames = 16000
 
 [upload]
 endpoint = $BLOB_ENDPOINT
@@ -180,6 +182,7 @@ verdict "the board boots: modules, root, EC-PROV and EC-DATA mounted, DHCP, edge
 
 wait_for_log "$C" "edgecap-test: played $((SECONDS_PLAYED * 16000)) frames" "$QEMU_PID" 60 ||
     fail_because "the guest's player did not play the tone into hw:Loopback,0,0"
+want_fixed "$C" "edgecap-test: played $((SECONDS_PLAYED * 16000)) frames, 0 underruns"
 verdict "a player inside the guest writes ${SECONDS_PLAYED} s to hw:Loopback,0,0 (paced by the kernel)" "$C"
 
 wait_for_log "$C" "event=segment_uploaded" "$QEMU_PID" 120 &&

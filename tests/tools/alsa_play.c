@@ -9,6 +9,7 @@
  * for usage, 66 when FILE cannot be read).
  */
 #include <alsa/asoundlib.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -35,15 +36,17 @@ int main(int argc, char **argv)
     int rc = 1;
     snd_pcm_t *pcm = NULL;
     short buf[CHUNK_FRAMES * 8];
-    unsigned long played = 0;
+    unsigned long played = 0, underruns = 0;
     int err = snd_pcm_open(&pcm, device, SND_PCM_STREAM_PLAYBACK, 0);
     if (err < 0) {
         fprintf(stderr, "alsa_play: open %s: %s\n", device, snd_strerror(err));
         goto out;
     }
-    /* 20 ms periods, 200 ms buffer: the same shape as edgecap's defaults. */
+    /* A 1 s buffer: an emulated board on a loaded host can stall this
+     * process for hundreds of ms, and an underrun would put silence into
+     * the loopback that the test then finds in the blobs. */
     err = snd_pcm_set_params(pcm, SND_PCM_FORMAT_S16_LE, SND_PCM_ACCESS_RW_INTERLEAVED, channels,
-                             rate, 0, 200000);
+                             rate, 0, 1000000);
     if (err < 0) {
         fprintf(stderr, "alsa_play: set params on %s: %s\n", device, snd_strerror(err));
         goto out;
@@ -54,6 +57,8 @@ int main(int argc, char **argv)
         while (done < n) {
             snd_pcm_sframes_t w = snd_pcm_writei(pcm, buf + done * channels, n - done);
             if (w < 0) {
+                if (w == -EPIPE)
+                    underruns++;
                 w = snd_pcm_recover(pcm, (int)w, 0);
                 if (w < 0) {
                     fprintf(stderr, "alsa_play: write: %s\n", snd_strerror((int)w));
@@ -66,7 +71,7 @@ int main(int argc, char **argv)
         played += n;
     }
     snd_pcm_drain(pcm);
-    printf("played %lu frames\n", played);
+    printf("played %lu frames, %lu underruns\n", played, underruns);
     rc = 0;
 out:
     if (pcm != NULL)
