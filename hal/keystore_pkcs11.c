@@ -477,6 +477,34 @@ static ec_status check_protected(p11_ks *k, CK_OBJECT_HANDLE obj, const char *la
     return EC_ERR_CRYPTO;
 }
 
+/* Refuses a device key that can do more than sign: one that decrypts,
+ * unwraps or derives would let anyone with the PIN use it for that (a raw
+ * RSA "signature" is a decryption). */
+static ec_status check_sign_only(p11_ks *k, CK_OBJECT_HANDLE obj, const char *label)
+{
+    CK_BBOOL decrypt = CK_FALSE, unwrap = CK_FALSE, derive = CK_FALSE;
+    CK_ATTRIBUTE a[] = {
+        {CKA_DECRYPT, &decrypt, sizeof decrypt},
+        {CKA_UNWRAP, &unwrap, sizeof unwrap},
+        {CKA_DERIVE, &derive, sizeof derive},
+    };
+    /* an attribute the token does not have for this key counts as false */
+    CK_RV rv = k->f->C_GetAttributeValue(k->session, obj, a, 3);
+    const char *why = NULL;
+    if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID)
+        why = "its attributes cannot be read";
+    else if ((a[0].ulValueLen == sizeof decrypt && decrypt) ||
+             (a[1].ulValueLen == sizeof unwrap && unwrap) ||
+             (a[2].ulValueLen == sizeof derive && derive))
+        why = "it can decrypt, unwrap or derive (a device key only signs: CKA_DECRYPT, "
+              "CKA_UNWRAP and CKA_DERIVE must be false)";
+    if (why == NULL)
+        return EC_OK;
+    ec_log(EC_LOG_ERROR, "pkcs11_object_refused", EC_LOG_STR("label", label),
+           EC_LOG_STR("reason", why));
+    return EC_ERR_CRYPTO;
+}
+
 static ec_status create_kek(p11_ks *k, const char *label, CK_OBJECT_HANDLE *out)
 {
     uint8_t id[KEK_CKA_ID_BYTES];
@@ -614,6 +642,8 @@ static ec_status open_device_key(p11_ks *k, const char *label, bool optional)
         k->key_type = EC_KEY_TYPE_RSA_3072;
         st = check_protected(k, k->key, label, CKK_RSA, "it is not an RSA key");
         if (st == EC_OK)
+            st = check_sign_only(k, k->key, label);
+        if (st == EC_OK)
             st = check_rsa_key(k, k->key, label);
         if (st != EC_OK)
             k->key = CK_INVALID_HANDLE;
@@ -623,6 +653,8 @@ static ec_status open_device_key(p11_ks *k, const char *label, bool optional)
     if (st == EC_OK)
         st = check_protected(k, k->key, label, CKK_EC,
                              "it is not an EC or RSA key (EC P-256 or RSA expected)");
+    if (st == EC_OK)
+        st = check_sign_only(k, k->key, label);
     uint8_t params[32];
     CK_ATTRIBUTE a = {CKA_EC_PARAMS, params, sizeof params};
     if (st == EC_OK && (k->f->C_GetAttributeValue(k->session, k->key, &a, 1) != CKR_OK ||
@@ -816,14 +848,17 @@ static CK_RV generate_pair(p11_ks *k, ec_key_type type, const char *label, CK_OB
         {CKA_WRAP, &no, sizeof no},         {CKA_LABEL, (void *)label, label_len},
         {CKA_ID, (void *)label, label_len},
     };
-    CK_ATTRIBUTE priv_tmpl[10] = {
+    /* sign only, for good: no attribute can be changed afterwards, and the
+     * token refuses any mechanism but the one signing needs (raw RSA, say) */
+    CK_MECHANISM_TYPE allowed = rsa ? CKM_RSA_PKCS : CKM_ECDSA;
+    CK_ATTRIBUTE priv_tmpl[12] = {
         {CKA_TOKEN, &yes, sizeof yes},      {CKA_PRIVATE, &yes, sizeof yes},
         {CKA_SENSITIVE, &yes, sizeof yes},  {CKA_EXTRACTABLE, &extractable, sizeof extractable},
         {CKA_SIGN, &yes, sizeof yes},       {CKA_DECRYPT, &no, sizeof no},
         {CKA_UNWRAP, &no, sizeof no},       {CKA_LABEL, (void *)label, label_len},
-        {CKA_ID, (void *)label, label_len},
+        {CKA_ID, (void *)label, label_len}, {CKA_MODIFIABLE, &no, sizeof no},
     };
-    CK_ULONG pub_n = 7, priv_n = 9;
+    CK_ULONG pub_n = 7, priv_n = 10;
     if (rsa) {
         pub_tmpl[pub_n++] = (CK_ATTRIBUTE){CKA_MODULUS_BITS, &bits, sizeof bits};
         pub_tmpl[pub_n++] = (CK_ATTRIBUTE){CKA_PUBLIC_EXPONENT, (void *)f4, sizeof f4};
@@ -832,6 +867,19 @@ static CK_RV generate_pair(p11_ks *k, ec_key_type type, const char *label, CK_OB
         priv_tmpl[priv_n++] = (CK_ATTRIBUTE){CKA_DERIVE, &no, sizeof no};
     }
     CK_MECHANISM mech = {rsa ? CKM_RSA_PKCS_KEY_PAIR_GEN : CKM_EC_KEY_PAIR_GEN, NULL, 0};
+    priv_tmpl[priv_n] = (CK_ATTRIBUTE){CKA_ALLOWED_MECHANISMS, &allowed, sizeof allowed};
+    /* tests: a token that does not know CKA_ALLOWED_MECHANISMS */
+    CK_RV rv = EC_FAULT("pkcs11.no_allowed_mechanisms")
+                   ? CKR_ATTRIBUTE_TYPE_INVALID
+                   : k->f->C_GenerateKeyPair(k->session, &mech, pub_tmpl, pub_n, priv_tmpl,
+                                             priv_n + 1, pub, priv);
+    if (rv != CKR_ATTRIBUTE_TYPE_INVALID)
+        return rv;
+    /* older tokens: the key is still sign only (CKA_DECRYPT etc. false and
+     * not modifiable), the token just does not limit the mechanism */
+    ec_log(EC_LOG_WARN, "pkcs11_allowed_mechanisms_unsupported", EC_LOG_STR("key_label", label),
+           EC_LOG_STR("reason", "the token does not take CKA_ALLOWED_MECHANISMS; the key is made "
+                                "without it"));
     return k->f->C_GenerateKeyPair(k->session, &mech, pub_tmpl, pub_n, priv_tmpl, priv_n, pub,
                                    priv);
 }
@@ -878,6 +926,7 @@ static ec_status p11_generate_identity(void *ctx, ec_key_type type, const char *
     }
     if ((st = check_protected(k, priv, ref, rsa ? CKK_RSA : CKK_EC,
                               rsa ? "it is not an RSA key" : "it is not an EC key")) != EC_OK ||
+        (st = check_sign_only(k, priv, ref)) != EC_OK ||
         (rsa && (st = check_rsa_key(k, priv, ref)) != EC_OK) ||
         (st = read_public(k, pub, ref, &pub_pk)) != EC_OK)
         goto out;

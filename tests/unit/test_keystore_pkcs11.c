@@ -57,6 +57,8 @@ static int run(const char *cmd)
     return rc;
 }
 
+static void set_bools(const char *label, int decrypt, int unwrap, int derive);
+
 static int group_setup(void **state)
 {
     (void)state;
@@ -91,6 +93,21 @@ static int group_setup(void **state)
             " --keypairgen --key-type rsa:1024 --label rsa-1024 --id 11 --usage-sign") == 0;
     if (dl != NULL)
         dlclose(dl);
+    /* pkcs11-tool's key pairs can decrypt and unwrap too (SoftHSM's
+     * defaults): the device keys among them are made sign only, as the
+     * store wants; "decrypting" stays as it is, "deriving" only derives */
+    usable = usable &&
+             run("pkcs11-tool --module " MODULE " --token-label " TOKEN " --login --pin " PIN
+                 " --keypairgen --key-type EC:prime256v1 --label decrypting --id 12 "
+                 "--usage-sign") == 0 &&
+             run("pkcs11-tool --module " MODULE " --token-label " TOKEN " --login --pin " PIN
+                 " --keypairgen --key-type EC:prime256v1 --label deriving --id 13 --usage-sign "
+                 "--usage-derive") == 0;
+    if (usable) {
+        static const char *const sign_only[] = {KEY_LABEL, "other", "p384", "rsa-1024", "deriving"};
+        for (size_t i = 0; i < sizeof sign_only / sizeof sign_only[0]; i++)
+            set_bools(sign_only[i], false, false, -1);
+    }
     ec_secret_new(&pin, PIN, strlen(PIN));
     free(conf);
     free(path);
@@ -162,6 +179,26 @@ static CK_ULONG count_label(direct *d, CK_OBJECT_CLASS cls, const char *label,
     if (n > 0 && first != NULL)
         *first = h[0];
     return n;
+}
+
+/* Sets CKA_DECRYPT, CKA_UNWRAP and CKA_DERIVE (each 0 or 1; -1 leaves it)
+ * on the private key `label`. */
+static void set_bools(const char *label, int decrypt, int unwrap, int derive)
+{
+    direct d;
+    direct_open(&d);
+    CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+    assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, label, &h), 1);
+    const int want[] = {decrypt, unwrap, derive};
+    static const CK_ATTRIBUTE_TYPE types[] = {CKA_DECRYPT, CKA_UNWRAP, CKA_DERIVE};
+    for (size_t i = 0; i < 3; i++) {
+        if (want[i] < 0)
+            continue;
+        CK_BBOOL v = want[i] ? CK_TRUE : CK_FALSE;
+        CK_ATTRIBUTE a = {types[i], &v, sizeof v};
+        assert_int_equal(d.f->C_SetAttributeValue(d.s, h, &a, 1), CKR_OK);
+    }
+    direct_close(&d);
 }
 
 /* Imports a known AES key of `len` bytes (sensitive; extractable or not)
@@ -388,6 +425,11 @@ static const reject_case rejects[] = {
     {"KEK label on two keys", MODULE, TOKEN, PIN, "kek-twice", "", EC_ERR_CRYPTO,
      "more than one object has this label"},
     {"AES-128 KEK", MODULE, TOKEN, PIN, "kek-128", "", EC_ERR_CRYPTO, "the KEK is not AES-256"},
+    {"device key that decrypts", MODULE, TOKEN, PIN, "kek-a", "decrypting", EC_ERR_CRYPTO,
+     "event=pkcs11_object_refused label=decrypting reason=\"it can decrypt, unwrap or derive (a "
+     "device key only signs: CKA_DECRYPT, CKA_UNWRAP and CKA_DERIVE must be false)\""},
+    {"device key that derives", MODULE, TOKEN, PIN, "kek-a", "deriving", EC_ERR_CRYPTO,
+     "event=pkcs11_object_refused label=deriving reason=\"it can decrypt, unwrap or derive"},
 };
 
 static void test_rejections(void **state)
@@ -553,7 +595,7 @@ static void ec_point_of(const char *label, uint8_t point[67])
  * token object for verify. Leaves `d` open, the public half in *pub.
  */
 static void check_generated_pair(direct *d, const char *label, CK_ATTRIBUTE_TYPE secret,
-                                 CK_OBJECT_HANDLE *pubh)
+                                 CK_MECHANISM_TYPE allowed, CK_OBJECT_HANDLE *pubh)
 {
     direct_open(d);
     CK_OBJECT_HANDLE priv = CK_INVALID_HANDLE;
@@ -587,6 +629,26 @@ static void check_generated_pair(direct *d, const char *label, CK_ATTRIBUTE_TYPE
     assert_false(derive);
     assert_int_equal(a[8].ulValueLen, strlen(label));
     assert_memory_equal(id, label, strlen(label));
+    /* sign only for good: nothing can be changed, and (CK_INVALID_HANDLE:
+     * no check, a token without CKA_ALLOWED_MECHANISMS) one mechanism */
+    CK_BBOOL modifiable = CK_TRUE;
+    CK_MECHANISM_TYPE mechs[4];
+    CK_ATTRIBUTE m[] = {{CKA_MODIFIABLE, &modifiable, sizeof modifiable},
+                        {CKA_ALLOWED_MECHANISMS, mechs, sizeof mechs}};
+    assert_int_equal(d->f->C_GetAttributeValue(d->s, priv, m, 2), CKR_OK);
+    assert_false(modifiable);
+    if (allowed != CK_INVALID_HANDLE) {
+        assert_int_equal(m[1].ulValueLen, sizeof mechs[0]);
+        assert_int_equal(mechs[0], allowed);
+    }
+    static const CK_ATTRIBUTE_TYPE widen[] = {CKA_DECRYPT, CKA_UNWRAP, CKA_DERIVE};
+    for (size_t i = 0; i < sizeof widen / sizeof widen[0]; i++) {
+        CK_ATTRIBUTE w = {widen[i], &(CK_BBOOL){CK_TRUE}, sizeof(CK_BBOOL)};
+        assert_int_not_equal(d->f->C_SetAttributeValue(d->s, priv, &w, 1), CKR_OK);
+    }
+    assert_int_equal(d->f->C_GetAttributeValue(d->s, priv, a, sizeof a / sizeof a[0]), CKR_OK);
+    assert_false(decrypt);
+    assert_false(derive);
     CK_BBOOL verify = CK_FALSE;
     uint8_t pub_id[64];
     CK_ATTRIBUTE b[] = {
@@ -643,7 +705,12 @@ static void test_generate_identity_on_token(void **state)
     /* from outside */
     direct d;
     CK_OBJECT_HANDLE pubh = CK_INVALID_HANDLE;
-    check_generated_pair(&d, label, CKA_VALUE, &pubh);
+    check_generated_pair(&d, label, CKA_VALUE, CKM_ECDSA, &pubh);
+    /* the token signs with no other mechanism: not a hash-and-sign one */
+    CK_OBJECT_HANDLE privh = CK_INVALID_HANDLE;
+    assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, label, &privh), 1);
+    CK_MECHANISM other = {CKM_ECDSA_SHA256, NULL, 0};
+    assert_int_not_equal(d.f->C_SignInit(d.s, &other, privh), CKR_OK);
     direct_close(&d);
 
     /* it stays on the token: a later open finds it as the device key */
@@ -740,6 +807,37 @@ static void test_generate_identity_checks_the_new_key(void **state)
     direct_close(&d);
 }
 
+/* A token that does not take CKA_ALLOWED_MECHANISMS (seam): the key is made
+ * without it, with a warning, and is still sign only and unmodifiable. */
+static void test_generate_identity_without_allowed_mechanisms(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    static const char label[] = "gen-no-mechs";
+    ec_keystore ks;
+    ec_keystore_pkcs11_params p = gen_params(label);
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    mbedtls_pk_context key;
+    mbedtls_pk_init(&key);
+    ec_fault_reset();
+    ec_fault_arm("pkcs11.no_allowed_mechanisms", 0, 1);
+    ts_log_begin();
+    assert_int_equal(ks.ops->generate_identity(ks.ctx, EC_KEY_TYPE_EC_P256, label, &key), EC_OK);
+    char *log = ts_log_end();
+    assert_int_equal(ec_fault_hits("pkcs11.no_allowed_mechanisms"), 1);
+    ec_fault_reset();
+    assert_non_null(strstr(log, "event=pkcs11_allowed_mechanisms_unsupported "
+                                "key_label=gen-no-mechs reason=\"the token does not take "
+                                "CKA_ALLOWED_MECHANISMS; the key is made without it\""));
+    free(log);
+    mbedtls_pk_free(&key);
+    ec_keystore_close(&ks);
+    direct d;
+    CK_OBJECT_HANDLE pubh = CK_INVALID_HANDLE;
+    check_generated_pair(&d, label, CKA_VALUE, CK_INVALID_HANDLE, &pubh);
+    direct_close(&d);
+}
+
 /* RSA 3072 on the token: CKM_RSA_PKCS_KEY_PAIR_GEN, e = 65537, the same
  * protection; the pk context signs PKCS#1 v1.5 through C_Sign(CKM_RSA_PKCS)
  * for each SHA-2 digest TLS 1.2 may ask for, and a certificate made with it
@@ -795,7 +893,18 @@ static void test_generate_identity_rsa_on_token(void **state)
     /* from outside: as an EC key, and 3072 bits */
     direct d;
     CK_OBJECT_HANDLE pubh = CK_INVALID_HANDLE;
-    check_generated_pair(&d, label, CKA_PRIVATE_EXPONENT, &pubh);
+    check_generated_pair(&d, label, CKA_PRIVATE_EXPONENT, CKM_RSA_PKCS, &pubh);
+    /* raw RSA (CKM_RSA_X_509), which is decryption by another name, and
+     * decryption itself are refused with the PIN at hand */
+    CK_OBJECT_HANDLE privh = CK_INVALID_HANDLE;
+    assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, label, &privh), 1);
+    CK_MECHANISM raw = {CKM_RSA_X_509, NULL, 0}, dec = {CKM_RSA_PKCS, NULL, 0};
+    uint8_t block[384] = {0}, out[384];
+    CK_ULONG out_len = sizeof out;
+    block[383] = 2;
+    if (d.f->C_SignInit(d.s, &raw, privh) == CKR_OK)
+        assert_int_not_equal(d.f->C_Sign(d.s, block, sizeof block, out, &out_len), CKR_OK);
+    assert_int_not_equal(d.f->C_DecryptInit(d.s, &dec, privh), CKR_OK);
     CK_ULONG bits = 0;
     CK_ATTRIBUTE b = {CKA_MODULUS_BITS, &bits, sizeof bits};
     assert_int_equal(d.f->C_GetAttributeValue(d.s, pubh, &b, 1), CKR_OK);
@@ -859,6 +968,7 @@ int main(void)
         cmocka_unit_test(test_generate_identity_on_token),
         cmocka_unit_test(test_generate_identity_refusals),
         cmocka_unit_test(test_generate_identity_checks_the_new_key),
+        cmocka_unit_test(test_generate_identity_without_allowed_mechanisms),
         cmocka_unit_test(test_generate_identity_rsa_on_token),
         cmocka_unit_test(test_sig_to_der),
     };
