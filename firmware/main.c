@@ -1728,6 +1728,7 @@ static int cmd_provision(int argc, char **argv)
              : st == EC_ERR_EXISTS    ? EX_CANTCREAT
              : st == EC_ERR_IO        ? EX_IOERR
              : st == EC_ERR_NOT_FOUND ? EX_CANTCREAT
+             : st == EC_ERR_CONFIG    ? EX_CONFIG
                                       : EX_SOFTWARE;
         goto out;
     }

@@ -258,32 +258,50 @@ ec_status ec_token_key_setup(mbedtls_pk_context *pk, const ec_keystore *ks,
     return EC_OK;
 }
 
-ec_status ec_token_key_check_pair(const ec_keystore *ks, const uint8_t *cert_der, size_t cert_len,
-                                  char *why, size_t why_len)
+/* Signs a random SHA-256 digest with the token key and verifies it under
+ * `pub`; `what` names what `pub` came from, `whose` the key, in the reason. */
+static ec_status check_public(const ec_keystore *ks, const mbedtls_pk_context *pub,
+                              const char *what, const char *whose, char *why, size_t why_len)
 {
-    mbedtls_x509_crt crt;
     mbedtls_pk_context pk;
-    mbedtls_x509_crt_init(&crt);
     mbedtls_pk_init(&pk);
     uint8_t hash[32], sig[MBEDTLS_PK_SIGNATURE_MAX_SIZE];
     size_t sig_len = 0;
     ec_status st = EC_ERR_CRYPTO;
-    if (mbedtls_x509_crt_parse_der(&crt, cert_der, cert_len) != 0) {
-        snprintf(why, why_len, "the device certificate does not parse");
-    } else if (ec_token_key_setup(&pk, ks, &crt.pk) != EC_OK) {
-        snprintf(why, why_len, "the device certificate's key is not %s (the token key is)",
+    if (ec_token_key_setup(&pk, ks, pub) != EC_OK) {
+        snprintf(why, why_len, "%s is not %s (the token key is)", whose,
                  ec_keystore_device_key_type(ks) == EC_KEY_TYPE_RSA_3072 ? "RSA" : "EC P-256");
     } else if (ec_rng_bytes(hash, sizeof hash) != EC_OK ||
                mbedtls_pk_sign(&pk, MBEDTLS_MD_SHA256, hash, sizeof hash, sig, &sig_len, NULL,
                                NULL) != 0) {
         snprintf(why, why_len, "the token did not sign");
-    } else if (mbedtls_pk_verify(&crt.pk, MBEDTLS_MD_SHA256, hash, sizeof hash, sig, sig_len) !=
-               0) {
-        snprintf(why, why_len, "the token's key does not belong to the device certificate");
+    } else if (mbedtls_pk_verify((mbedtls_pk_context *)pub, MBEDTLS_MD_SHA256, hash, sizeof hash,
+                                 sig, sig_len) != 0) {
+        snprintf(why, why_len, "the token's key does not belong to %s", what);
     } else {
         st = EC_OK;
     }
     mbedtls_pk_free(&pk);
+    return st;
+}
+
+ec_status ec_token_key_check_public(const ec_keystore *ks, const mbedtls_pk_context *pub, char *why,
+                                    size_t why_len)
+{
+    return check_public(ks, pub, "the public key", "the public key", why, why_len);
+}
+
+ec_status ec_token_key_check_pair(const ec_keystore *ks, const uint8_t *cert_der, size_t cert_len,
+                                  char *why, size_t why_len)
+{
+    mbedtls_x509_crt crt;
+    mbedtls_x509_crt_init(&crt);
+    ec_status st = EC_ERR_CRYPTO;
+    if (mbedtls_x509_crt_parse_der(&crt, cert_der, cert_len) != 0)
+        snprintf(why, why_len, "the device certificate does not parse");
+    else
+        st = check_public(ks, &crt.pk, "the device certificate", "the device certificate's key",
+                          why, why_len);
     mbedtls_x509_crt_free(&crt);
     return st;
 }

@@ -46,9 +46,10 @@ typedef struct {
     bool logged_in;
     pthread_mutex_t lock;
     CK_OBJECT_HANDLE kek;
-    CK_OBJECT_HANDLE key; /* CK_INVALID_HANDLE: no device key */
-    ec_key_type key_type; /* of `key` */
-    CK_ULONG key_bytes;   /* RSA: the modulus's length, which is the signature's */
+    CK_OBJECT_HANDLE key;      /* CK_INVALID_HANDLE: no device key */
+    ec_key_type key_type;      /* of `key` */
+    CK_ULONG key_bytes;        /* RSA: the modulus's length, which is the signature's */
+    CK_OBJECT_HANDLE made_pub; /* the public half generate_identity made, or invalid */
     uint8_t id[EC_KEK_ID_BYTES];
     /* This store as an ec_keystore, for a pk context that signs through it
      * (generate_identity hands one out). */
@@ -284,6 +285,7 @@ static void p11_close(void *ctx)
 static ec_status p11_generate_identity(void *ctx, ec_key_type type, const char *ref,
                                        mbedtls_pk_context *key);
 static ec_status p11_identity_public(void *ctx, const char *ref, mbedtls_pk_context *pub);
+static ec_status p11_discard_identity(void *ctx, const char *ref);
 
 static const ec_keystore_ops p11_ops = {
     .name = "pkcs11",
@@ -294,6 +296,7 @@ static const ec_keystore_ops p11_ops = {
     .sign_digest = p11_sign_digest,
     .generate_identity = p11_generate_identity,
     .identity_public = p11_identity_public,
+    .discard_identity = p11_discard_identity,
 };
 
 bool ec_keystore_has_device_key(const ec_keystore *ks)
@@ -681,6 +684,7 @@ ec_status ec_keystore_pkcs11_open(ec_keystore *ks, const ec_keystore_pkcs11_para
         return EC_ERR_NOMEM;
     k->kek = CK_INVALID_HANDLE;
     k->key = CK_INVALID_HANDLE;
+    k->made_pub = CK_INVALID_HANDLE;
     if (pthread_mutex_init(&k->lock, NULL) != 0) {
         ec_secmem_free(k);
         return EC_ERR_NOMEM;
@@ -884,6 +888,31 @@ static CK_RV generate_pair(p11_ks *k, ec_key_type type, const char *label, CK_OB
                                    priv);
 }
 
+/* Destroys a key pair this store made; a failure is logged (the objects
+ * are then left on the token). Called with the lock held. */
+static ec_status destroy_pair(p11_ks *k, CK_OBJECT_HANDLE priv, CK_OBJECT_HANDLE pub,
+                              const char *label)
+{
+    ec_status st = EC_OK;
+    const CK_OBJECT_HANDLE objs[] = {priv, pub};
+    for (size_t i = 0; i < 2; i++) {
+        if (objs[i] == CK_INVALID_HANDLE)
+            continue;
+        CK_RV rv = EC_FAULT("pkcs11.destroy") ? CKR_DEVICE_ERROR
+                                              : k->f->C_DestroyObject(k->session, objs[i]);
+        if (rv != CKR_OK) {
+            char buf[32];
+            ec_log(EC_LOG_ERROR, "pkcs11_failed",
+                   EC_LOG_STR("operation", i == 0 ? "destroy the new private key (C_DestroyObject)"
+                                                  : "destroy the new public key (C_DestroyObject)"),
+                   EC_LOG_STR("key_label", label),
+                   EC_LOG_STR("pkcs11_error", rv_text(rv, buf, sizeof buf)));
+            st = EC_ERR_IO;
+        }
+    }
+    return st;
+}
+
 static ec_status p11_generate_identity(void *ctx, ec_key_type type, const char *ref,
                                        mbedtls_pk_context *key)
 {
@@ -932,18 +961,35 @@ static ec_status p11_generate_identity(void *ctx, ec_key_type type, const char *
         goto out;
     k->key = priv;
     k->key_type = type;
+    k->made_pub = pub;
     st = ec_token_key_setup(key, &k->self, &pub_pk);
 out:
     if (st != EC_OK && priv != CK_INVALID_HANDLE) {
         /* ours, made above: a refused or half-made key must not block the next try */
-        k->f->C_DestroyObject(k->session, priv);
-        k->f->C_DestroyObject(k->session, pub);
-        k->key = CK_INVALID_HANDLE;
+        destroy_pair(k, priv, pub, ref);
+        k->key = k->made_pub = CK_INVALID_HANDLE;
     }
     pthread_mutex_unlock(&k->lock);
     if (st == EC_OK)
         ec_log(EC_LOG_INFO, "identity_key_created", EC_LOG_STR("backend", "pkcs11"),
                EC_LOG_STR("key_label", ref), EC_LOG_STR("type", rsa ? "rsa-3072" : "ec-p256"));
     mbedtls_pk_free(&pub_pk);
+    return st;
+}
+
+static ec_status p11_discard_identity(void *ctx, const char *ref)
+{
+    p11_ks *k = ctx;
+    ec_status st = EC_ERR_NOT_FOUND;
+    pthread_mutex_lock(&k->lock);
+    if (k->made_pub != CK_INVALID_HANDLE && k->key != CK_INVALID_HANDLE) {
+        st = destroy_pair(k, k->key, k->made_pub, ref);
+        k->key = k->made_pub = CK_INVALID_HANDLE;
+    }
+    pthread_mutex_unlock(&k->lock);
+    if (st == EC_OK)
+        ec_log(EC_LOG_INFO, "identity_key_discarded", EC_LOG_STR("backend", "pkcs11"),
+               EC_LOG_STR("key_label", ref),
+               EC_LOG_STR("reason", "never certified: its CSR could not be made"));
     return st;
 }

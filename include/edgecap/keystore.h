@@ -72,6 +72,11 @@ typedef struct {
     /* Sets up `pub` (initialised by the caller) with the public key of the
      * identity at `ref`; EC_ERR_NOT_FOUND when there is none. */
     ec_status (*identity_public)(void *ctx, const char *ref, mbedtls_pk_context *pub);
+    /* Destroys the key pair this store's generate_identity made at `ref` (optional;
+     * NULL: the caller says where the key is): for a key that was never
+     * certified, when its CSR could not be made. EC_ERR_NOT_FOUND when this
+     * store made none; EC_ERR_IO when the backend refused (logged). */
+    ec_status (*discard_identity)(void *ctx, const char *ref);
 } ec_keystore_ops;
 
 typedef struct {

@@ -29,7 +29,10 @@
 #include <mbedtls/pk.h>
 
 #include "edgecap/fault.h"
+#include "edgecap/audit.h"
+#include "edgecap/config.h"
 #include "edgecap/keystore.h"
+#include "edgecap/provision.h"
 #include "edgecap/rng.h"
 #include "edgecap/secmem.h"
 #include "edgecap/token_key.h"
@@ -936,6 +939,263 @@ static void test_generate_identity_rsa_on_token(void **state)
     mbedtls_pk_free(&pub);
 }
 
+/* ---- provision on the token (firmware/provision.c over this store) ---------- */
+
+typedef struct {
+    ec_config cfg;
+    ec_keystore ks;
+    ec_audit *audit;
+    char *out; /* what the function printed */
+    size_t out_len;
+    char why[EC_PROVISION_WHY_BYTES];
+} prov;
+
+/* A pkcs11 config whose device key is `label` on the unit token, and the
+ * store open for it (the key optional, as provision opens it). */
+static void prov_open(prov *v, const char *label)
+{
+    memset(v, 0, sizeof *v);
+    ec_config_init(&v->cfg);
+    v->cfg.device.keystore = EC_KEYSTORE_PKCS11;
+    snprintf(v->cfg.device.id, sizeof v->cfg.device.id, "unit-p11");
+    snprintf(v->cfg.pkcs11.token_label, sizeof v->cfg.pkcs11.token_label, TOKEN);
+    snprintf(v->cfg.pkcs11.key_label, sizeof v->cfg.pkcs11.key_label, "%s", label);
+    snprintf(v->cfg.tls.client_cert, EC_CFG_PATH_MAX, "%s/%s.pem", dir, label);
+    snprintf(v->cfg.tls.client_ca_file, EC_CFG_PATH_MAX, "%s/%s-ca.der", dir, label);
+    snprintf(v->cfg.source_path, EC_CFG_PATH_MAX, "%s/edgecap.conf", dir);
+    assert_int_equal(ec_audit_open(&v->audit, "", NULL), EC_OK);
+    ec_keystore_pkcs11_params p = gen_params(label);
+    assert_int_equal(ec_keystore_pkcs11_open(&v->ks, &p), EC_OK);
+}
+
+static void prov_close(prov *v)
+{
+    ec_keystore_close(&v->ks);
+    ec_audit_close(&v->audit);
+    ec_config_free(&v->cfg);
+}
+
+static ec_status prov_init(prov *v)
+{
+    ec_provision_init_params pp = {
+        .cfg = &v->cfg, .keystore = &v->ks, .audit = v->audit, .key_type = EC_KEY_TYPE_EC_P256};
+    FILE *fp = fopen("/dev/null", "w");
+    ec_status st = ec_provision_init(&pp, fp, v->why, sizeof v->why);
+    fclose(fp);
+    return st;
+}
+
+/* show's output in v->out (freed by the caller). */
+static ec_status prov_show(prov *v)
+{
+    FILE *fp = open_memstream(&v->out, &v->out_len);
+    ec_status st = ec_provision_show(&v->cfg, &v->ks, fp);
+    fclose(fp);
+    return st;
+}
+
+static ec_status prov_install(prov *v, const char *cert)
+{
+    FILE *fp = fopen("/dev/null", "w");
+    ec_status st =
+        ec_provision_install_cert(&v->cfg, &v->ks, v->audit, cert, fp, v->why, sizeof v->why);
+    fclose(fp);
+    return st;
+}
+
+static void write_bytes(const char *path, const uint8_t *data, size_t len)
+{
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(data, 1, len, fp), len);
+    fclose(fp);
+}
+
+/* [pkcs11] without key_label: init is a configuration error (78 in main),
+ * nothing is made. */
+static void test_provision_init_needs_key_label(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    prov v;
+    prov_open(&v, "");
+    assert_int_equal(prov_init(&v), EC_ERR_CONFIG);
+    assert_string_equal(v.why, "the pkcs11 key store makes the device key on the token: set "
+                               "[pkcs11] key_label (and remove [tls] client_key)");
+    prov_close(&v);
+}
+
+/* A key whose CSR could not be made was never certified: init destroys it
+ * again (seams: signing the CSR, writing it), so init can simply be run
+ * again; when the token will not destroy it, the message says so. */
+static void test_provision_init_discards_uncertified_key(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    static const char *const seams[] = {"provision.csr_sign", "provision.write"};
+    static const char *const whys[] = {
+        "cannot sign the CSR with the new key label \"prov-csr\" on token \"edgecap-unit\", "
+        "which was destroyed again (never certified): run init again",
+        "; the new key label \"prov-csr\" on token \"edgecap-unit\" was destroyed again (never "
+        "certified): run init again"};
+    direct d;
+    for (size_t i = 0; i < 2; i++) {
+        prov v;
+        prov_open(&v, "prov-csr");
+        ec_fault_reset();
+        ec_fault_arm(seams[i], 0, 1);
+        ts_log_begin();
+        assert_int_not_equal(prov_init(&v), EC_OK);
+        char *log = ts_log_end();
+        assert_int_equal(ec_fault_hits(seams[i]), 1);
+        ec_fault_reset();
+        if (strstr(v.why, whys[i]) == NULL)
+            fail_msg("%s: %s", seams[i], v.why);
+        assert_non_null(strstr(log, "event=identity_key_discarded backend=pkcs11 "
+                                    "key_label=prov-csr"));
+        free(log);
+        assert_false(ec_keystore_has_device_key(&v.ks));
+        prov_close(&v);
+        direct_open(&d);
+        assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, "prov-csr", NULL), 0);
+        assert_int_equal(count_label(&d, CKO_PUBLIC_KEY, "prov-csr", NULL), 0);
+        direct_close(&d);
+    }
+    prov v;
+    prov_open(&v, "prov-csr");
+    assert_int_equal(prov_init(&v), EC_OK);
+    prov_close(&v);
+    /* the token refuses to destroy it: said, logged, left */
+    prov_open(&v, "prov-stuck");
+    ec_fault_arm("provision.csr_sign", 0, 1);
+    ec_fault_arm("pkcs11.destroy", 0, 0);
+    ts_log_begin();
+    assert_int_not_equal(prov_init(&v), EC_OK);
+    char *log = ts_log_end();
+    ec_fault_reset();
+    assert_non_null(strstr(v.why, "which was created and could not be destroyed: remove it to "
+                                  "try again"));
+    assert_non_null(strstr(log, "event=pkcs11_failed operation=\"destroy the new private key "
+                                "(C_DestroyObject)\" key_label=prov-stuck "
+                                "pkcs11_error=CKR_DEVICE_ERROR"));
+    free(log);
+    prov_close(&v);
+    direct_open(&d);
+    assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, "prov-stuck", NULL), 1);
+    direct_close(&d);
+}
+
+/* Deletes any public key object under `label`; with `foreign`, writes the
+ * public key of KEY_LABEL in its place. */
+static void replace_public(const char *label, bool foreign)
+{
+    uint8_t point[67];
+    if (foreign)
+        ec_point_of(KEY_LABEL, point);
+    direct d;
+    direct_open(&d);
+    CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+    if (count_label(&d, CKO_PUBLIC_KEY, label, &h) == 1)
+        assert_int_equal(d.f->C_DestroyObject(d.s, h), CKR_OK);
+    if (foreign) {
+        CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
+        CK_KEY_TYPE type = CKK_EC;
+        CK_BBOOL yes = CK_TRUE;
+        static const uint8_t p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+        CK_ATTRIBUTE t[] = {
+            {CKA_CLASS, &cls, sizeof cls},
+            {CKA_KEY_TYPE, &type, sizeof type},
+            {CKA_TOKEN, &yes, sizeof yes},
+            {CKA_VERIFY, &yes, sizeof yes},
+            {CKA_LABEL, (void *)label, strlen(label)},
+            {CKA_EC_PARAMS, (void *)p256, sizeof p256},
+            {CKA_EC_POINT, point, sizeof point},
+        };
+        assert_int_equal(d.f->C_CreateObject(d.s, t, sizeof t / sizeof t[0], &h), CKR_OK);
+    }
+    direct_close(&d);
+}
+
+/* A certificate (self-signed, DER, also its own CA file) for the token key
+ * `label`'s public key `pub`, at v's client_ca_file and `path`. */
+static void cert_for(prov *v, const char *label, const mbedtls_pk_context *pub, const char *path)
+{
+    ec_keystore ks;
+    ec_keystore_pkcs11_params p = gen_params(label);
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    uint8_t cert[1024];
+    size_t n = token_self_signed(&ks, pub, cert, sizeof cert);
+    ec_keystore_close(&ks);
+    write_bytes(path, cert, n);
+    write_bytes(v->cfg.tls.client_ca_file, cert, n);
+}
+
+/* show and install-cert go by the private key: a private key without its
+ * public object is the device key (show says so, as init does), and a
+ * certificate it signs for installs; a foreign public key written under the
+ * label is refused, and a certificate for it is not installed. */
+static void test_provision_trusts_the_private_key(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    static const char label[] = "prov-pub";
+    prov v;
+    prov_open(&v, label);
+    assert_int_equal(prov_init(&v), EC_OK);
+    mbedtls_pk_context own, foreign;
+    mbedtls_pk_init(&own);
+    mbedtls_pk_init(&foreign);
+    assert_int_equal(v.ks.ops->identity_public(v.ks.ctx, label, &own), EC_OK);
+    assert_int_equal(v.ks.ops->identity_public(v.ks.ctx, KEY_LABEL, &foreign), EC_OK);
+    prov_close(&v);
+    char *own_cert = ts_strf("%s/prov-own.der", dir),
+         *foreign_cert = ts_strf("%s/prov-foreign.der", dir);
+
+    /* no public object: show and init agree that the key is there */
+    replace_public(label, false);
+    prov_open(&v, label);
+    assert_true(ec_keystore_has_device_key(&v.ks));
+    assert_int_equal(prov_show(&v), EC_ERR_NOT_FOUND); /* no certificate yet */
+    if (strstr(v.out, "key: the device key label \"prov-pub\" on token \"edgecap-unit\" has no "
+                      "public key object on the token, so its public key cannot be shown (the "
+                      "private key is there; init does not replace it)\n") == NULL)
+        fail_msg("show: %s", v.out);
+    free(v.out);
+    assert_int_equal(prov_init(&v), EC_ERR_EXISTS);
+    /* a certificate the private key signs for installs, and show matches it */
+    cert_for(&v, label, &own, own_cert);
+    assert_int_equal(prov_install(&v, own_cert), EC_OK);
+    assert_int_equal(prov_show(&v), EC_OK);
+    assert_non_null(strstr(v.out, "key: label \"prov-pub\" on token \"edgecap-unit\" (ec-p256) "
+                                  "matches the certificate\n"));
+    free(v.out);
+    /* one for another key does not */
+    cert_for(&v, KEY_LABEL, &foreign, foreign_cert);
+    assert_int_equal(prov_install(&v, foreign_cert), EC_ERR_CRYPTO);
+    assert_string_equal(v.why, "the device key label \"prov-pub\" on token \"edgecap-unit\" has "
+                               "no public key object and the certificate is for another key (the "
+                               "token's key does not belong to the public key)");
+    prov_close(&v);
+
+    /* a foreign public key under the label: refused by show and install-cert */
+    replace_public(label, true);
+    prov_open(&v, label);
+    assert_int_equal(prov_show(&v), EC_ERR_CRYPTO);
+    if (strstr(v.out, "key: the public key object at label \"prov-pub\" on token "
+                      "\"edgecap-unit\" is not the device key's: the token's key does not belong "
+                      "to the public key (the private key decides; delete the foreign public key "
+                      "object)\n") == NULL)
+        fail_msg("show: %s", v.out);
+    free(v.out);
+    assert_int_equal(prov_install(&v, foreign_cert), EC_ERR_CRYPTO);
+    assert_non_null(strstr(v.why, "is not the device key's"));
+    prov_close(&v);
+    free(own_cert);
+    free(foreign_cert);
+    mbedtls_pk_free(&own);
+    mbedtls_pk_free(&foreign);
+}
+
 /* DER INTEGERs are signed: a half with its top bit set gets a 0x00 in front,
  * leading zero bytes are dropped. */
 static void test_sig_to_der(void **state)
@@ -971,6 +1231,9 @@ int main(void)
         cmocka_unit_test(test_generate_identity_without_allowed_mechanisms),
         cmocka_unit_test(test_generate_identity_rsa_on_token),
         cmocka_unit_test(test_sig_to_der),
+        cmocka_unit_test(test_provision_init_needs_key_label),
+        cmocka_unit_test(test_provision_init_discards_uncertified_key),
+        cmocka_unit_test(test_provision_trusts_the_private_key),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
