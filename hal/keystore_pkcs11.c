@@ -189,66 +189,25 @@ static void p11_kek_id(void *ctx, uint8_t *out)
     memcpy(out, k->id, EC_KEK_ID_BYTES);
 }
 
-/*
- * The DER DigestInfo prefix of PKCS#1 v1.5 (RFC 8017, 9.2, note 1) for a
- * digest of `hash_len` bytes: the length tells the SHA-2 (or SHA-1) function
- * apart. NULL for any other length.
- */
-static const uint8_t *digest_info_prefix(size_t hash_len, size_t *len)
-{
-    static const uint8_t sha1[] = {0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e,
-                                   0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14};
-    static const uint8_t sha224[] = {0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
-                                     0x65, 0x03, 0x04, 0x02, 0x04, 0x05, 0x00, 0x04, 0x1c};
-    static const uint8_t sha256[] = {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
-                                     0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20};
-    static const uint8_t sha384[] = {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
-                                     0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30};
-    static const uint8_t sha512[] = {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
-                                     0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40};
-    static const struct {
-        size_t hash_len;
-        const uint8_t *prefix;
-        size_t len;
-    } table[] = {{20, sha1, sizeof sha1},
-                 {28, sha224, sizeof sha224},
-                 {32, sha256, sizeof sha256},
-                 {48, sha384, sizeof sha384},
-                 {64, sha512, sizeof sha512}};
-    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
-        if (table[i].hash_len == hash_len) {
-            *len = table[i].len;
-            return table[i].prefix;
-        }
-    }
-    return NULL;
-}
-
+/* ECDSA: `hash` is the digest (20 to 64 bytes). RSA: `hash` is the DER
+ * DigestInfo the caller built (firmware/token_key.c, from the digest's
+ * function), which CKM_RSA_PKCS pads and signs; it must leave room for the
+ * padding. */
 static ec_status p11_sign_digest(void *ctx, const uint8_t *hash, size_t hash_len, uint8_t *sig,
                                  size_t sig_cap, size_t *sig_len)
 {
     p11_ks *k = ctx;
     bool rsa = k->key_type == EC_KEY_TYPE_RSA_3072;
-    uint8_t input[19 + 64]; /* the longest DigestInfo: SHA-512's */
-    size_t input_len = hash_len, prefix_len = 0;
-    const uint8_t *prefix = rsa ? digest_info_prefix(hash_len, &prefix_len) : NULL;
     size_t want = rsa ? k->key_bytes : 64;
-    if (k->key == CK_INVALID_HANDLE || hash_len < 20 || hash_len > 64 || sig_cap < want ||
-        (rsa && prefix == NULL))
+    if (k->key == CK_INVALID_HANDLE || hash_len < 20 || sig_cap < want ||
+        (rsa ? hash_len + 11 > k->key_bytes : hash_len > 64))
         return EC_ERR_INVALID;
-    if (rsa) {
-        memcpy(input, prefix, prefix_len);
-        memcpy(input + prefix_len, hash, hash_len);
-        input_len = prefix_len + hash_len;
-    } else {
-        memcpy(input, hash, hash_len);
-    }
     CK_MECHANISM mech = {rsa ? CKM_RSA_PKCS : CKM_ECDSA, NULL, 0};
     CK_ULONG n = sig_cap;
     pthread_mutex_lock(&k->lock);
     CK_RV rv = k->f->C_SignInit(k->session, &mech, k->key);
     if (rv == CKR_OK)
-        rv = k->f->C_Sign(k->session, input, input_len, sig, &n);
+        rv = k->f->C_Sign(k->session, (CK_BYTE_PTR)hash, hash_len, sig, &n);
     pthread_mutex_unlock(&k->lock);
     if (rv != CKR_OK || n != want) {
         log_rv("pkcs11_failed", rsa ? "sign (C_Sign, CKM_RSA_PKCS)" : "sign (C_Sign, CKM_ECDSA)",

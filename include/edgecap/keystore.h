@@ -47,11 +47,12 @@ typedef struct {
     /* Optional (NULL where a backend cannot): destroys the KEK for good, for
      * decommissioning (`edgecap wipe`); afterwards wrap and unwrap fail. */
     ec_status (*destroy)(void *ctx);
-    /* Signs a digest (hash_len 20..64 bytes) with the device's private key
-     * when the store holds it (NULL otherwise: the file store's key is a
-     * file). ECDSA P-256: `sig` gets the raw r || s, 64 bytes. RSA: PKCS#1
-     * v1.5 over the DigestInfo of the SHA-1/SHA-2 digest its length names
-     * (20, 28, 32, 48, 64 bytes); `sig` gets the modulus's length. */
+    /* Signs with the device's private key when the store holds it (NULL
+     * otherwise: the file store's key is a file). ECDSA P-256: `hash` is the
+     * digest (20..64 bytes), `sig` gets the raw r || s, 64 bytes. RSA:
+     * `hash` is the DER DigestInfo naming the digest's function (built by
+     * firmware/token_key.c from mbedTLS's md_alg), signed PKCS#1 v1.5; `sig`
+     * gets the modulus's length. EC_ERR_INVALID for a `sig_cap` below it. */
     ec_status (*sign_digest)(void *ctx, const uint8_t *hash, size_t hash_len, uint8_t *sig,
                              size_t sig_cap, size_t *sig_len);
     /*

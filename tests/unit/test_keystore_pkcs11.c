@@ -871,21 +871,72 @@ static void test_generate_identity_rsa_on_token(void **state)
     assert_int_equal(mbedtls_rsa_export(mbedtls_pk_rsa(pub), NULL, NULL, NULL, NULL, &e), 0);
     assert_int_equal(mbedtls_mpi_cmp_int(&e, 65537), 0);
     mbedtls_mpi_free(&e);
-    static const mbedtls_md_type_t mds[] = {MBEDTLS_MD_SHA256, MBEDTLS_MD_SHA384,
-                                            MBEDTLS_MD_SHA512};
+    /* each SHA-1/SHA-2 function TLS may ask for: the signature verifies
+     * under it, and the block inside (the public operation undoes the
+     * signature) is the DigestInfo RFC 8017 9.2 note 1 gives for it */
+    static const uint8_t sha1_prefix[] = {0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e,
+                                          0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14};
+    /* SHA-2: OID 2.16.840.1.101.3.4.2.<id> */
+    static const struct {
+        mbedtls_md_type_t md;
+        uint8_t id;
+    } mds[] = {{MBEDTLS_MD_SHA1, 0},
+               {MBEDTLS_MD_SHA224, 4},
+               {MBEDTLS_MD_SHA256, 1},
+               {MBEDTLS_MD_SHA384, 2},
+               {MBEDTLS_MD_SHA512, 3}};
+    uint8_t hash[64], sig[MBEDTLS_PK_SIGNATURE_MAX_SIZE], em[384];
+    size_t sig_len = 0;
     for (size_t i = 0; i < sizeof mds / sizeof mds[0]; i++) {
-        uint8_t hash[64], sig[MBEDTLS_PK_SIGNATURE_MAX_SIZE];
-        size_t hash_len = mbedtls_md_get_size(mbedtls_md_info_from_type(mds[i])), sig_len = 0;
+        size_t hash_len = mbedtls_md_get_size(mbedtls_md_info_from_type(mds[i].md));
+        const uint8_t sha2_prefix[] = {0x30,
+                                       (uint8_t)(0x11 + hash_len),
+                                       0x30,
+                                       0x0d,
+                                       0x06,
+                                       0x09,
+                                       0x60,
+                                       0x86,
+                                       0x48,
+                                       0x01,
+                                       0x65,
+                                       0x03,
+                                       0x04,
+                                       0x02,
+                                       mds[i].id,
+                                       0x05,
+                                       0x00,
+                                       0x04,
+                                       (uint8_t)hash_len};
+        const uint8_t *prefix = mds[i].id == 0 ? sha1_prefix : sha2_prefix;
+        size_t prefix_len = mds[i].id == 0 ? sizeof sha1_prefix : sizeof sha2_prefix;
         assert_int_equal(ec_rng_bytes(hash, hash_len), EC_OK);
         assert_int_equal(
-            mbedtls_pk_sign(&key, mds[i], hash, hash_len, sig, &sig_len, ec_rng_mbedtls, NULL), 0);
+            mbedtls_pk_sign(&key, mds[i].md, hash, hash_len, sig, &sig_len, ec_rng_mbedtls, NULL),
+            0);
         assert_int_equal(sig_len, 384);
-        assert_int_equal(mbedtls_pk_verify(&pub, mds[i], hash, hash_len, sig, sig_len), 0);
-        /* the DigestInfo names the function: the same bytes under another fail */
-        if (mds[i] == MBEDTLS_MD_SHA256)
-            assert_int_not_equal(
-                mbedtls_pk_verify(&pub, MBEDTLS_MD_SHA384, hash, hash_len, sig, sig_len), 0);
+        assert_int_equal(mbedtls_pk_verify(&pub, mds[i].md, hash, hash_len, sig, sig_len), 0);
+        assert_int_equal(mbedtls_rsa_public(mbedtls_pk_rsa(pub), sig, em), 0);
+        size_t tail = prefix_len + hash_len;
+        assert_int_equal(em[384 - tail - 1], 0x00);
+        assert_memory_equal(em + 384 - tail, prefix, prefix_len);
+        assert_memory_equal(em + 384 - hash_len, hash, hash_len);
     }
+    /* a function it cannot name is refused, not signed as another of the
+     * same length (RIPEMD-160 is 20 bytes, as SHA-1); so is a digest of the
+     * wrong length, and a signature buffer shorter than the modulus */
+    assert_int_not_equal(
+        mbedtls_pk_sign(&key, MBEDTLS_MD_RIPEMD160, hash, 20, sig, &sig_len, ec_rng_mbedtls, NULL),
+        0);
+    assert_int_not_equal(
+        mbedtls_pk_sign(&key, MBEDTLS_MD_NONE, hash, 32, sig, &sig_len, ec_rng_mbedtls, NULL), 0);
+    assert_int_not_equal(
+        mbedtls_pk_sign(&key, MBEDTLS_MD_SHA256, hash, 16, sig, &sig_len, ec_rng_mbedtls, NULL), 0);
+    assert_int_not_equal(
+        mbedtls_pk_sign(&key, MBEDTLS_MD_SHA256, hash, 33, sig, &sig_len, ec_rng_mbedtls, NULL), 0);
+    uint8_t info[19 + 32] = {0x30, 0x31};
+    assert_int_equal(ks.ops->sign_digest(ks.ctx, info, sizeof info, sig, 383, &sig_len),
+                     EC_ERR_INVALID);
     uint8_t cert[2048];
     size_t cert_len = token_self_signed(&ks, &pub, cert, sizeof cert);
     char why[160];
