@@ -368,9 +368,9 @@ static ec_status login(p11_ks *k, const ec_secret *pin)
     return EC_OK;
 }
 
-/* Up to two objects of `cls` with `label`, in found[0..*n). */
-static ec_status list_label(p11_ks *k, CK_OBJECT_CLASS cls, const char *label,
-                            CK_OBJECT_HANDLE found[2], CK_ULONG *n)
+/* Up to `cap` objects of `cls` with `label`, in found[0..*n). */
+static ec_status list_label_n(p11_ks *k, CK_OBJECT_CLASS cls, const char *label,
+                              CK_OBJECT_HANDLE *found, CK_ULONG cap, CK_ULONG *n)
 {
     CK_ATTRIBUTE tmpl[] = {
         {CKA_CLASS, &cls, sizeof cls},
@@ -379,7 +379,7 @@ static ec_status list_label(p11_ks *k, CK_OBJECT_CLASS cls, const char *label,
     *n = 0;
     CK_RV rv = k->f->C_FindObjectsInit(k->session, tmpl, 2);
     if (rv == CKR_OK) {
-        rv = k->f->C_FindObjects(k->session, found, 2, n);
+        rv = k->f->C_FindObjects(k->session, found, cap, n);
         k->f->C_FindObjectsFinal(k->session);
     }
     if (rv != CKR_OK) {
@@ -387,6 +387,22 @@ static ec_status list_label(p11_ks *k, CK_OBJECT_CLASS cls, const char *label,
         return EC_ERR_IO;
     }
     return EC_OK;
+}
+
+/* Up to two objects of `cls` with `label`, in found[0..*n). */
+static ec_status list_label(p11_ks *k, CK_OBJECT_CLASS cls, const char *label,
+                            CK_OBJECT_HANDLE found[2], CK_ULONG *n)
+{
+    return list_label_n(k, cls, label, found, 2, n);
+}
+
+/* A pause of 1 to 64 ms (random), for processes racing on the token. */
+static void race_pause(void)
+{
+    uint8_t r = 0;
+    (void)ec_rng_bytes(&r, 1);
+    struct timespec pause = {.tv_nsec = (long)(1 + r % 64) * 1000000L};
+    nanosleep(&pause, NULL);
 }
 
 /* The one object of `cls` with `label`: EC_ERR_NOT_FOUND for none,
@@ -526,11 +542,10 @@ static ec_status find_or_create_kek(p11_ks *k, const char *label)
                    EC_LOG_STR("label", label));
             return EC_OK;
         }
-        k->f->C_DestroyObject(k->session, mine);
-        uint8_t r = 0;
-        ec_rng_bytes(&r, 1);
-        struct timespec pause = {.tv_nsec = (long)(1 + r % 64) * 1000000L};
-        nanosleep(&pause, NULL);
+        CK_RV rv = k->f->C_DestroyObject(k->session, mine);
+        if (rv != CKR_OK)
+            log_rv("pkcs11_failed", "destroy our extra KEK (C_DestroyObject)", rv);
+        race_pause();
     }
     ec_log(EC_LOG_ERROR, "pkcs11_failed", EC_LOG_STR("operation", "create the KEK"),
            EC_LOG_STR("reason", "other processes kept creating one at the same time"));
@@ -872,12 +887,80 @@ static ec_status destroy_pair(p11_ks *k, CK_OBJECT_HANDLE priv, CK_OBJECT_HANDLE
     return st;
 }
 
+#define RACE_MAX 8
+#define RACE_LOOKS 5
+
+/* The public value of the public key `obj` (CKA_EC_POINT or CKA_MODULUS),
+ * which every process can read: 0 bytes when it cannot be read. */
+static CK_ULONG public_value(p11_ks *k, CK_OBJECT_HANDLE obj, uint8_t *buf, CK_ULONG cap)
+{
+    static const CK_ATTRIBUTE_TYPE types[] = {CKA_EC_POINT, CKA_MODULUS};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        CK_ATTRIBUTE a = {types[i], buf, cap};
+        if (k->f->C_GetAttributeValue(k->session, obj, &a, 1) == CKR_OK && a.ulValueLen <= cap)
+            return a.ulValueLen;
+    }
+    return 0;
+}
+
+/*
+ * Whether our new pair (public half `pub`) is the one under `label`, when
+ * other processes may have made one at the same time (a token has no
+ * create-if-absent). Alone under the label: ours. Otherwise every racer
+ * orders the pairs the same way (by public value, readable by all): all but
+ * the first step back at once; the first waits for them to, and steps back
+ * too when another pair stays (a racer that was alone when it looked has
+ * already taken its key). Losing is EC_ERR_EXISTS; the caller then
+ * destroys only its own pair. Called with the lock held.
+ */
+static ec_status race_check(p11_ks *k, const char *label, CK_OBJECT_HANDLE pub)
+{
+    CK_OBJECT_HANDLE found[RACE_MAX];
+    uint8_t mine[RSA_BITS_MAX / 8 + 1], theirs[RSA_BITS_MAX / 8 + 1];
+    CK_ULONG mine_len = public_value(k, pub, mine, sizeof mine);
+    for (int look = 0; look < RACE_LOOKS; look++) {
+        CK_ULONG n = 0;
+        ec_status st = list_label_n(k, CKO_PUBLIC_KEY, label, found, RACE_MAX, &n);
+        if (st != EC_OK)
+            return st;
+        if (n == 1 && found[0] == pub)
+            return EC_OK;
+        bool first = look == 0 && mine_len > 0;
+        for (CK_ULONG i = 0; i < n && first; i++) {
+            if (found[i] == pub)
+                continue;
+            CK_ULONG len = public_value(k, found[i], theirs, sizeof theirs);
+            first = len > mine_len || (len == mine_len && memcmp(mine, theirs, len) < 0);
+        }
+        if (look == 0 && !first)
+            break;
+        race_pause();
+    }
+    ec_log(EC_LOG_WARN, "pkcs11_key_race_lost", EC_LOG_STR("key_label", label),
+           EC_LOG_STR("reason", "another process made a key under this label at the same time; "
+                                "ours is destroyed, theirs is kept"));
+    return EC_ERR_EXISTS;
+}
+
+/* Tests (seam pkcs11.keygen_barrier): waits, at most 5 s, until two
+ * private keys carry `label`, so two processes decide at the same time. */
+static void race_barrier(p11_ks *k, const char *label)
+{
+    for (int i = 0; i < 500; i++) {
+        CK_OBJECT_HANDLE found[2];
+        CK_ULONG n = 0;
+        if (list_label(k, CKO_PRIVATE_KEY, label, found, &n) != EC_OK || n >= 2)
+            return;
+        struct timespec pause = {.tv_nsec = 10 * 1000000L};
+        nanosleep(&pause, NULL);
+    }
+}
+
 static ec_status p11_generate_identity(void *ctx, ec_key_type type, const char *ref,
                                        mbedtls_pk_context *key)
 {
     p11_ks *k = ctx;
-    CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE, found[2];
-    CK_ULONG n = 0;
+    CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
     mbedtls_pk_context pub_pk;
     mbedtls_pk_init(&pub_pk);
     bool taken = false;
@@ -904,14 +987,18 @@ static ec_status p11_generate_identity(void *ctx, ec_key_type type, const char *
         st = EC_ERR_IO;
         goto out;
     }
-    /* another init on the same token at the same time: only one key may
-     * carry the label, so the later one steps back */
-    if ((st = list_label(k, CKO_PRIVATE_KEY, ref, found, &n)) != EC_OK)
-        goto out;
-    if (n != 1) {
-        st = EC_ERR_EXISTS;
+    /* tests: two processes, each waits here until both have made a pair */
+    if (EC_FAULT("pkcs11.keygen_barrier"))
+        race_barrier(k, ref);
+    /* tests: another process makes its pair right after ours, and keeps it */
+    CK_OBJECT_HANDLE their_pub, their_priv;
+    if (EC_FAULT("pkcs11.keygen_race") &&
+        generate_pair(k, type, ref, &their_pub, &their_priv) != CKR_OK) {
+        st = EC_ERR_IO;
         goto out;
     }
+    if ((st = race_check(k, ref, pub)) != EC_OK)
+        goto out;
     if ((st = check_protected(k, priv, ref, rsa ? CKK_RSA : CKK_EC,
                               rsa ? "it is not an RSA key" : "it is not an EC key")) != EC_OK ||
         (st = check_sign_only(k, priv, ref)) != EC_OK ||

@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <p11-kit/pkcs11.h>
@@ -810,6 +812,128 @@ static void test_generate_identity_checks_the_new_key(void **state)
     direct_close(&d);
 }
 
+/* generate_identity (EC) for `label` with the fault seam `seam` armed once:
+ * its status must be `want` (the store holds the key only when EC_OK); the
+ * log it wrote (freed by the caller). */
+static char *generate_armed(const char *label, const char *seam, ec_status want)
+{
+    ec_keystore ks;
+    ec_keystore_pkcs11_params p = gen_params(label);
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    mbedtls_pk_context key;
+    mbedtls_pk_init(&key);
+    ec_fault_reset();
+    ec_fault_arm(seam, 0, 1);
+    ts_log_begin();
+    assert_int_equal(ks.ops->generate_identity(ks.ctx, EC_KEY_TYPE_EC_P256, label, &key), want);
+    char *log = ts_log_end();
+    assert_int_equal(ec_fault_hits(seam), 1);
+    ec_fault_reset();
+    assert_int_equal(ec_keystore_has_device_key(&ks), want == EC_OK);
+    mbedtls_pk_free(&key);
+    ec_keystore_close(&ks);
+    return log;
+}
+
+/* Another init made a pair under the label right after ours and keeps it
+ * (seam; from our side the same as a racer that was alone when it looked):
+ * ours steps back and destroys only its own, theirs stays. */
+static void test_generate_identity_race_keeps_theirs(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    static const char label[] = "gen-race-a";
+    char *log = generate_armed(label, "pkcs11.keygen_race", EC_ERR_EXISTS);
+    assert_non_null(strstr(log, "event=pkcs11_key_race_lost key_label=gen-race-a reason=\"another "
+                                "process made a key under this label at the same time; ours is "
+                                "destroyed, theirs is kept\""));
+    assert_null(strstr(log, "identity_key_created"));
+    free(log);
+    direct d;
+    direct_open(&d);
+    assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, label, NULL), 1);
+    assert_int_equal(count_label(&d, CKO_PUBLIC_KEY, label, NULL), 1);
+    direct_close(&d);
+}
+
+/* Two processes run init for one label at once, and both look after both
+ * pairs exist (seam: each waits for the other's): exactly one wins and
+ * keeps its pair, the other steps back; one pair is left. */
+static void test_generate_identity_concurrent_inits_leave_one(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    static const char label[] = "gen-race-b";
+    /* they open the store one after the other, and generate only when both
+     * have (SoftHSM can misread a token that another process is opening) */
+    int go[2];
+    assert_int_equal(pipe(go), 0);
+    pid_t pids[2] = {-1, -1};
+    for (int i = 0; i < 2; i++) {
+        int ready[2];
+        assert_int_equal(pipe(ready), 0);
+        pids[i] = fork();
+        assert_true(pids[i] >= 0);
+        if (pids[i] == 0) {
+            close(ready[0]);
+            close(go[1]);
+            ec_fault_reset();
+            ec_fault_arm("pkcs11.keygen_barrier", 0, 1);
+            ec_keystore ks;
+            ec_keystore_pkcs11_params p = gen_params(label);
+            /* secure memory is wiped in a child: a PIN of its own */
+            ec_secret *child_pin = NULL;
+            mbedtls_pk_context key;
+            mbedtls_pk_init(&key);
+            int code = 3;
+            char c = 0;
+            if (ec_secret_new(&child_pin, PIN, strlen(PIN)) == EC_OK &&
+                (p.pin = child_pin, ec_keystore_pkcs11_open(&ks, &p)) == EC_OK) {
+                if (write(ready[1], "r", 1) == 1 && read(go[0], &c, 1) == 1) {
+                    ec_status st =
+                        ks.ops->generate_identity(ks.ctx, EC_KEY_TYPE_EC_P256, label, &key);
+                    code = st == EC_OK ? 0 : st == EC_ERR_EXISTS ? 1 : 2;
+                }
+                mbedtls_pk_free(&key);
+                ec_keystore_close(&ks);
+            }
+            ec_secret_free(&child_pin);
+            _exit(code);
+        }
+        close(ready[1]);
+        char c = 0;
+        bool opened = read(ready[0], &c, 1) == 1; /* EOF: it failed, its exit code tells */
+        close(ready[0]);
+        if (!opened)
+            break;
+    }
+    close(go[0]);
+    void (*old_pipe)(int) = signal(SIGPIPE, SIG_IGN);
+    (void)!write(go[1], "gg", 2);
+    signal(SIGPIPE, old_pipe);
+    close(go[1]);
+    int codes[2] = {-1, -1};
+    for (int i = 0; i < 2; i++) {
+        int status = 0;
+        if (pids[i] > 0 && waitpid(pids[i], &status, 0) == pids[i] && WIFEXITED(status))
+            codes[i] = WEXITSTATUS(status);
+    }
+    if (!((codes[0] == 0 && codes[1] == 1) || (codes[0] == 1 && codes[1] == 0)))
+        fail_msg("the two inits ended %d and %d (want one 0, one 1)", codes[0], codes[1]);
+    direct d;
+    direct_open(&d);
+    assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, label, NULL), 1);
+    assert_int_equal(count_label(&d, CKO_PUBLIC_KEY, label, NULL), 1);
+    direct_close(&d);
+    /* the survivor is a usable device key */
+    ec_keystore ks;
+    ec_keystore_pkcs11_params p = gen_params(label);
+    p.key_optional = false;
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    assert_true(ec_keystore_has_device_key(&ks));
+    ec_keystore_close(&ks);
+}
+
 /* A token that does not take CKA_ALLOWED_MECHANISMS (seam): the key is made
  * without it, with a warning, and is still sign only and unmodifiable. */
 static void test_generate_identity_without_allowed_mechanisms(void **state)
@@ -817,24 +941,11 @@ static void test_generate_identity_without_allowed_mechanisms(void **state)
     (void)state;
     NEED_TOKEN();
     static const char label[] = "gen-no-mechs";
-    ec_keystore ks;
-    ec_keystore_pkcs11_params p = gen_params(label);
-    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
-    mbedtls_pk_context key;
-    mbedtls_pk_init(&key);
-    ec_fault_reset();
-    ec_fault_arm("pkcs11.no_allowed_mechanisms", 0, 1);
-    ts_log_begin();
-    assert_int_equal(ks.ops->generate_identity(ks.ctx, EC_KEY_TYPE_EC_P256, label, &key), EC_OK);
-    char *log = ts_log_end();
-    assert_int_equal(ec_fault_hits("pkcs11.no_allowed_mechanisms"), 1);
-    ec_fault_reset();
+    char *log = generate_armed(label, "pkcs11.no_allowed_mechanisms", EC_OK);
     assert_non_null(strstr(log, "event=pkcs11_allowed_mechanisms_unsupported "
                                 "key_label=gen-no-mechs reason=\"the token does not take "
                                 "CKA_ALLOWED_MECHANISMS; the key is made without it\""));
     free(log);
-    mbedtls_pk_free(&key);
-    ec_keystore_close(&ks);
     direct d;
     CK_OBJECT_HANDLE pubh = CK_INVALID_HANDLE;
     check_generated_pair(&d, label, CKA_VALUE, CK_INVALID_HANDLE, &pubh);
@@ -1280,6 +1391,8 @@ int main(void)
         cmocka_unit_test(test_generate_identity_refusals),
         cmocka_unit_test(test_generate_identity_checks_the_new_key),
         cmocka_unit_test(test_generate_identity_without_allowed_mechanisms),
+        cmocka_unit_test(test_generate_identity_race_keeps_theirs),
+        cmocka_unit_test(test_generate_identity_concurrent_inits_leave_one),
         cmocka_unit_test(test_generate_identity_rsa_on_token),
         cmocka_unit_test(test_sig_to_der),
         cmocka_unit_test(test_provision_init_needs_key_label),
