@@ -585,17 +585,54 @@ static ec_status derive_kek_id(p11_ks *k, const char *label)
     return EC_OK;
 }
 
+/* Whether an attribute the token returned (length `len`, read into a
+ * buffer of `cap` bytes) fits that buffer: a length beyond it (or
+ * CK_UNAVAILABLE_INFORMATION) is not trusted. */
+static bool fits(CK_ULONG len, size_t cap)
+{
+    return len <= cap;
+}
+
+/* Whether CKA_EC_PARAMS `params` (`len` bytes) names P-256. */
+static bool is_p256(const uint8_t *params, CK_ULONG len)
+{
+    return len == sizeof p256_params && memcmp(params, p256_params, sizeof p256_params) == 0;
+}
+
+/* The modulus of RSA key `obj` (private or public: it is a public
+ * attribute) in `buf`, without leading zero bytes, when it is 2048 to 4096
+ * bits (counted in bits, not bytes): its first byte at *start, its length
+ * in *len. */
+static bool read_modulus(p11_ks *k, CK_OBJECT_HANDLE obj, uint8_t buf[RSA_BITS_MAX / 8 + 1],
+                         const uint8_t **start, size_t *len)
+{
+    CK_ATTRIBUTE a = {CKA_MODULUS, buf, RSA_BITS_MAX / 8 + 1};
+    if (k->f->C_GetAttributeValue(k->session, obj, &a, 1) != CKR_OK ||
+        !fits(a.ulValueLen, RSA_BITS_MAX / 8 + 1))
+        return false;
+    size_t n = a.ulValueLen;
+    const uint8_t *p = buf;
+    while (n > 0 && *p == 0)
+        p++, n--;
+    size_t bits = n == 0 ? 0 : 8 * (n - 1);
+    for (uint8_t top = n == 0 ? 0 : *p; top != 0; top >>= 1)
+        bits++;
+    *start = p;
+    *len = n;
+    return bits >= RSA_BITS_MIN && bits <= RSA_BITS_MAX;
+}
+
+static const char rsa_size_reason[] = "the RSA key is not 2048 to 4096 bits";
+
 /* An RSA device key: 2048 to 4096 bits (its signature's length is kept). */
 static ec_status check_rsa_key(p11_ks *k, CK_OBJECT_HANDLE obj, const char *label)
 {
     uint8_t modulus[RSA_BITS_MAX / 8 + 1];
-    CK_ATTRIBUTE a = {CKA_MODULUS, modulus, sizeof modulus};
-    /* the modulus is a public attribute, readable on a sensitive key */
-    CK_RV rv = k->f->C_GetAttributeValue(k->session, obj, &a, 1);
-    size_t n = rv == CKR_OK ? a.ulValueLen : 0;
-    if (n * 8 < RSA_BITS_MIN || n * 8 > RSA_BITS_MAX) {
+    const uint8_t *start = NULL;
+    size_t n = 0;
+    if (!read_modulus(k, obj, modulus, &start, &n)) {
         ec_log(EC_LOG_ERROR, "pkcs11_object_refused", EC_LOG_STR("label", label),
-               EC_LOG_STR("reason", "the RSA key is not 2048 to 4096 bits"));
+               EC_LOG_STR("reason", rsa_size_reason));
         return EC_ERR_CRYPTO;
     }
     k->key_bytes = n;
@@ -635,8 +672,7 @@ static ec_status open_device_key(p11_ks *k, const char *label, bool optional)
     uint8_t params[32];
     CK_ATTRIBUTE a = {CKA_EC_PARAMS, params, sizeof params};
     if (st == EC_OK && (k->f->C_GetAttributeValue(k->session, k->key, &a, 1) != CKR_OK ||
-                        a.ulValueLen != sizeof p256_params ||
-                        memcmp(params, p256_params, sizeof p256_params) != 0)) {
+                        !is_p256(params, a.ulValueLen))) {
         ec_log(EC_LOG_ERROR, "pkcs11_object_refused", EC_LOG_STR("label", label),
                EC_LOG_STR("reason", "the key is not on the P-256 curve"));
         st = EC_ERR_CRYPTO;
@@ -718,10 +754,10 @@ static ec_status read_ec_public(p11_ks *k, CK_OBJECT_HANDLE obj, const char *lab
     size_t len = 0;
     /* the curve first: another curve's point need not fit the buffer */
     if (k->f->C_GetAttributeValue(k->session, obj, a, 2) != CKR_OK || type != CKK_EC ||
-        a[1].ulValueLen != sizeof p256_params ||
-        memcmp(params, p256_params, sizeof p256_params) != 0)
+        !is_p256(params, a[1].ulValueLen))
         why = "it is not an EC P-256 public key";
-    else if (k->f->C_GetAttributeValue(k->session, obj, &q, 1) != CKR_OK)
+    else if (k->f->C_GetAttributeValue(k->session, obj, &q, 1) != CKR_OK ||
+             !fits(q.ulValueLen, sizeof point))
         why = "its CKA_EC_POINT cannot be read";
     else if (mbedtls_asn1_get_tag(&p, point + q.ulValueLen, &len, MBEDTLS_ASN1_OCTET_STRING) != 0 ||
              p + len != point + q.ulValueLen)
@@ -747,25 +783,23 @@ static ec_status read_rsa_public(p11_ks *k, CK_OBJECT_HANDLE obj, const char *la
                                  mbedtls_pk_context *pub)
 {
     uint8_t modulus[RSA_BITS_MAX / 8 + 1], exponent[8];
-    CK_ATTRIBUTE a[] = {
-        {CKA_MODULUS, modulus, sizeof modulus},
-        {CKA_PUBLIC_EXPONENT, exponent, sizeof exponent},
-    };
-    CK_RV rv = k->f->C_GetAttributeValue(k->session, obj, a, 2);
+    const uint8_t *n = NULL;
+    size_t n_len = 0;
+    CK_ATTRIBUTE e = {CKA_PUBLIC_EXPONENT, exponent, sizeof exponent};
     mbedtls_rsa_context *rsa = NULL;
-    if (rv == CKR_OK && a[0].ulValueLen * 8 >= RSA_BITS_MIN &&
-        a[0].ulValueLen * 8 <= RSA_BITS_MAX &&
+    if (read_modulus(k, obj, modulus, &n, &n_len) &&
+        k->f->C_GetAttributeValue(k->session, obj, &e, 1) == CKR_OK &&
+        fits(e.ulValueLen, sizeof exponent) &&
         mbedtls_pk_setup(pub, mbedtls_pk_info_from_type(MBEDTLS_PK_RSA)) == 0 &&
         (rsa = mbedtls_pk_rsa(*pub)) != NULL &&
-        mbedtls_rsa_import_raw(rsa, modulus, a[0].ulValueLen, NULL, 0, NULL, 0, NULL, 0, exponent,
-                               a[1].ulValueLen) == 0 &&
+        mbedtls_rsa_import_raw(rsa, n, n_len, NULL, 0, NULL, 0, NULL, 0, exponent, e.ulValueLen) ==
+            0 &&
         mbedtls_rsa_complete(rsa) == 0 && mbedtls_rsa_check_pubkey(rsa) == 0)
         return EC_OK;
     mbedtls_pk_free(pub);
     mbedtls_pk_init(pub);
-    ec_log(
-        EC_LOG_ERROR, "pkcs11_object_refused", EC_LOG_STR("label", label),
-        EC_LOG_STR("reason", "its modulus and exponent are not an RSA key of 2048 to 4096 bits"));
+    ec_log(EC_LOG_ERROR, "pkcs11_object_refused", EC_LOG_STR("label", label),
+           EC_LOG_STR("reason", rsa_size_reason));
     return EC_ERR_CRYPTO;
 }
 
@@ -971,6 +1005,11 @@ static ec_status p11_generate_identity(void *ctx, ec_key_type type, const char *
     if (ref == NULL || ref[0] == '\0')
         return EC_ERR_INVALID;
     pthread_mutex_lock(&k->lock);
+    /* the store holds a device key (under another label): never replaced */
+    if (k->key != CK_INVALID_HANDLE) {
+        st = EC_ERR_EXISTS;
+        goto out;
+    }
     if ((st = label_taken(k, ref, &taken)) != EC_OK)
         goto out;
     if (taken) {

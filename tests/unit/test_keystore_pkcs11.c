@@ -749,6 +749,10 @@ static void test_generate_identity_refusals(void **state)
                      EC_ERR_EXISTS);
     assert_int_equal(ks.ops->generate_identity(ks.ctx, EC_KEY_TYPE_RSA_3072, KEY_LABEL, &key),
                      EC_ERR_EXISTS);
+    /* the store holds KEY_LABEL's key: no key under another label replaces it */
+    assert_int_equal(ks.ops->generate_identity(ks.ctx, EC_KEY_TYPE_EC_P256, "gen-second", &key),
+                     EC_ERR_EXISTS);
+    assert_true(ec_keystore_has_device_key(&ks));
     /* a public key of a kind the device key cannot be is refused, not read */
     mbedtls_pk_context pub;
     mbedtls_pk_init(&pub);
@@ -762,8 +766,8 @@ static void test_generate_identity_refusals(void **state)
     ts_log_begin();
     assert_int_equal(ks.ops->identity_public(ks.ctx, "rsa-1024", &pub), EC_ERR_CRYPTO);
     log = ts_log_end();
-    assert_non_null(strstr(log, "event=pkcs11_object_refused label=rsa-1024 reason=\"its modulus "
-                                "and exponent are not an RSA key of 2048 to 4096 bits\""));
+    assert_non_null(strstr(log, "event=pkcs11_object_refused label=rsa-1024 reason=\"the RSA key "
+                                "is not 2048 to 4096 bits\""));
     free(log);
     ec_keystore_close(&ks);
     ec_point_of(KEY_LABEL, after);
@@ -774,6 +778,7 @@ static void test_generate_identity_refusals(void **state)
     assert_int_equal(count_label(&d, CKO_PUBLIC_KEY, KEY_LABEL, NULL), 1);
     assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, "pub-only", NULL), 0);
     assert_int_equal(count_label(&d, CKO_PUBLIC_KEY, "pub-only", NULL), 1);
+    assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, "gen-second", NULL), 0);
     direct_close(&d);
 }
 
