@@ -132,16 +132,21 @@ typedef struct {
  * generates it on the token (AES-256, CKA_TOKEN, CKA_SENSITIVE,
  * not CKA_EXTRACTABLE, a random CKA_ID), and, with a key_label, finds the
  * device's private key (EC P-256 or RSA 2048-4096, sensitive, not
- * extractable). An existing KEK
+ * extractable, sign only: CKA_DECRYPT, CKA_UNWRAP and CKA_DERIVE false). An
+ * existing KEK
  * or key that is extractable or of the wrong kind is refused, never used.
  * The KEK id is a hash of the KEK's CKA_ID (public), never of key bytes.
  * Its generate_identity makes an EC P-256 or RSA 3072 (e = 65537) key pair
  * on the token under the label `ref` (CKA_LABEL and CKA_ID = the label on
  * both halves; the private half CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, not
- * CKA_EXTRACTABLE, CKA_SIGN only), refusing with EC_ERR_EXISTS when any key already has that label;
+ * CKA_EXTRACTABLE, CKA_SIGN only, not CKA_MODIFIABLE, CKA_ALLOWED_MECHANISMS
+ * CKM_ECDSA or CKM_RSA_PKCS where the token takes it), refusing with
+ * EC_ERR_EXISTS when any key already has that label or the store holds a
+ * device key; two processes making one at once leave exactly one;
  * the key it hands back signs through the token (firmware/token_key.c), and
- * the store's device key is the new key from then on. identity_public reads
- * the public key object under `ref`.
+ * the store's device key is the new key from then on, until discard_identity
+ * destroys it. identity_public reads the public key object under `ref`
+ * (firmware/provision.c trusts it only when the private key signs for it).
  * Wrapping is CKM_AES_GCM on the token with the same layout and AAD as the
  * file store, so the spool format does not depend on the backend.
  * EC_ERR_NOT_FOUND: no module at the path, no such token, no such key;

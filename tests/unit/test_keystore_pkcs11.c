@@ -1060,7 +1060,7 @@ static void test_generate_identity_rsa_on_token(void **state)
     mbedtls_pk_free(&key);
     ec_keystore_close(&ks);
 
-    /* from outside: as an EC key, and 3072 bits */
+    /* from outside: protected as the EC key is, and 3072 bits */
     direct d;
     CK_OBJECT_HANDLE pubh = CK_INVALID_HANDLE;
     check_generated_pair(&d, label, CKA_PRIVATE_EXPONENT, CKM_RSA_PKCS, &pubh);
