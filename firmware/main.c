@@ -107,7 +107,8 @@ static const command commands[] = {
      "[tls] client_key (never replacing one), the key store's KEK, and a CSR for\n"
      "O=edgecap, CN=<[device] id> (default: client_key with .csr); print the key's pin.\n"
      "With [device] keystore = pkcs11 the key pair is made on the token under [pkcs11]\n"
-     "key_label (never replacing a key with that label; CSR: client_cert with .csr).\n"
+     "key_label (never replacing a key with that label; CSR: client_cert with .csr;\n"
+     "78 (EX_CONFIG) without key_label).\n"
      "show: the installed certificate (subject, issuer, serial, validity, pin), whether\n"
      "it matches the device key, and the KEK id; 65 (EX_DATAERR) when it is expired or\n"
      "for another key, 66 (EX_NOINPUT) when none is installed.\n"
@@ -1728,6 +1729,7 @@ static int cmd_provision(int argc, char **argv)
              : st == EC_ERR_EXISTS    ? EX_CANTCREAT
              : st == EC_ERR_IO        ? EX_IOERR
              : st == EC_ERR_NOT_FOUND ? EX_CANTCREAT
+             : st == EC_ERR_CONFIG    ? EX_CONFIG
                                       : EX_SOFTWARE;
         goto out;
     }

@@ -24,6 +24,7 @@
 #include "edgecap/file.h"
 #include "edgecap/log.h"
 #include "edgecap/rng.h"
+#include "edgecap/token_key.h"
 
 #define CSR_PEM_MAX 8192
 #define CERT_PEM_MAX (64 * 1024)
@@ -171,6 +172,18 @@ static void kek_hex(ec_keystore *ks, char out[2 * EC_KEK_ID_BYTES + 1])
     ec_hex_encode(id, sizeof id, out);
 }
 
+/* A new key whose CSR could not be made was never certified: the key store
+ * destroys it where it can, so init can simply be run again. What became of
+ * it, for the message. */
+static const char *discard_new_key(const ec_config *cfg, ec_keystore *ks)
+{
+    if (ks->ops->discard_identity == NULL)
+        return "was created: remove it to try again";
+    if (ks->ops->discard_identity(ks->ctx, key_ref(cfg)) == EC_OK)
+        return "was destroyed again (never certified): run init again";
+    return "was created and could not be destroyed: remove it to try again";
+}
+
 ec_status ec_provision_init(const ec_provision_init_params *p, FILE *out, char *why, size_t why_len)
 {
     const ec_config *cfg = p->cfg;
@@ -197,6 +210,7 @@ ec_status ec_provision_init(const ec_provision_init_params *p, FILE *out, char *
         snprintf(why, why_len,
                  "the pkcs11 key store makes the device key on the token: set [pkcs11] "
                  "key_label (and remove [tls] client_key)");
+        st = EC_ERR_CONFIG;
         goto out;
     }
     if (p->csr_path != NULL)
@@ -228,20 +242,22 @@ ec_status ec_provision_init(const ec_provision_init_params *p, FILE *out, char *
     mbedtls_x509write_csr_set_md_alg(&req, MBEDTLS_MD_SHA256);
     mbedtls_x509write_csr_set_key(&req, &key);
     st = EC_ERR_CRYPTO;
-    if (mbedtls_x509write_csr_set_subject_name(&req, subject) != 0 ||
+    if (EC_FAULT("provision.csr_sign") ||
+        mbedtls_x509write_csr_set_subject_name(&req, subject) != 0 ||
         mbedtls_x509write_csr_set_key_usage(&req, MBEDTLS_X509_KU_DIGITAL_SIGNATURE) != 0 ||
         mbedtls_x509write_csr_pem(&req, csr_pem, sizeof csr_pem, ec_rng_mbedtls, NULL) != 0 ||
         ec_provision_spki_pin(&key, pin) != EC_OK) {
-        snprintf(why, why_len, "cannot sign the CSR with the new key %s (remove it to try again)",
-                 where);
+        snprintf(why, why_len, "cannot sign the CSR with the new key %s, which %s", where,
+                 discard_new_key(cfg, ks));
         goto out;
     }
     st = tmp_commit(fd, tmp, csr_path, csr_pem, strlen((const char *)csr_pem));
     fd = -1;
     tmp[0] = '\0';
     if (st != EC_OK) {
-        snprintf(why, why_len, "cannot write the CSR %s: %s (the key %s was created)", csr_path,
-                 strerror(errno), where);
+        int e = errno;
+        snprintf(why, why_len, "cannot write the CSR %s: %s; the new key %s %s", csr_path,
+                 strerror(e), where, discard_new_key(cfg, ks));
         goto out;
     }
     ec_provision_key_type_name(&key, type, sizeof type);
@@ -320,21 +336,73 @@ static void cert_describe(mbedtls_x509_crt *crt, cert_facts *f)
         snprintf(f->pin, sizeof f->pin, "?");
 }
 
-/* The device key's public half through the key store; `why` on failure. */
-static ec_status device_public_key(const ec_config *cfg, ec_keystore *ks, mbedtls_pk_context *pub,
-                                   char *why, size_t why_len)
+/* `dst` (initialised, empty) as a copy of `src`'s public key. */
+static ec_status copy_public(mbedtls_pk_context *src, mbedtls_pk_context *dst)
+{
+    unsigned char der[2048];
+    int n = mbedtls_pk_write_pubkey_der(src, der, sizeof der);
+    if (n <= 0 || mbedtls_pk_parse_public_key(dst, der + sizeof der - (size_t)n, (size_t)n) != 0)
+        return EC_ERR_CRYPTO;
+    return EC_OK;
+}
+
+/*
+ * The device key's public half through the key store; `why` on failure. On
+ * a token the public key object is only trusted once the private key has
+ * signed for it (a foreign public key written under the label would
+ * otherwise pass); a private key without a public object is still the
+ * device key (init refuses to make another), and `cert_pk` (NULL: none)
+ * stands in for the missing object when the token key signs for it.
+ */
+static ec_status device_public_key(const ec_config *cfg, ec_keystore *ks,
+                                   mbedtls_pk_context *cert_pk, mbedtls_pk_context *pub, char *why,
+                                   size_t why_len)
 {
     if (ks->ops->identity_public == NULL) {
         snprintf(why, why_len, "the %s key store cannot read the device key", ks->ops->name);
         return EC_ERR_UNSUPPORTED;
     }
-    char where[KEY_WHERE_BYTES];
+    char where[KEY_WHERE_BYTES], reason[EC_PROVISION_WHY_BYTES];
     key_where(cfg, where);
     ec_status st = ks->ops->identity_public(ks->ctx, key_ref(cfg), pub);
-    if (st == EC_ERR_NOT_FOUND)
+    bool token = key_on_token(cfg), priv = token && ec_keystore_has_device_key(ks);
+    if (token && !priv && st == EC_OK) {
+        snprintf(why, why_len,
+                 "no private key at %s, only a public key object (init does not reuse a taken "
+                 "label: delete it or set another [pkcs11] key_label)",
+                 where);
+        st = EC_ERR_CRYPTO;
+    } else if (priv && st == EC_ERR_NOT_FOUND && cert_pk != NULL) {
+        st = copy_public(cert_pk, pub);
+        if (st == EC_OK && ec_token_key_check_public(ks, pub, reason, sizeof reason) != EC_OK) {
+            snprintf(why, why_len,
+                     "the device key %s has no public key object and the certificate is for "
+                     "another key (%s)",
+                     where, reason);
+            st = EC_ERR_CRYPTO;
+        }
+    } else if (priv && st == EC_ERR_NOT_FOUND) {
+        snprintf(why, why_len,
+                 "the device key %s has no public key object on the token, so its public key "
+                 "cannot be shown (the private key is there; init does not replace it)",
+                 where);
+        st = EC_ERR_CRYPTO;
+    } else if (priv && st == EC_OK &&
+               ec_token_key_check_public(ks, pub, reason, sizeof reason) != EC_OK) {
+        snprintf(why, why_len,
+                 "the public key object at %s is not the device key's: %s (the private key "
+                 "decides; delete the foreign public key object)",
+                 where, reason);
+        st = EC_ERR_CRYPTO;
+    } else if (st == EC_ERR_NOT_FOUND) {
         snprintf(why, why_len, "no device key at %s (run edgecap provision init first)", where);
-    else if (st != EC_OK)
+    } else if (st != EC_OK) {
         snprintf(why, why_len, "cannot read the device key %s: %s", where, ec_strerror(st));
+    }
+    if (st != EC_OK) {
+        mbedtls_pk_free(pub);
+        mbedtls_pk_init(pub);
+    }
     return st;
 }
 
@@ -373,7 +441,7 @@ ec_status ec_provision_show(const ec_config *cfg, ec_keystore *ks, FILE *out)
         if (now < from || now > to)
             st = EC_ERR_CRYPTO;
     }
-    ec_status kst = device_public_key(cfg, ks, &pub, why, sizeof why);
+    ec_status kst = device_public_key(cfg, ks, have_cert ? &crt.pk : NULL, &pub, why, sizeof why);
     if (kst != EC_OK) {
         fprintf(out, "key: %s\n", why);
         if (st == EC_OK)
@@ -494,7 +562,7 @@ ec_status ec_provision_install_cert(const ec_config *cfg, ec_keystore *ks, ec_au
         snprintf(why, why_len, "%s is not a PEM or DER certificate", cert_path);
         goto out;
     }
-    if ((st = device_public_key(cfg, ks, &pub, why, why_len)) != EC_OK ||
+    if ((st = device_public_key(cfg, ks, &crt.pk, &pub, why, why_len)) != EC_OK ||
         (st = check_cert(cfg, &crt, &pub, why, why_len)) != EC_OK)
         goto out;
     /* what was checked is what is installed: the parsed certificates as PEM */

@@ -1,11 +1,12 @@
 /*
- * A token-held EC P-256 key as an mbedtls_pk_context (see
+ * A token-held EC P-256 or RSA key as an mbedtls_pk_context (see
  * include/edgecap/token_key.h). mbedTLS 2.28 has an "alt" key type only for
- * RSA (mbedtls_pk_setup_rsa_alt); for ECDSA it installs pk_internal.h, whose
- * mbedtls_pk_info_t is the same vtable its own key types use, so the token's
- * key gets its own entry: sign goes to the key store, verify and the bit
- * length to the certificate's public key. The struct is filled by field name,
- * so its layout (which depends on MBEDTLS_ECP_RESTARTABLE in the installed
+ * RSA (mbedtls_pk_setup_rsa_alt); it installs pk_internal.h, whose
+ * mbedtls_pk_info_t is the same vtable its own key types use, so each token
+ * key type gets its own entry: sign goes to the key store (for RSA with the
+ * DigestInfo built here from mbedTLS's md_alg), verify and the bit length to
+ * the certificate's public key. The structs are filled by field name, so
+ * their layout (which depends on MBEDTLS_ECP_RESTARTABLE in the installed
  * config.h) is the library's own.
  */
 #include "edgecap/token_key.h"
@@ -19,6 +20,7 @@
 #include <mbedtls/ecdsa.h>
 #include <mbedtls/ecp.h>
 #include <mbedtls/md.h>
+#include <mbedtls/oid.h>
 #include <mbedtls/pk_internal.h>
 #include <mbedtls/rsa.h>
 #include <mbedtls/x509_crt.h>
@@ -170,9 +172,46 @@ static int tr_verify(void *ctx, mbedtls_md_type_t md_alg, const unsigned char *h
                                     (unsigned int)hash_len, hash, sig);
 }
 
+/* The longest DigestInfo: SHA-512's (19 bytes of header, 64 of digest). */
+#define DIGEST_INFO_MAX 83
+
+/*
+ * The DER DigestInfo of PKCS#1 v1.5 (RFC 8017, 9.2) for `hash`, named by
+ * `md_alg`: SEQUENCE { SEQUENCE { OID, NULL }, OCTET STRING hash }, written
+ * back to front from `*p` (the end of a buffer starting at `buf`), which is
+ * left at its start. Only SHA-1 and SHA-2, and only a digest
+ * of the function's own length; 0 otherwise.
+ */
+static size_t digest_info(mbedtls_md_type_t md_alg, const unsigned char *hash, size_t hash_len,
+                          unsigned char *buf, unsigned char **p)
+{
+    const mbedtls_md_info_t *md = mbedtls_md_info_from_type(md_alg);
+    const char *oid = NULL;
+    size_t oid_len = 0, len = 0;
+    int n;
+    if ((md_alg != MBEDTLS_MD_SHA1 && md_alg != MBEDTLS_MD_SHA224 && md_alg != MBEDTLS_MD_SHA256 &&
+         md_alg != MBEDTLS_MD_SHA384 && md_alg != MBEDTLS_MD_SHA512) ||
+        md == NULL || mbedtls_md_get_size(md) != hash_len ||
+        mbedtls_oid_get_oid_by_md(md_alg, &oid, &oid_len) != 0)
+        return 0;
+    if ((n = mbedtls_asn1_write_octet_string(p, buf, hash, hash_len)) < 0)
+        return 0;
+    len += (size_t)n;
+    /* a zero parameter length writes the NULL parameters */
+    if ((n = mbedtls_asn1_write_algorithm_identifier(p, buf, oid, oid_len, 0)) < 0)
+        return 0;
+    len += (size_t)n;
+    if ((n = mbedtls_asn1_write_len(p, buf, len)) < 0)
+        return 0;
+    len += (size_t)n;
+    if ((n = mbedtls_asn1_write_tag(p, buf, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE)) < 0)
+        return 0;
+    len += (size_t)n;
+    return len;
+}
+
 /* The buffer holds MBEDTLS_PK_SIGNATURE_MAX_SIZE bytes, at least a 4096-bit
- * modulus. The digest's length must be its function's: the token picks the
- * DigestInfo by length. */
+ * modulus. The token pads the DigestInfo built here (CKM_RSA_PKCS). */
 static int tr_sign(void *ctx, mbedtls_md_type_t md_alg, const unsigned char *hash, size_t hash_len,
                    unsigned char *sig, size_t *sig_len,
                    int (*f_rng)(void *, unsigned char *, size_t), void *p_rng)
@@ -180,10 +219,11 @@ static int tr_sign(void *ctx, mbedtls_md_type_t md_alg, const unsigned char *has
     (void)f_rng;
     (void)p_rng;
     const token_rsa *k = ctx;
-    const mbedtls_md_info_t *md = mbedtls_md_info_from_type(md_alg);
-    if (md == NULL || mbedtls_md_get_size(md) != hash_len)
+    unsigned char buf[DIGEST_INFO_MAX], *info = buf + sizeof buf;
+    size_t info_len = digest_info(md_alg, hash, hash_len, buf, &info);
+    if (info_len == 0)
         return MBEDTLS_ERR_PK_BAD_INPUT_DATA;
-    if (k->ks->ops->sign_digest(k->ks->ctx, hash, hash_len, sig, MBEDTLS_PK_SIGNATURE_MAX_SIZE,
+    if (k->ks->ops->sign_digest(k->ks->ctx, info, info_len, sig, MBEDTLS_PK_SIGNATURE_MAX_SIZE,
                                 sig_len) != EC_OK ||
         *sig_len != mbedtls_rsa_get_len(&k->pub))
         return MBEDTLS_ERR_PK_HW_ACCEL_FAILED;
@@ -258,32 +298,50 @@ ec_status ec_token_key_setup(mbedtls_pk_context *pk, const ec_keystore *ks,
     return EC_OK;
 }
 
-ec_status ec_token_key_check_pair(const ec_keystore *ks, const uint8_t *cert_der, size_t cert_len,
-                                  char *why, size_t why_len)
+/* Signs a random SHA-256 digest with the token key and verifies it under
+ * `pub`; `what` names what `pub` came from, `whose` the key, in the reason. */
+static ec_status check_public(const ec_keystore *ks, const mbedtls_pk_context *pub,
+                              const char *what, const char *whose, char *why, size_t why_len)
 {
-    mbedtls_x509_crt crt;
     mbedtls_pk_context pk;
-    mbedtls_x509_crt_init(&crt);
     mbedtls_pk_init(&pk);
     uint8_t hash[32], sig[MBEDTLS_PK_SIGNATURE_MAX_SIZE];
     size_t sig_len = 0;
     ec_status st = EC_ERR_CRYPTO;
-    if (mbedtls_x509_crt_parse_der(&crt, cert_der, cert_len) != 0) {
-        snprintf(why, why_len, "the device certificate does not parse");
-    } else if (ec_token_key_setup(&pk, ks, &crt.pk) != EC_OK) {
-        snprintf(why, why_len, "the device certificate's key is not %s (the token key is)",
+    if (ec_token_key_setup(&pk, ks, pub) != EC_OK) {
+        snprintf(why, why_len, "%s is not %s (the token key is)", whose,
                  ec_keystore_device_key_type(ks) == EC_KEY_TYPE_RSA_3072 ? "RSA" : "EC P-256");
     } else if (ec_rng_bytes(hash, sizeof hash) != EC_OK ||
                mbedtls_pk_sign(&pk, MBEDTLS_MD_SHA256, hash, sizeof hash, sig, &sig_len, NULL,
                                NULL) != 0) {
         snprintf(why, why_len, "the token did not sign");
-    } else if (mbedtls_pk_verify(&crt.pk, MBEDTLS_MD_SHA256, hash, sizeof hash, sig, sig_len) !=
-               0) {
-        snprintf(why, why_len, "the token's key does not belong to the device certificate");
+    } else if (mbedtls_pk_verify((mbedtls_pk_context *)pub, MBEDTLS_MD_SHA256, hash, sizeof hash,
+                                 sig, sig_len) != 0) {
+        snprintf(why, why_len, "the token's key does not belong to %s", what);
     } else {
         st = EC_OK;
     }
     mbedtls_pk_free(&pk);
+    return st;
+}
+
+ec_status ec_token_key_check_public(const ec_keystore *ks, const mbedtls_pk_context *pub, char *why,
+                                    size_t why_len)
+{
+    return check_public(ks, pub, "the public key", "the public key", why, why_len);
+}
+
+ec_status ec_token_key_check_pair(const ec_keystore *ks, const uint8_t *cert_der, size_t cert_len,
+                                  char *why, size_t why_len)
+{
+    mbedtls_x509_crt crt;
+    mbedtls_x509_crt_init(&crt);
+    ec_status st = EC_ERR_CRYPTO;
+    if (mbedtls_x509_crt_parse_der(&crt, cert_der, cert_len) != 0)
+        snprintf(why, why_len, "the device certificate does not parse");
+    else
+        st = check_public(ks, &crt.pk, "the device certificate", "the device certificate's key",
+                          why, why_len);
     mbedtls_x509_crt_free(&crt);
     return st;
 }

@@ -46,9 +46,10 @@ typedef struct {
     bool logged_in;
     pthread_mutex_t lock;
     CK_OBJECT_HANDLE kek;
-    CK_OBJECT_HANDLE key; /* CK_INVALID_HANDLE: no device key */
-    ec_key_type key_type; /* of `key` */
-    CK_ULONG key_bytes;   /* RSA: the modulus's length, which is the signature's */
+    CK_OBJECT_HANDLE key;      /* CK_INVALID_HANDLE: no device key */
+    ec_key_type key_type;      /* of `key` */
+    CK_ULONG key_bytes;        /* RSA: the modulus's length, which is the signature's */
+    CK_OBJECT_HANDLE made_pub; /* the public half generate_identity made, or invalid */
     uint8_t id[EC_KEK_ID_BYTES];
     /* This store as an ec_keystore, for a pk context that signs through it
      * (generate_identity hands one out). */
@@ -188,66 +189,25 @@ static void p11_kek_id(void *ctx, uint8_t *out)
     memcpy(out, k->id, EC_KEK_ID_BYTES);
 }
 
-/*
- * The DER DigestInfo prefix of PKCS#1 v1.5 (RFC 8017, 9.2, note 1) for a
- * digest of `hash_len` bytes: the length tells the SHA-2 (or SHA-1) function
- * apart. NULL for any other length.
- */
-static const uint8_t *digest_info_prefix(size_t hash_len, size_t *len)
-{
-    static const uint8_t sha1[] = {0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e,
-                                   0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14};
-    static const uint8_t sha224[] = {0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
-                                     0x65, 0x03, 0x04, 0x02, 0x04, 0x05, 0x00, 0x04, 0x1c};
-    static const uint8_t sha256[] = {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
-                                     0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20};
-    static const uint8_t sha384[] = {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
-                                     0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30};
-    static const uint8_t sha512[] = {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
-                                     0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40};
-    static const struct {
-        size_t hash_len;
-        const uint8_t *prefix;
-        size_t len;
-    } table[] = {{20, sha1, sizeof sha1},
-                 {28, sha224, sizeof sha224},
-                 {32, sha256, sizeof sha256},
-                 {48, sha384, sizeof sha384},
-                 {64, sha512, sizeof sha512}};
-    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
-        if (table[i].hash_len == hash_len) {
-            *len = table[i].len;
-            return table[i].prefix;
-        }
-    }
-    return NULL;
-}
-
+/* ECDSA: `hash` is the digest (20 to 64 bytes). RSA: `hash` is the DER
+ * DigestInfo the caller built (firmware/token_key.c, from the digest's
+ * function), which CKM_RSA_PKCS pads and signs; it must leave room for the
+ * padding. */
 static ec_status p11_sign_digest(void *ctx, const uint8_t *hash, size_t hash_len, uint8_t *sig,
                                  size_t sig_cap, size_t *sig_len)
 {
     p11_ks *k = ctx;
     bool rsa = k->key_type == EC_KEY_TYPE_RSA_3072;
-    uint8_t input[19 + 64]; /* the longest DigestInfo: SHA-512's */
-    size_t input_len = hash_len, prefix_len = 0;
-    const uint8_t *prefix = rsa ? digest_info_prefix(hash_len, &prefix_len) : NULL;
     size_t want = rsa ? k->key_bytes : 64;
-    if (k->key == CK_INVALID_HANDLE || hash_len < 20 || hash_len > 64 || sig_cap < want ||
-        (rsa && prefix == NULL))
+    if (k->key == CK_INVALID_HANDLE || hash_len < 20 || sig_cap < want ||
+        (rsa ? hash_len + 11 > k->key_bytes : hash_len > 64))
         return EC_ERR_INVALID;
-    if (rsa) {
-        memcpy(input, prefix, prefix_len);
-        memcpy(input + prefix_len, hash, hash_len);
-        input_len = prefix_len + hash_len;
-    } else {
-        memcpy(input, hash, hash_len);
-    }
     CK_MECHANISM mech = {rsa ? CKM_RSA_PKCS : CKM_ECDSA, NULL, 0};
     CK_ULONG n = sig_cap;
     pthread_mutex_lock(&k->lock);
     CK_RV rv = k->f->C_SignInit(k->session, &mech, k->key);
     if (rv == CKR_OK)
-        rv = k->f->C_Sign(k->session, input, input_len, sig, &n);
+        rv = k->f->C_Sign(k->session, (CK_BYTE_PTR)hash, hash_len, sig, &n);
     pthread_mutex_unlock(&k->lock);
     if (rv != CKR_OK || n != want) {
         log_rv("pkcs11_failed", rsa ? "sign (C_Sign, CKM_RSA_PKCS)" : "sign (C_Sign, CKM_ECDSA)",
@@ -284,6 +244,7 @@ static void p11_close(void *ctx)
 static ec_status p11_generate_identity(void *ctx, ec_key_type type, const char *ref,
                                        mbedtls_pk_context *key);
 static ec_status p11_identity_public(void *ctx, const char *ref, mbedtls_pk_context *pub);
+static ec_status p11_discard_identity(void *ctx, const char *ref);
 
 static const ec_keystore_ops p11_ops = {
     .name = "pkcs11",
@@ -294,6 +255,7 @@ static const ec_keystore_ops p11_ops = {
     .sign_digest = p11_sign_digest,
     .generate_identity = p11_generate_identity,
     .identity_public = p11_identity_public,
+    .discard_identity = p11_discard_identity,
 };
 
 bool ec_keystore_has_device_key(const ec_keystore *ks)
@@ -406,9 +368,9 @@ static ec_status login(p11_ks *k, const ec_secret *pin)
     return EC_OK;
 }
 
-/* Up to two objects of `cls` with `label`, in found[0..*n). */
-static ec_status list_label(p11_ks *k, CK_OBJECT_CLASS cls, const char *label,
-                            CK_OBJECT_HANDLE found[2], CK_ULONG *n)
+/* Up to `cap` objects of `cls` with `label`, in found[0..*n). */
+static ec_status list_label_n(p11_ks *k, CK_OBJECT_CLASS cls, const char *label,
+                              CK_OBJECT_HANDLE *found, CK_ULONG cap, CK_ULONG *n)
 {
     CK_ATTRIBUTE tmpl[] = {
         {CKA_CLASS, &cls, sizeof cls},
@@ -417,7 +379,7 @@ static ec_status list_label(p11_ks *k, CK_OBJECT_CLASS cls, const char *label,
     *n = 0;
     CK_RV rv = k->f->C_FindObjectsInit(k->session, tmpl, 2);
     if (rv == CKR_OK) {
-        rv = k->f->C_FindObjects(k->session, found, 2, n);
+        rv = k->f->C_FindObjects(k->session, found, cap, n);
         k->f->C_FindObjectsFinal(k->session);
     }
     if (rv != CKR_OK) {
@@ -425,6 +387,22 @@ static ec_status list_label(p11_ks *k, CK_OBJECT_CLASS cls, const char *label,
         return EC_ERR_IO;
     }
     return EC_OK;
+}
+
+/* Up to two objects of `cls` with `label`, in found[0..*n). */
+static ec_status list_label(p11_ks *k, CK_OBJECT_CLASS cls, const char *label,
+                            CK_OBJECT_HANDLE found[2], CK_ULONG *n)
+{
+    return list_label_n(k, cls, label, found, 2, n);
+}
+
+/* A pause of 1 to 64 ms (random), for processes racing on the token. */
+static void race_pause(void)
+{
+    uint8_t r = 0;
+    (void)ec_rng_bytes(&r, 1);
+    struct timespec pause = {.tv_nsec = (long)(1 + r % 64) * 1000000L};
+    nanosleep(&pause, NULL);
 }
 
 /* The one object of `cls` with `label`: EC_ERR_NOT_FOUND for none,
@@ -470,6 +448,34 @@ static ec_status check_protected(p11_ks *k, CK_OBJECT_HANDLE obj, const char *la
               "false)";
     else if (!token)
         why = "it is not a token object";
+    if (why == NULL)
+        return EC_OK;
+    ec_log(EC_LOG_ERROR, "pkcs11_object_refused", EC_LOG_STR("label", label),
+           EC_LOG_STR("reason", why));
+    return EC_ERR_CRYPTO;
+}
+
+/* Refuses a device key that can do more than sign: one that decrypts,
+ * unwraps or derives would let anyone with the PIN use it for that (a raw
+ * RSA "signature" is a decryption). */
+static ec_status check_sign_only(p11_ks *k, CK_OBJECT_HANDLE obj, const char *label)
+{
+    CK_BBOOL decrypt = CK_FALSE, unwrap = CK_FALSE, derive = CK_FALSE;
+    CK_ATTRIBUTE a[] = {
+        {CKA_DECRYPT, &decrypt, sizeof decrypt},
+        {CKA_UNWRAP, &unwrap, sizeof unwrap},
+        {CKA_DERIVE, &derive, sizeof derive},
+    };
+    /* an attribute the token does not have for this key counts as false */
+    CK_RV rv = k->f->C_GetAttributeValue(k->session, obj, a, 3);
+    const char *why = NULL;
+    if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID)
+        why = "its attributes cannot be read";
+    else if ((a[0].ulValueLen == sizeof decrypt && decrypt) ||
+             (a[1].ulValueLen == sizeof unwrap && unwrap) ||
+             (a[2].ulValueLen == sizeof derive && derive))
+        why = "it can decrypt, unwrap or derive (a device key only signs: CKA_DECRYPT, "
+              "CKA_UNWRAP and CKA_DERIVE must be false)";
     if (why == NULL)
         return EC_OK;
     ec_log(EC_LOG_ERROR, "pkcs11_object_refused", EC_LOG_STR("label", label),
@@ -536,11 +542,10 @@ static ec_status find_or_create_kek(p11_ks *k, const char *label)
                    EC_LOG_STR("label", label));
             return EC_OK;
         }
-        k->f->C_DestroyObject(k->session, mine);
-        uint8_t r = 0;
-        ec_rng_bytes(&r, 1);
-        struct timespec pause = {.tv_nsec = (long)(1 + r % 64) * 1000000L};
-        nanosleep(&pause, NULL);
+        CK_RV rv = k->f->C_DestroyObject(k->session, mine);
+        if (rv != CKR_OK)
+            log_rv("pkcs11_failed", "destroy our extra KEK (C_DestroyObject)", rv);
+        race_pause();
     }
     ec_log(EC_LOG_ERROR, "pkcs11_failed", EC_LOG_STR("operation", "create the KEK"),
            EC_LOG_STR("reason", "other processes kept creating one at the same time"));
@@ -580,17 +585,54 @@ static ec_status derive_kek_id(p11_ks *k, const char *label)
     return EC_OK;
 }
 
+/* Whether an attribute the token returned (length `len`, read into a
+ * buffer of `cap` bytes) fits that buffer: a length beyond it (or
+ * CK_UNAVAILABLE_INFORMATION) is not trusted. */
+static bool fits(CK_ULONG len, size_t cap)
+{
+    return len <= cap;
+}
+
+/* Whether CKA_EC_PARAMS `params` (`len` bytes) names P-256. */
+static bool is_p256(const uint8_t *params, CK_ULONG len)
+{
+    return len == sizeof p256_params && memcmp(params, p256_params, sizeof p256_params) == 0;
+}
+
+/* The modulus of RSA key `obj` (private or public: it is a public
+ * attribute) in `buf`, without leading zero bytes, when it is 2048 to 4096
+ * bits (counted in bits, not bytes): its first byte at *start, its length
+ * in *len. */
+static bool read_modulus(p11_ks *k, CK_OBJECT_HANDLE obj, uint8_t buf[RSA_BITS_MAX / 8 + 1],
+                         const uint8_t **start, size_t *len)
+{
+    CK_ATTRIBUTE a = {CKA_MODULUS, buf, RSA_BITS_MAX / 8 + 1};
+    if (k->f->C_GetAttributeValue(k->session, obj, &a, 1) != CKR_OK ||
+        !fits(a.ulValueLen, RSA_BITS_MAX / 8 + 1))
+        return false;
+    size_t n = a.ulValueLen;
+    const uint8_t *p = buf;
+    while (n > 0 && *p == 0)
+        p++, n--;
+    size_t bits = n == 0 ? 0 : 8 * (n - 1);
+    for (uint8_t top = n == 0 ? 0 : *p; top != 0; top >>= 1)
+        bits++;
+    *start = p;
+    *len = n;
+    return bits >= RSA_BITS_MIN && bits <= RSA_BITS_MAX;
+}
+
+static const char rsa_size_reason[] = "the RSA key is not 2048 to 4096 bits";
+
 /* An RSA device key: 2048 to 4096 bits (its signature's length is kept). */
 static ec_status check_rsa_key(p11_ks *k, CK_OBJECT_HANDLE obj, const char *label)
 {
     uint8_t modulus[RSA_BITS_MAX / 8 + 1];
-    CK_ATTRIBUTE a = {CKA_MODULUS, modulus, sizeof modulus};
-    /* the modulus is a public attribute, readable on a sensitive key */
-    CK_RV rv = k->f->C_GetAttributeValue(k->session, obj, &a, 1);
-    size_t n = rv == CKR_OK ? a.ulValueLen : 0;
-    if (n * 8 < RSA_BITS_MIN || n * 8 > RSA_BITS_MAX) {
+    const uint8_t *start = NULL;
+    size_t n = 0;
+    if (!read_modulus(k, obj, modulus, &start, &n)) {
         ec_log(EC_LOG_ERROR, "pkcs11_object_refused", EC_LOG_STR("label", label),
-               EC_LOG_STR("reason", "the RSA key is not 2048 to 4096 bits"));
+               EC_LOG_STR("reason", rsa_size_reason));
         return EC_ERR_CRYPTO;
     }
     k->key_bytes = n;
@@ -614,6 +656,8 @@ static ec_status open_device_key(p11_ks *k, const char *label, bool optional)
         k->key_type = EC_KEY_TYPE_RSA_3072;
         st = check_protected(k, k->key, label, CKK_RSA, "it is not an RSA key");
         if (st == EC_OK)
+            st = check_sign_only(k, k->key, label);
+        if (st == EC_OK)
             st = check_rsa_key(k, k->key, label);
         if (st != EC_OK)
             k->key = CK_INVALID_HANDLE;
@@ -623,11 +667,12 @@ static ec_status open_device_key(p11_ks *k, const char *label, bool optional)
     if (st == EC_OK)
         st = check_protected(k, k->key, label, CKK_EC,
                              "it is not an EC or RSA key (EC P-256 or RSA expected)");
+    if (st == EC_OK)
+        st = check_sign_only(k, k->key, label);
     uint8_t params[32];
     CK_ATTRIBUTE a = {CKA_EC_PARAMS, params, sizeof params};
     if (st == EC_OK && (k->f->C_GetAttributeValue(k->session, k->key, &a, 1) != CKR_OK ||
-                        a.ulValueLen != sizeof p256_params ||
-                        memcmp(params, p256_params, sizeof p256_params) != 0)) {
+                        !is_p256(params, a.ulValueLen))) {
         ec_log(EC_LOG_ERROR, "pkcs11_object_refused", EC_LOG_STR("label", label),
                EC_LOG_STR("reason", "the key is not on the P-256 curve"));
         st = EC_ERR_CRYPTO;
@@ -649,6 +694,7 @@ ec_status ec_keystore_pkcs11_open(ec_keystore *ks, const ec_keystore_pkcs11_para
         return EC_ERR_NOMEM;
     k->kek = CK_INVALID_HANDLE;
     k->key = CK_INVALID_HANDLE;
+    k->made_pub = CK_INVALID_HANDLE;
     if (pthread_mutex_init(&k->lock, NULL) != 0) {
         ec_secmem_free(k);
         return EC_ERR_NOMEM;
@@ -708,10 +754,10 @@ static ec_status read_ec_public(p11_ks *k, CK_OBJECT_HANDLE obj, const char *lab
     size_t len = 0;
     /* the curve first: another curve's point need not fit the buffer */
     if (k->f->C_GetAttributeValue(k->session, obj, a, 2) != CKR_OK || type != CKK_EC ||
-        a[1].ulValueLen != sizeof p256_params ||
-        memcmp(params, p256_params, sizeof p256_params) != 0)
+        !is_p256(params, a[1].ulValueLen))
         why = "it is not an EC P-256 public key";
-    else if (k->f->C_GetAttributeValue(k->session, obj, &q, 1) != CKR_OK)
+    else if (k->f->C_GetAttributeValue(k->session, obj, &q, 1) != CKR_OK ||
+             !fits(q.ulValueLen, sizeof point))
         why = "its CKA_EC_POINT cannot be read";
     else if (mbedtls_asn1_get_tag(&p, point + q.ulValueLen, &len, MBEDTLS_ASN1_OCTET_STRING) != 0 ||
              p + len != point + q.ulValueLen)
@@ -737,25 +783,23 @@ static ec_status read_rsa_public(p11_ks *k, CK_OBJECT_HANDLE obj, const char *la
                                  mbedtls_pk_context *pub)
 {
     uint8_t modulus[RSA_BITS_MAX / 8 + 1], exponent[8];
-    CK_ATTRIBUTE a[] = {
-        {CKA_MODULUS, modulus, sizeof modulus},
-        {CKA_PUBLIC_EXPONENT, exponent, sizeof exponent},
-    };
-    CK_RV rv = k->f->C_GetAttributeValue(k->session, obj, a, 2);
+    const uint8_t *n = NULL;
+    size_t n_len = 0;
+    CK_ATTRIBUTE e = {CKA_PUBLIC_EXPONENT, exponent, sizeof exponent};
     mbedtls_rsa_context *rsa = NULL;
-    if (rv == CKR_OK && a[0].ulValueLen * 8 >= RSA_BITS_MIN &&
-        a[0].ulValueLen * 8 <= RSA_BITS_MAX &&
+    if (read_modulus(k, obj, modulus, &n, &n_len) &&
+        k->f->C_GetAttributeValue(k->session, obj, &e, 1) == CKR_OK &&
+        fits(e.ulValueLen, sizeof exponent) &&
         mbedtls_pk_setup(pub, mbedtls_pk_info_from_type(MBEDTLS_PK_RSA)) == 0 &&
         (rsa = mbedtls_pk_rsa(*pub)) != NULL &&
-        mbedtls_rsa_import_raw(rsa, modulus, a[0].ulValueLen, NULL, 0, NULL, 0, NULL, 0, exponent,
-                               a[1].ulValueLen) == 0 &&
+        mbedtls_rsa_import_raw(rsa, n, n_len, NULL, 0, NULL, 0, NULL, 0, exponent, e.ulValueLen) ==
+            0 &&
         mbedtls_rsa_complete(rsa) == 0 && mbedtls_rsa_check_pubkey(rsa) == 0)
         return EC_OK;
     mbedtls_pk_free(pub);
     mbedtls_pk_init(pub);
-    ec_log(
-        EC_LOG_ERROR, "pkcs11_object_refused", EC_LOG_STR("label", label),
-        EC_LOG_STR("reason", "its modulus and exponent are not an RSA key of 2048 to 4096 bits"));
+    ec_log(EC_LOG_ERROR, "pkcs11_object_refused", EC_LOG_STR("label", label),
+           EC_LOG_STR("reason", rsa_size_reason));
     return EC_ERR_CRYPTO;
 }
 
@@ -816,14 +860,17 @@ static CK_RV generate_pair(p11_ks *k, ec_key_type type, const char *label, CK_OB
         {CKA_WRAP, &no, sizeof no},         {CKA_LABEL, (void *)label, label_len},
         {CKA_ID, (void *)label, label_len},
     };
-    CK_ATTRIBUTE priv_tmpl[10] = {
+    /* sign only, for good: no attribute can be changed afterwards, and the
+     * token refuses any mechanism but the one signing needs (raw RSA, say) */
+    CK_MECHANISM_TYPE allowed = rsa ? CKM_RSA_PKCS : CKM_ECDSA;
+    CK_ATTRIBUTE priv_tmpl[12] = {
         {CKA_TOKEN, &yes, sizeof yes},      {CKA_PRIVATE, &yes, sizeof yes},
         {CKA_SENSITIVE, &yes, sizeof yes},  {CKA_EXTRACTABLE, &extractable, sizeof extractable},
         {CKA_SIGN, &yes, sizeof yes},       {CKA_DECRYPT, &no, sizeof no},
         {CKA_UNWRAP, &no, sizeof no},       {CKA_LABEL, (void *)label, label_len},
-        {CKA_ID, (void *)label, label_len},
+        {CKA_ID, (void *)label, label_len}, {CKA_MODIFIABLE, &no, sizeof no},
     };
-    CK_ULONG pub_n = 7, priv_n = 9;
+    CK_ULONG pub_n = 7, priv_n = 10;
     if (rsa) {
         pub_tmpl[pub_n++] = (CK_ATTRIBUTE){CKA_MODULUS_BITS, &bits, sizeof bits};
         pub_tmpl[pub_n++] = (CK_ATTRIBUTE){CKA_PUBLIC_EXPONENT, (void *)f4, sizeof f4};
@@ -832,16 +879,122 @@ static CK_RV generate_pair(p11_ks *k, ec_key_type type, const char *label, CK_OB
         priv_tmpl[priv_n++] = (CK_ATTRIBUTE){CKA_DERIVE, &no, sizeof no};
     }
     CK_MECHANISM mech = {rsa ? CKM_RSA_PKCS_KEY_PAIR_GEN : CKM_EC_KEY_PAIR_GEN, NULL, 0};
+    priv_tmpl[priv_n] = (CK_ATTRIBUTE){CKA_ALLOWED_MECHANISMS, &allowed, sizeof allowed};
+    /* tests: a token that does not know CKA_ALLOWED_MECHANISMS */
+    CK_RV rv = EC_FAULT("pkcs11.no_allowed_mechanisms")
+                   ? CKR_ATTRIBUTE_TYPE_INVALID
+                   : k->f->C_GenerateKeyPair(k->session, &mech, pub_tmpl, pub_n, priv_tmpl,
+                                             priv_n + 1, pub, priv);
+    if (rv != CKR_ATTRIBUTE_TYPE_INVALID)
+        return rv;
+    /* older tokens: the key is still sign only (CKA_DECRYPT etc. false and
+     * not modifiable), the token just does not limit the mechanism */
+    ec_log(EC_LOG_WARN, "pkcs11_allowed_mechanisms_unsupported", EC_LOG_STR("key_label", label),
+           EC_LOG_STR("reason", "the token does not take CKA_ALLOWED_MECHANISMS; the key is made "
+                                "without it"));
     return k->f->C_GenerateKeyPair(k->session, &mech, pub_tmpl, pub_n, priv_tmpl, priv_n, pub,
                                    priv);
+}
+
+/* Destroys a key pair this store made; a failure is logged (the objects
+ * are then left on the token). Called with the lock held. */
+static ec_status destroy_pair(p11_ks *k, CK_OBJECT_HANDLE priv, CK_OBJECT_HANDLE pub,
+                              const char *label)
+{
+    ec_status st = EC_OK;
+    const CK_OBJECT_HANDLE objs[] = {priv, pub};
+    for (size_t i = 0; i < 2; i++) {
+        if (objs[i] == CK_INVALID_HANDLE)
+            continue;
+        CK_RV rv = EC_FAULT("pkcs11.destroy") ? CKR_DEVICE_ERROR
+                                              : k->f->C_DestroyObject(k->session, objs[i]);
+        if (rv != CKR_OK) {
+            char buf[32];
+            ec_log(EC_LOG_ERROR, "pkcs11_failed",
+                   EC_LOG_STR("operation", i == 0 ? "destroy the new private key (C_DestroyObject)"
+                                                  : "destroy the new public key (C_DestroyObject)"),
+                   EC_LOG_STR("key_label", label),
+                   EC_LOG_STR("pkcs11_error", rv_text(rv, buf, sizeof buf)));
+            st = EC_ERR_IO;
+        }
+    }
+    return st;
+}
+
+#define RACE_MAX 8
+#define RACE_LOOKS 5
+
+/* The public value of the public key `obj` (CKA_EC_POINT or CKA_MODULUS),
+ * which every process can read: 0 bytes when it cannot be read. */
+static CK_ULONG public_value(p11_ks *k, CK_OBJECT_HANDLE obj, uint8_t *buf, CK_ULONG cap)
+{
+    static const CK_ATTRIBUTE_TYPE types[] = {CKA_EC_POINT, CKA_MODULUS};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        CK_ATTRIBUTE a = {types[i], buf, cap};
+        if (k->f->C_GetAttributeValue(k->session, obj, &a, 1) == CKR_OK && a.ulValueLen <= cap)
+            return a.ulValueLen;
+    }
+    return 0;
+}
+
+/*
+ * Whether our new pair (public half `pub`) is the one under `label`, when
+ * other processes may have made one at the same time (a token has no
+ * create-if-absent). Alone under the label: ours. Otherwise every racer
+ * orders the pairs the same way (by public value, readable by all): all but
+ * the first step back at once; the first waits for them to, and steps back
+ * too when another pair stays (a racer that was alone when it looked has
+ * already taken its key). Losing is EC_ERR_EXISTS; the caller then
+ * destroys only its own pair. Called with the lock held.
+ */
+static ec_status race_check(p11_ks *k, const char *label, CK_OBJECT_HANDLE pub)
+{
+    CK_OBJECT_HANDLE found[RACE_MAX];
+    uint8_t mine[RSA_BITS_MAX / 8 + 1], theirs[RSA_BITS_MAX / 8 + 1];
+    CK_ULONG mine_len = public_value(k, pub, mine, sizeof mine);
+    for (int look = 0; look < RACE_LOOKS; look++) {
+        CK_ULONG n = 0;
+        ec_status st = list_label_n(k, CKO_PUBLIC_KEY, label, found, RACE_MAX, &n);
+        if (st != EC_OK)
+            return st;
+        if (n == 1 && found[0] == pub)
+            return EC_OK;
+        bool first = look == 0 && mine_len > 0;
+        for (CK_ULONG i = 0; i < n && first; i++) {
+            if (found[i] == pub)
+                continue;
+            CK_ULONG len = public_value(k, found[i], theirs, sizeof theirs);
+            first = len > mine_len || (len == mine_len && memcmp(mine, theirs, len) < 0);
+        }
+        if (look == 0 && !first)
+            break;
+        race_pause();
+    }
+    ec_log(EC_LOG_WARN, "pkcs11_key_race_lost", EC_LOG_STR("key_label", label),
+           EC_LOG_STR("reason", "another process made a key under this label at the same time; "
+                                "ours is destroyed, theirs is kept"));
+    return EC_ERR_EXISTS;
+}
+
+/* Tests (seam pkcs11.keygen_barrier): waits, at most 5 s, until two
+ * private keys carry `label`, so two processes decide at the same time. */
+static void race_barrier(p11_ks *k, const char *label)
+{
+    for (int i = 0; i < 500; i++) {
+        CK_OBJECT_HANDLE found[2];
+        CK_ULONG n = 0;
+        if (list_label(k, CKO_PRIVATE_KEY, label, found, &n) != EC_OK || n >= 2)
+            return;
+        struct timespec pause = {.tv_nsec = 10 * 1000000L};
+        nanosleep(&pause, NULL);
+    }
 }
 
 static ec_status p11_generate_identity(void *ctx, ec_key_type type, const char *ref,
                                        mbedtls_pk_context *key)
 {
     p11_ks *k = ctx;
-    CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE, found[2];
-    CK_ULONG n = 0;
+    CK_OBJECT_HANDLE pub = CK_INVALID_HANDLE, priv = CK_INVALID_HANDLE;
     mbedtls_pk_context pub_pk;
     mbedtls_pk_init(&pub_pk);
     bool taken = false;
@@ -852,6 +1005,11 @@ static ec_status p11_generate_identity(void *ctx, ec_key_type type, const char *
     if (ref == NULL || ref[0] == '\0')
         return EC_ERR_INVALID;
     pthread_mutex_lock(&k->lock);
+    /* the store holds a device key (under another label): never replaced */
+    if (k->key != CK_INVALID_HANDLE) {
+        st = EC_ERR_EXISTS;
+        goto out;
+    }
     if ((st = label_taken(k, ref, &taken)) != EC_OK)
         goto out;
     if (taken) {
@@ -868,33 +1026,55 @@ static ec_status p11_generate_identity(void *ctx, ec_key_type type, const char *
         st = EC_ERR_IO;
         goto out;
     }
-    /* another init on the same token at the same time: only one key may
-     * carry the label, so the later one steps back */
-    if ((st = list_label(k, CKO_PRIVATE_KEY, ref, found, &n)) != EC_OK)
-        goto out;
-    if (n != 1) {
-        st = EC_ERR_EXISTS;
+    /* tests: two processes, each waits here until both have made a pair */
+    if (EC_FAULT("pkcs11.keygen_barrier"))
+        race_barrier(k, ref);
+    /* tests: another process makes its pair right after ours, and keeps it */
+    CK_OBJECT_HANDLE their_pub, their_priv;
+    if (EC_FAULT("pkcs11.keygen_race") &&
+        generate_pair(k, type, ref, &their_pub, &their_priv) != CKR_OK) {
+        st = EC_ERR_IO;
         goto out;
     }
+    if ((st = race_check(k, ref, pub)) != EC_OK)
+        goto out;
     if ((st = check_protected(k, priv, ref, rsa ? CKK_RSA : CKK_EC,
                               rsa ? "it is not an RSA key" : "it is not an EC key")) != EC_OK ||
+        (st = check_sign_only(k, priv, ref)) != EC_OK ||
         (rsa && (st = check_rsa_key(k, priv, ref)) != EC_OK) ||
         (st = read_public(k, pub, ref, &pub_pk)) != EC_OK)
         goto out;
     k->key = priv;
     k->key_type = type;
+    k->made_pub = pub;
     st = ec_token_key_setup(key, &k->self, &pub_pk);
 out:
     if (st != EC_OK && priv != CK_INVALID_HANDLE) {
         /* ours, made above: a refused or half-made key must not block the next try */
-        k->f->C_DestroyObject(k->session, priv);
-        k->f->C_DestroyObject(k->session, pub);
-        k->key = CK_INVALID_HANDLE;
+        destroy_pair(k, priv, pub, ref);
+        k->key = k->made_pub = CK_INVALID_HANDLE;
     }
     pthread_mutex_unlock(&k->lock);
     if (st == EC_OK)
         ec_log(EC_LOG_INFO, "identity_key_created", EC_LOG_STR("backend", "pkcs11"),
                EC_LOG_STR("key_label", ref), EC_LOG_STR("type", rsa ? "rsa-3072" : "ec-p256"));
     mbedtls_pk_free(&pub_pk);
+    return st;
+}
+
+static ec_status p11_discard_identity(void *ctx, const char *ref)
+{
+    p11_ks *k = ctx;
+    ec_status st = EC_ERR_NOT_FOUND;
+    pthread_mutex_lock(&k->lock);
+    if (k->made_pub != CK_INVALID_HANDLE && k->key != CK_INVALID_HANDLE) {
+        st = destroy_pair(k, k->key, k->made_pub, ref);
+        k->key = k->made_pub = CK_INVALID_HANDLE;
+    }
+    pthread_mutex_unlock(&k->lock);
+    if (st == EC_OK)
+        ec_log(EC_LOG_INFO, "identity_key_discarded", EC_LOG_STR("backend", "pkcs11"),
+               EC_LOG_STR("key_label", ref),
+               EC_LOG_STR("reason", "never certified: its CSR could not be made"));
     return st;
 }

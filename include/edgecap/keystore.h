@@ -47,11 +47,12 @@ typedef struct {
     /* Optional (NULL where a backend cannot): destroys the KEK for good, for
      * decommissioning (`edgecap wipe`); afterwards wrap and unwrap fail. */
     ec_status (*destroy)(void *ctx);
-    /* Signs a digest (hash_len 20..64 bytes) with the device's private key
-     * when the store holds it (NULL otherwise: the file store's key is a
-     * file). ECDSA P-256: `sig` gets the raw r || s, 64 bytes. RSA: PKCS#1
-     * v1.5 over the DigestInfo of the SHA-1/SHA-2 digest its length names
-     * (20, 28, 32, 48, 64 bytes); `sig` gets the modulus's length. */
+    /* Signs with the device's private key when the store holds it (NULL
+     * otherwise: the file store's key is a file). ECDSA P-256: `hash` is the
+     * digest (20..64 bytes), `sig` gets the raw r || s, 64 bytes. RSA:
+     * `hash` is the DER DigestInfo naming the digest's function (built by
+     * firmware/token_key.c from mbedTLS's md_alg), signed PKCS#1 v1.5; `sig`
+     * gets the modulus's length. EC_ERR_INVALID for a `sig_cap` below it. */
     ec_status (*sign_digest)(void *ctx, const uint8_t *hash, size_t hash_len, uint8_t *sig,
                              size_t sig_cap, size_t *sig_len);
     /*
@@ -72,6 +73,11 @@ typedef struct {
     /* Sets up `pub` (initialised by the caller) with the public key of the
      * identity at `ref`; EC_ERR_NOT_FOUND when there is none. */
     ec_status (*identity_public)(void *ctx, const char *ref, mbedtls_pk_context *pub);
+    /* Destroys the key pair this store's generate_identity made at `ref` (optional;
+     * NULL: the caller says where the key is): for a key that was never
+     * certified, when its CSR could not be made. EC_ERR_NOT_FOUND when this
+     * store made none; EC_ERR_IO when the backend refused (logged). */
+    ec_status (*discard_identity)(void *ctx, const char *ref);
 } ec_keystore_ops;
 
 typedef struct {
@@ -126,16 +132,21 @@ typedef struct {
  * generates it on the token (AES-256, CKA_TOKEN, CKA_SENSITIVE,
  * not CKA_EXTRACTABLE, a random CKA_ID), and, with a key_label, finds the
  * device's private key (EC P-256 or RSA 2048-4096, sensitive, not
- * extractable). An existing KEK
+ * extractable, sign only: CKA_DECRYPT, CKA_UNWRAP and CKA_DERIVE false). An
+ * existing KEK
  * or key that is extractable or of the wrong kind is refused, never used.
  * The KEK id is a hash of the KEK's CKA_ID (public), never of key bytes.
  * Its generate_identity makes an EC P-256 or RSA 3072 (e = 65537) key pair
  * on the token under the label `ref` (CKA_LABEL and CKA_ID = the label on
  * both halves; the private half CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, not
- * CKA_EXTRACTABLE, CKA_SIGN only), refusing with EC_ERR_EXISTS when any key already has that label;
+ * CKA_EXTRACTABLE, CKA_SIGN only, not CKA_MODIFIABLE, CKA_ALLOWED_MECHANISMS
+ * CKM_ECDSA or CKM_RSA_PKCS where the token takes it), refusing with
+ * EC_ERR_EXISTS when any key already has that label or the store holds a
+ * device key; two processes making one at once leave exactly one;
  * the key it hands back signs through the token (firmware/token_key.c), and
- * the store's device key is the new key from then on. identity_public reads
- * the public key object under `ref`.
+ * the store's device key is the new key from then on, until discard_identity
+ * destroys it. identity_public reads the public key object under `ref`
+ * (firmware/provision.c trusts it only when the private key signs for it).
  * Wrapping is CKM_AES_GCM on the token with the same layout and AAD as the
  * file store, so the spool format does not depend on the backend.
  * EC_ERR_NOT_FOUND: no module at the path, no such token, no such key;

@@ -5,13 +5,16 @@
  * - init: the key store generates the device key pair (EC P-256 or RSA
  *   3072) at [tls] client_key, never replacing one (the file backend: a 0600
  *   file created with O_EXCL), or, with [device] keystore = pkcs11 and
- *   [pkcs11] key_label, on the token under that label (EC P-256, never
- *   extractable, never replacing a key with that label); the key store's
+ *   [pkcs11] key_label, on the token under that label (EC P-256 or RSA
+ *   3072, never extractable, sign only, never replacing a key with that
+ *   label; destroyed again when its CSR cannot be made); the key store's
  *   KEK exists afterwards; a PEM CSR for subject O=edgecap, CN=<[device] id>
  *   is written; the key's sha256// SPKI pin is printed and audited
  *   (provision_init).
  * - show: the installed certificate (subject, issuer, serial, validity, pin),
- *   whether it belongs to the device key, and the KEK id.
+ *   whether it belongs to the device key, and the KEK id. On a token the
+ *   private key decides: a public key object is used only when the token key
+ *   signs for it.
  * - install-cert: a signed certificate replaces [tls] client_cert only when
  *   it parses, carries the device key's public key, is valid now, allows
  *   clientAuth (when it has an EKU) and chains to [tls] client_ca_file (or,

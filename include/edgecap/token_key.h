@@ -41,6 +41,14 @@ ec_status ec_token_key_setup(mbedtls_pk_context *pk, const ec_keystore *ks,
 ec_status ec_token_key_check_pair(const ec_keystore *ks, const uint8_t *cert_der, size_t cert_len,
                                   char *why, size_t why_len);
 
+/*
+ * Whether the token's device key belongs to the public key `pub` (a public
+ * key object read from the token, say): the same signing check. EC_OK, or
+ * EC_ERR_CRYPTO with a one-line reason in `why`.
+ */
+ec_status ec_token_key_check_public(const ec_keystore *ks, const mbedtls_pk_context *pub, char *why,
+                                    size_t why_len);
+
 /* Raw ECDSA r || s (2 x `half` bytes) to the DER SEQUENCE of two INTEGERs. */
 ec_status ec_token_key_sig_to_der(const uint8_t *raw, size_t half, uint8_t *der, size_t der_cap,
                                   size_t *der_len);

@@ -263,11 +263,17 @@ want_no_secret "$PIN" "$OUT" "$ERR"
 p11 --login --pin "$PIN" --list-objects >"$T/objects-after" 2>/dev/null
 cmp -s "$T/objects-before" "$T/objects-after" || fail_because "the token's objects changed"
 # the token key store without [pkcs11] key_label: the device key would be a file
+csr_hash=$(sha256sum <"$T/device.csr")
+files_before=$(ls -A "$T")
 ec provision init --config "$C1"
-want_rc 70
+want_rc 78
 want_err_fixed 'edgecap provision init: the pkcs11 key store makes the device key on the token: set [pkcs11] key_label (and remove [tls] client_key)'
 [ -e "$T/client.key" ] && fail_because "a key file was made"
-verdict "provision init refused: a wrong PIN (77, the PIN not shown), no [pkcs11] key_label (70); nothing created" "$ERR"
+[ "$(ls -A "$T")" = "$files_before" ] || fail_because "files were made or removed in $T (a CSR?)"
+[ "$(sha256sum <"$T/device.csr")" = "$csr_hash" ] || fail_because "the CSR changed"
+p11 --login --pin "$PIN" --list-objects >"$T/objects-after" 2>/dev/null
+cmp -s "$T/objects-before" "$T/objects-after" || fail_because "the token's objects changed"
+verdict "provision init refused: a wrong PIN (77, the PIN not shown), no [pkcs11] key_label (78); nothing created, the CSR and the token's objects unchanged" "$ERR"
 
 # ---- 13: the device key stays in the token --------------------------------------
 REASONS=()

@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <p11-kit/pkcs11.h>
@@ -29,7 +31,10 @@
 #include <mbedtls/pk.h>
 
 #include "edgecap/fault.h"
+#include "edgecap/audit.h"
+#include "edgecap/config.h"
 #include "edgecap/keystore.h"
+#include "edgecap/provision.h"
 #include "edgecap/rng.h"
 #include "edgecap/secmem.h"
 #include "edgecap/token_key.h"
@@ -56,6 +61,8 @@ static int run(const char *cmd)
     free(full);
     return rc;
 }
+
+static void set_bools(const char *label, int decrypt, int unwrap, int derive);
 
 static int group_setup(void **state)
 {
@@ -91,6 +98,21 @@ static int group_setup(void **state)
             " --keypairgen --key-type rsa:1024 --label rsa-1024 --id 11 --usage-sign") == 0;
     if (dl != NULL)
         dlclose(dl);
+    /* pkcs11-tool's key pairs can decrypt and unwrap too (SoftHSM's
+     * defaults): the device keys among them are made sign only, as the
+     * store wants; "decrypting" stays as it is, "deriving" only derives */
+    usable = usable &&
+             run("pkcs11-tool --module " MODULE " --token-label " TOKEN " --login --pin " PIN
+                 " --keypairgen --key-type EC:prime256v1 --label decrypting --id 12 "
+                 "--usage-sign") == 0 &&
+             run("pkcs11-tool --module " MODULE " --token-label " TOKEN " --login --pin " PIN
+                 " --keypairgen --key-type EC:prime256v1 --label deriving --id 13 --usage-sign "
+                 "--usage-derive") == 0;
+    if (usable) {
+        static const char *const sign_only[] = {KEY_LABEL, "other", "p384", "rsa-1024", "deriving"};
+        for (size_t i = 0; i < sizeof sign_only / sizeof sign_only[0]; i++)
+            set_bools(sign_only[i], false, false, -1);
+    }
     ec_secret_new(&pin, PIN, strlen(PIN));
     free(conf);
     free(path);
@@ -162,6 +184,26 @@ static CK_ULONG count_label(direct *d, CK_OBJECT_CLASS cls, const char *label,
     if (n > 0 && first != NULL)
         *first = h[0];
     return n;
+}
+
+/* Sets CKA_DECRYPT, CKA_UNWRAP and CKA_DERIVE (each 0 or 1; -1 leaves it)
+ * on the private key `label`. */
+static void set_bools(const char *label, int decrypt, int unwrap, int derive)
+{
+    direct d;
+    direct_open(&d);
+    CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+    assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, label, &h), 1);
+    const int want[] = {decrypt, unwrap, derive};
+    static const CK_ATTRIBUTE_TYPE types[] = {CKA_DECRYPT, CKA_UNWRAP, CKA_DERIVE};
+    for (size_t i = 0; i < 3; i++) {
+        if (want[i] < 0)
+            continue;
+        CK_BBOOL v = want[i] ? CK_TRUE : CK_FALSE;
+        CK_ATTRIBUTE a = {types[i], &v, sizeof v};
+        assert_int_equal(d.f->C_SetAttributeValue(d.s, h, &a, 1), CKR_OK);
+    }
+    direct_close(&d);
 }
 
 /* Imports a known AES key of `len` bytes (sensitive; extractable or not)
@@ -388,6 +430,11 @@ static const reject_case rejects[] = {
     {"KEK label on two keys", MODULE, TOKEN, PIN, "kek-twice", "", EC_ERR_CRYPTO,
      "more than one object has this label"},
     {"AES-128 KEK", MODULE, TOKEN, PIN, "kek-128", "", EC_ERR_CRYPTO, "the KEK is not AES-256"},
+    {"device key that decrypts", MODULE, TOKEN, PIN, "kek-a", "decrypting", EC_ERR_CRYPTO,
+     "event=pkcs11_object_refused label=decrypting reason=\"it can decrypt, unwrap or derive (a "
+     "device key only signs: CKA_DECRYPT, CKA_UNWRAP and CKA_DERIVE must be false)\""},
+    {"device key that derives", MODULE, TOKEN, PIN, "kek-a", "deriving", EC_ERR_CRYPTO,
+     "event=pkcs11_object_refused label=deriving reason=\"it can decrypt, unwrap or derive"},
 };
 
 static void test_rejections(void **state)
@@ -553,7 +600,7 @@ static void ec_point_of(const char *label, uint8_t point[67])
  * token object for verify. Leaves `d` open, the public half in *pub.
  */
 static void check_generated_pair(direct *d, const char *label, CK_ATTRIBUTE_TYPE secret,
-                                 CK_OBJECT_HANDLE *pubh)
+                                 CK_MECHANISM_TYPE allowed, CK_OBJECT_HANDLE *pubh)
 {
     direct_open(d);
     CK_OBJECT_HANDLE priv = CK_INVALID_HANDLE;
@@ -587,6 +634,26 @@ static void check_generated_pair(direct *d, const char *label, CK_ATTRIBUTE_TYPE
     assert_false(derive);
     assert_int_equal(a[8].ulValueLen, strlen(label));
     assert_memory_equal(id, label, strlen(label));
+    /* sign only for good: nothing can be changed, and (CK_INVALID_HANDLE:
+     * no check, a token without CKA_ALLOWED_MECHANISMS) one mechanism */
+    CK_BBOOL modifiable = CK_TRUE;
+    CK_MECHANISM_TYPE mechs[4];
+    CK_ATTRIBUTE m[] = {{CKA_MODIFIABLE, &modifiable, sizeof modifiable},
+                        {CKA_ALLOWED_MECHANISMS, mechs, sizeof mechs}};
+    assert_int_equal(d->f->C_GetAttributeValue(d->s, priv, m, 2), CKR_OK);
+    assert_false(modifiable);
+    if (allowed != CK_INVALID_HANDLE) {
+        assert_int_equal(m[1].ulValueLen, sizeof mechs[0]);
+        assert_int_equal(mechs[0], allowed);
+    }
+    static const CK_ATTRIBUTE_TYPE widen[] = {CKA_DECRYPT, CKA_UNWRAP, CKA_DERIVE};
+    for (size_t i = 0; i < sizeof widen / sizeof widen[0]; i++) {
+        CK_ATTRIBUTE w = {widen[i], &(CK_BBOOL){CK_TRUE}, sizeof(CK_BBOOL)};
+        assert_int_not_equal(d->f->C_SetAttributeValue(d->s, priv, &w, 1), CKR_OK);
+    }
+    assert_int_equal(d->f->C_GetAttributeValue(d->s, priv, a, sizeof a / sizeof a[0]), CKR_OK);
+    assert_false(decrypt);
+    assert_false(derive);
     CK_BBOOL verify = CK_FALSE;
     uint8_t pub_id[64];
     CK_ATTRIBUTE b[] = {
@@ -643,7 +710,12 @@ static void test_generate_identity_on_token(void **state)
     /* from outside */
     direct d;
     CK_OBJECT_HANDLE pubh = CK_INVALID_HANDLE;
-    check_generated_pair(&d, label, CKA_VALUE, &pubh);
+    check_generated_pair(&d, label, CKA_VALUE, CKM_ECDSA, &pubh);
+    /* the token signs with no other mechanism: not a hash-and-sign one */
+    CK_OBJECT_HANDLE privh = CK_INVALID_HANDLE;
+    assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, label, &privh), 1);
+    CK_MECHANISM other = {CKM_ECDSA_SHA256, NULL, 0};
+    assert_int_not_equal(d.f->C_SignInit(d.s, &other, privh), CKR_OK);
     direct_close(&d);
 
     /* it stays on the token: a later open finds it as the device key */
@@ -677,6 +749,10 @@ static void test_generate_identity_refusals(void **state)
                      EC_ERR_EXISTS);
     assert_int_equal(ks.ops->generate_identity(ks.ctx, EC_KEY_TYPE_RSA_3072, KEY_LABEL, &key),
                      EC_ERR_EXISTS);
+    /* the store holds KEY_LABEL's key: no key under another label replaces it */
+    assert_int_equal(ks.ops->generate_identity(ks.ctx, EC_KEY_TYPE_EC_P256, "gen-second", &key),
+                     EC_ERR_EXISTS);
+    assert_true(ec_keystore_has_device_key(&ks));
     /* a public key of a kind the device key cannot be is refused, not read */
     mbedtls_pk_context pub;
     mbedtls_pk_init(&pub);
@@ -690,8 +766,8 @@ static void test_generate_identity_refusals(void **state)
     ts_log_begin();
     assert_int_equal(ks.ops->identity_public(ks.ctx, "rsa-1024", &pub), EC_ERR_CRYPTO);
     log = ts_log_end();
-    assert_non_null(strstr(log, "event=pkcs11_object_refused label=rsa-1024 reason=\"its modulus "
-                                "and exponent are not an RSA key of 2048 to 4096 bits\""));
+    assert_non_null(strstr(log, "event=pkcs11_object_refused label=rsa-1024 reason=\"the RSA key "
+                                "is not 2048 to 4096 bits\""));
     free(log);
     ec_keystore_close(&ks);
     ec_point_of(KEY_LABEL, after);
@@ -702,6 +778,7 @@ static void test_generate_identity_refusals(void **state)
     assert_int_equal(count_label(&d, CKO_PUBLIC_KEY, KEY_LABEL, NULL), 1);
     assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, "pub-only", NULL), 0);
     assert_int_equal(count_label(&d, CKO_PUBLIC_KEY, "pub-only", NULL), 1);
+    assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, "gen-second", NULL), 0);
     direct_close(&d);
 }
 
@@ -740,6 +817,146 @@ static void test_generate_identity_checks_the_new_key(void **state)
     direct_close(&d);
 }
 
+/* generate_identity (EC) for `label` with the fault seam `seam` armed once:
+ * its status must be `want` (the store holds the key only when EC_OK); the
+ * log it wrote (freed by the caller). */
+static char *generate_armed(const char *label, const char *seam, ec_status want)
+{
+    ec_keystore ks;
+    ec_keystore_pkcs11_params p = gen_params(label);
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    mbedtls_pk_context key;
+    mbedtls_pk_init(&key);
+    ec_fault_reset();
+    ec_fault_arm(seam, 0, 1);
+    ts_log_begin();
+    assert_int_equal(ks.ops->generate_identity(ks.ctx, EC_KEY_TYPE_EC_P256, label, &key), want);
+    char *log = ts_log_end();
+    assert_int_equal(ec_fault_hits(seam), 1);
+    ec_fault_reset();
+    assert_int_equal(ec_keystore_has_device_key(&ks), want == EC_OK);
+    mbedtls_pk_free(&key);
+    ec_keystore_close(&ks);
+    return log;
+}
+
+/* Another init made a pair under the label right after ours and keeps it
+ * (seam; from our side the same as a racer that was alone when it looked):
+ * ours steps back and destroys only its own, theirs stays. */
+static void test_generate_identity_race_keeps_theirs(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    static const char label[] = "gen-race-a";
+    char *log = generate_armed(label, "pkcs11.keygen_race", EC_ERR_EXISTS);
+    assert_non_null(strstr(log, "event=pkcs11_key_race_lost key_label=gen-race-a reason=\"another "
+                                "process made a key under this label at the same time; ours is "
+                                "destroyed, theirs is kept\""));
+    assert_null(strstr(log, "identity_key_created"));
+    free(log);
+    direct d;
+    direct_open(&d);
+    assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, label, NULL), 1);
+    assert_int_equal(count_label(&d, CKO_PUBLIC_KEY, label, NULL), 1);
+    direct_close(&d);
+}
+
+/* Two processes run init for one label at once, and both look after both
+ * pairs exist (seam: each waits for the other's): exactly one wins and
+ * keeps its pair, the other steps back; one pair is left. */
+static void test_generate_identity_concurrent_inits_leave_one(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    static const char label[] = "gen-race-b";
+    /* they open the store one after the other, and generate only when both
+     * have (SoftHSM can misread a token that another process is opening) */
+    int go[2];
+    assert_int_equal(pipe(go), 0);
+    pid_t pids[2] = {-1, -1};
+    for (int i = 0; i < 2; i++) {
+        int ready[2];
+        assert_int_equal(pipe(ready), 0);
+        pids[i] = fork();
+        assert_true(pids[i] >= 0);
+        if (pids[i] == 0) {
+            close(ready[0]);
+            close(go[1]);
+            ec_fault_reset();
+            ec_fault_arm("pkcs11.keygen_barrier", 0, 1);
+            ec_keystore ks;
+            ec_keystore_pkcs11_params p = gen_params(label);
+            /* secure memory is wiped in a child: a PIN of its own */
+            ec_secret *child_pin = NULL;
+            mbedtls_pk_context key;
+            mbedtls_pk_init(&key);
+            int code = 3;
+            char c = 0;
+            if (ec_secret_new(&child_pin, PIN, strlen(PIN)) == EC_OK &&
+                (p.pin = child_pin, ec_keystore_pkcs11_open(&ks, &p)) == EC_OK) {
+                if (write(ready[1], "r", 1) == 1 && read(go[0], &c, 1) == 1) {
+                    ec_status st =
+                        ks.ops->generate_identity(ks.ctx, EC_KEY_TYPE_EC_P256, label, &key);
+                    code = st == EC_OK ? 0 : st == EC_ERR_EXISTS ? 1 : 2;
+                }
+                mbedtls_pk_free(&key);
+                ec_keystore_close(&ks);
+            }
+            ec_secret_free(&child_pin);
+            _exit(code);
+        }
+        close(ready[1]);
+        char c = 0;
+        bool opened = read(ready[0], &c, 1) == 1; /* EOF: it failed, its exit code tells */
+        close(ready[0]);
+        if (!opened)
+            break;
+    }
+    close(go[0]);
+    void (*old_pipe)(int) = signal(SIGPIPE, SIG_IGN);
+    (void)!write(go[1], "gg", 2);
+    signal(SIGPIPE, old_pipe);
+    close(go[1]);
+    int codes[2] = {-1, -1};
+    for (int i = 0; i < 2; i++) {
+        int status = 0;
+        if (pids[i] > 0 && waitpid(pids[i], &status, 0) == pids[i] && WIFEXITED(status))
+            codes[i] = WEXITSTATUS(status);
+    }
+    if (!((codes[0] == 0 && codes[1] == 1) || (codes[0] == 1 && codes[1] == 0)))
+        fail_msg("the two inits ended %d and %d (want one 0, one 1)", codes[0], codes[1]);
+    direct d;
+    direct_open(&d);
+    assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, label, NULL), 1);
+    assert_int_equal(count_label(&d, CKO_PUBLIC_KEY, label, NULL), 1);
+    direct_close(&d);
+    /* the survivor is a usable device key */
+    ec_keystore ks;
+    ec_keystore_pkcs11_params p = gen_params(label);
+    p.key_optional = false;
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    assert_true(ec_keystore_has_device_key(&ks));
+    ec_keystore_close(&ks);
+}
+
+/* A token that does not take CKA_ALLOWED_MECHANISMS (seam): the key is made
+ * without it, with a warning, and is still sign only and unmodifiable. */
+static void test_generate_identity_without_allowed_mechanisms(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    static const char label[] = "gen-no-mechs";
+    char *log = generate_armed(label, "pkcs11.no_allowed_mechanisms", EC_OK);
+    assert_non_null(strstr(log, "event=pkcs11_allowed_mechanisms_unsupported "
+                                "key_label=gen-no-mechs reason=\"the token does not take "
+                                "CKA_ALLOWED_MECHANISMS; the key is made without it\""));
+    free(log);
+    direct d;
+    CK_OBJECT_HANDLE pubh = CK_INVALID_HANDLE;
+    check_generated_pair(&d, label, CKA_VALUE, CK_INVALID_HANDLE, &pubh);
+    direct_close(&d);
+}
+
 /* RSA 3072 on the token: CKM_RSA_PKCS_KEY_PAIR_GEN, e = 65537, the same
  * protection; the pk context signs PKCS#1 v1.5 through C_Sign(CKM_RSA_PKCS)
  * for each SHA-2 digest TLS 1.2 may ask for, and a certificate made with it
@@ -770,21 +987,72 @@ static void test_generate_identity_rsa_on_token(void **state)
     assert_int_equal(mbedtls_rsa_export(mbedtls_pk_rsa(pub), NULL, NULL, NULL, NULL, &e), 0);
     assert_int_equal(mbedtls_mpi_cmp_int(&e, 65537), 0);
     mbedtls_mpi_free(&e);
-    static const mbedtls_md_type_t mds[] = {MBEDTLS_MD_SHA256, MBEDTLS_MD_SHA384,
-                                            MBEDTLS_MD_SHA512};
+    /* each SHA-1/SHA-2 function TLS may ask for: the signature verifies
+     * under it, and the block inside (the public operation undoes the
+     * signature) is the DigestInfo RFC 8017 9.2 note 1 gives for it */
+    static const uint8_t sha1_prefix[] = {0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e,
+                                          0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14};
+    /* SHA-2: OID 2.16.840.1.101.3.4.2.<id> */
+    static const struct {
+        mbedtls_md_type_t md;
+        uint8_t id;
+    } mds[] = {{MBEDTLS_MD_SHA1, 0},
+               {MBEDTLS_MD_SHA224, 4},
+               {MBEDTLS_MD_SHA256, 1},
+               {MBEDTLS_MD_SHA384, 2},
+               {MBEDTLS_MD_SHA512, 3}};
+    uint8_t hash[64], sig[MBEDTLS_PK_SIGNATURE_MAX_SIZE], em[384];
+    size_t sig_len = 0;
     for (size_t i = 0; i < sizeof mds / sizeof mds[0]; i++) {
-        uint8_t hash[64], sig[MBEDTLS_PK_SIGNATURE_MAX_SIZE];
-        size_t hash_len = mbedtls_md_get_size(mbedtls_md_info_from_type(mds[i])), sig_len = 0;
+        size_t hash_len = mbedtls_md_get_size(mbedtls_md_info_from_type(mds[i].md));
+        const uint8_t sha2_prefix[] = {0x30,
+                                       (uint8_t)(0x11 + hash_len),
+                                       0x30,
+                                       0x0d,
+                                       0x06,
+                                       0x09,
+                                       0x60,
+                                       0x86,
+                                       0x48,
+                                       0x01,
+                                       0x65,
+                                       0x03,
+                                       0x04,
+                                       0x02,
+                                       mds[i].id,
+                                       0x05,
+                                       0x00,
+                                       0x04,
+                                       (uint8_t)hash_len};
+        const uint8_t *prefix = mds[i].id == 0 ? sha1_prefix : sha2_prefix;
+        size_t prefix_len = mds[i].id == 0 ? sizeof sha1_prefix : sizeof sha2_prefix;
         assert_int_equal(ec_rng_bytes(hash, hash_len), EC_OK);
         assert_int_equal(
-            mbedtls_pk_sign(&key, mds[i], hash, hash_len, sig, &sig_len, ec_rng_mbedtls, NULL), 0);
+            mbedtls_pk_sign(&key, mds[i].md, hash, hash_len, sig, &sig_len, ec_rng_mbedtls, NULL),
+            0);
         assert_int_equal(sig_len, 384);
-        assert_int_equal(mbedtls_pk_verify(&pub, mds[i], hash, hash_len, sig, sig_len), 0);
-        /* the DigestInfo names the function: the same bytes under another fail */
-        if (mds[i] == MBEDTLS_MD_SHA256)
-            assert_int_not_equal(
-                mbedtls_pk_verify(&pub, MBEDTLS_MD_SHA384, hash, hash_len, sig, sig_len), 0);
+        assert_int_equal(mbedtls_pk_verify(&pub, mds[i].md, hash, hash_len, sig, sig_len), 0);
+        assert_int_equal(mbedtls_rsa_public(mbedtls_pk_rsa(pub), sig, em), 0);
+        size_t tail = prefix_len + hash_len;
+        assert_int_equal(em[384 - tail - 1], 0x00);
+        assert_memory_equal(em + 384 - tail, prefix, prefix_len);
+        assert_memory_equal(em + 384 - hash_len, hash, hash_len);
     }
+    /* a function it cannot name is refused, not signed as another of the
+     * same length (RIPEMD-160 is 20 bytes, as SHA-1); so is a digest of the
+     * wrong length, and a signature buffer shorter than the modulus */
+    assert_int_not_equal(
+        mbedtls_pk_sign(&key, MBEDTLS_MD_RIPEMD160, hash, 20, sig, &sig_len, ec_rng_mbedtls, NULL),
+        0);
+    assert_int_not_equal(
+        mbedtls_pk_sign(&key, MBEDTLS_MD_NONE, hash, 32, sig, &sig_len, ec_rng_mbedtls, NULL), 0);
+    assert_int_not_equal(
+        mbedtls_pk_sign(&key, MBEDTLS_MD_SHA256, hash, 16, sig, &sig_len, ec_rng_mbedtls, NULL), 0);
+    assert_int_not_equal(
+        mbedtls_pk_sign(&key, MBEDTLS_MD_SHA256, hash, 33, sig, &sig_len, ec_rng_mbedtls, NULL), 0);
+    uint8_t info[19 + 32] = {0x30, 0x31};
+    assert_int_equal(ks.ops->sign_digest(ks.ctx, info, sizeof info, sig, 383, &sig_len),
+                     EC_ERR_INVALID);
     uint8_t cert[2048];
     size_t cert_len = token_self_signed(&ks, &pub, cert, sizeof cert);
     char why[160];
@@ -792,10 +1060,21 @@ static void test_generate_identity_rsa_on_token(void **state)
     mbedtls_pk_free(&key);
     ec_keystore_close(&ks);
 
-    /* from outside: as an EC key, and 3072 bits */
+    /* from outside: protected as the EC key is, and 3072 bits */
     direct d;
     CK_OBJECT_HANDLE pubh = CK_INVALID_HANDLE;
-    check_generated_pair(&d, label, CKA_PRIVATE_EXPONENT, &pubh);
+    check_generated_pair(&d, label, CKA_PRIVATE_EXPONENT, CKM_RSA_PKCS, &pubh);
+    /* raw RSA (CKM_RSA_X_509), which is decryption by another name, and
+     * decryption itself are refused with the PIN at hand */
+    CK_OBJECT_HANDLE privh = CK_INVALID_HANDLE;
+    assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, label, &privh), 1);
+    CK_MECHANISM raw = {CKM_RSA_X_509, NULL, 0}, dec = {CKM_RSA_PKCS, NULL, 0};
+    uint8_t block[384] = {0}, out[384];
+    CK_ULONG out_len = sizeof out;
+    block[383] = 2;
+    if (d.f->C_SignInit(d.s, &raw, privh) == CKR_OK)
+        assert_int_not_equal(d.f->C_Sign(d.s, block, sizeof block, out, &out_len), CKR_OK);
+    assert_int_not_equal(d.f->C_DecryptInit(d.s, &dec, privh), CKR_OK);
     CK_ULONG bits = 0;
     CK_ATTRIBUTE b = {CKA_MODULUS_BITS, &bits, sizeof bits};
     assert_int_equal(d.f->C_GetAttributeValue(d.s, pubh, &b, 1), CKR_OK);
@@ -825,6 +1104,263 @@ static void test_generate_identity_rsa_on_token(void **state)
     ec_keystore_close(&ks);
     mbedtls_pk_free(&ec_pub);
     mbedtls_pk_free(&pub);
+}
+
+/* ---- provision on the token (firmware/provision.c over this store) ---------- */
+
+typedef struct {
+    ec_config cfg;
+    ec_keystore ks;
+    ec_audit *audit;
+    char *out; /* what the function printed */
+    size_t out_len;
+    char why[EC_PROVISION_WHY_BYTES];
+} prov;
+
+/* A pkcs11 config whose device key is `label` on the unit token, and the
+ * store open for it (the key optional, as provision opens it). */
+static void prov_open(prov *v, const char *label)
+{
+    memset(v, 0, sizeof *v);
+    ec_config_init(&v->cfg);
+    v->cfg.device.keystore = EC_KEYSTORE_PKCS11;
+    snprintf(v->cfg.device.id, sizeof v->cfg.device.id, "unit-p11");
+    snprintf(v->cfg.pkcs11.token_label, sizeof v->cfg.pkcs11.token_label, TOKEN);
+    snprintf(v->cfg.pkcs11.key_label, sizeof v->cfg.pkcs11.key_label, "%s", label);
+    snprintf(v->cfg.tls.client_cert, EC_CFG_PATH_MAX, "%s/%s.pem", dir, label);
+    snprintf(v->cfg.tls.client_ca_file, EC_CFG_PATH_MAX, "%s/%s-ca.der", dir, label);
+    snprintf(v->cfg.source_path, EC_CFG_PATH_MAX, "%s/edgecap.conf", dir);
+    assert_int_equal(ec_audit_open(&v->audit, "", NULL), EC_OK);
+    ec_keystore_pkcs11_params p = gen_params(label);
+    assert_int_equal(ec_keystore_pkcs11_open(&v->ks, &p), EC_OK);
+}
+
+static void prov_close(prov *v)
+{
+    ec_keystore_close(&v->ks);
+    ec_audit_close(&v->audit);
+    ec_config_free(&v->cfg);
+}
+
+static ec_status prov_init(prov *v)
+{
+    ec_provision_init_params pp = {
+        .cfg = &v->cfg, .keystore = &v->ks, .audit = v->audit, .key_type = EC_KEY_TYPE_EC_P256};
+    FILE *fp = fopen("/dev/null", "w");
+    ec_status st = ec_provision_init(&pp, fp, v->why, sizeof v->why);
+    fclose(fp);
+    return st;
+}
+
+/* show's output in v->out (freed by the caller). */
+static ec_status prov_show(prov *v)
+{
+    FILE *fp = open_memstream(&v->out, &v->out_len);
+    ec_status st = ec_provision_show(&v->cfg, &v->ks, fp);
+    fclose(fp);
+    return st;
+}
+
+static ec_status prov_install(prov *v, const char *cert)
+{
+    FILE *fp = fopen("/dev/null", "w");
+    ec_status st =
+        ec_provision_install_cert(&v->cfg, &v->ks, v->audit, cert, fp, v->why, sizeof v->why);
+    fclose(fp);
+    return st;
+}
+
+static void write_bytes(const char *path, const uint8_t *data, size_t len)
+{
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(data, 1, len, fp), len);
+    fclose(fp);
+}
+
+/* [pkcs11] without key_label: init is a configuration error (78 in main),
+ * nothing is made. */
+static void test_provision_init_needs_key_label(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    prov v;
+    prov_open(&v, "");
+    assert_int_equal(prov_init(&v), EC_ERR_CONFIG);
+    assert_string_equal(v.why, "the pkcs11 key store makes the device key on the token: set "
+                               "[pkcs11] key_label (and remove [tls] client_key)");
+    prov_close(&v);
+}
+
+/* A key whose CSR could not be made was never certified: init destroys it
+ * again (seams: signing the CSR, writing it), so init can simply be run
+ * again; when the token will not destroy it, the message says so. */
+static void test_provision_init_discards_uncertified_key(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    static const char *const seams[] = {"provision.csr_sign", "provision.write"};
+    static const char *const whys[] = {
+        "cannot sign the CSR with the new key label \"prov-csr\" on token \"edgecap-unit\", "
+        "which was destroyed again (never certified): run init again",
+        "; the new key label \"prov-csr\" on token \"edgecap-unit\" was destroyed again (never "
+        "certified): run init again"};
+    direct d;
+    for (size_t i = 0; i < 2; i++) {
+        prov v;
+        prov_open(&v, "prov-csr");
+        ec_fault_reset();
+        ec_fault_arm(seams[i], 0, 1);
+        ts_log_begin();
+        assert_int_not_equal(prov_init(&v), EC_OK);
+        char *log = ts_log_end();
+        assert_int_equal(ec_fault_hits(seams[i]), 1);
+        ec_fault_reset();
+        if (strstr(v.why, whys[i]) == NULL)
+            fail_msg("%s: %s", seams[i], v.why);
+        assert_non_null(strstr(log, "event=identity_key_discarded backend=pkcs11 "
+                                    "key_label=prov-csr"));
+        free(log);
+        assert_false(ec_keystore_has_device_key(&v.ks));
+        prov_close(&v);
+        direct_open(&d);
+        assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, "prov-csr", NULL), 0);
+        assert_int_equal(count_label(&d, CKO_PUBLIC_KEY, "prov-csr", NULL), 0);
+        direct_close(&d);
+    }
+    prov v;
+    prov_open(&v, "prov-csr");
+    assert_int_equal(prov_init(&v), EC_OK);
+    prov_close(&v);
+    /* the token refuses to destroy it: said, logged, left */
+    prov_open(&v, "prov-stuck");
+    ec_fault_arm("provision.csr_sign", 0, 1);
+    ec_fault_arm("pkcs11.destroy", 0, 0);
+    ts_log_begin();
+    assert_int_not_equal(prov_init(&v), EC_OK);
+    char *log = ts_log_end();
+    ec_fault_reset();
+    assert_non_null(strstr(v.why, "which was created and could not be destroyed: remove it to "
+                                  "try again"));
+    assert_non_null(strstr(log, "event=pkcs11_failed operation=\"destroy the new private key "
+                                "(C_DestroyObject)\" key_label=prov-stuck "
+                                "pkcs11_error=CKR_DEVICE_ERROR"));
+    free(log);
+    prov_close(&v);
+    direct_open(&d);
+    assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, "prov-stuck", NULL), 1);
+    direct_close(&d);
+}
+
+/* Deletes any public key object under `label`; with `foreign`, writes the
+ * public key of KEY_LABEL in its place. */
+static void replace_public(const char *label, bool foreign)
+{
+    uint8_t point[67];
+    if (foreign)
+        ec_point_of(KEY_LABEL, point);
+    direct d;
+    direct_open(&d);
+    CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+    if (count_label(&d, CKO_PUBLIC_KEY, label, &h) == 1)
+        assert_int_equal(d.f->C_DestroyObject(d.s, h), CKR_OK);
+    if (foreign) {
+        CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
+        CK_KEY_TYPE type = CKK_EC;
+        CK_BBOOL yes = CK_TRUE;
+        static const uint8_t p256[] = {0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07};
+        CK_ATTRIBUTE t[] = {
+            {CKA_CLASS, &cls, sizeof cls},
+            {CKA_KEY_TYPE, &type, sizeof type},
+            {CKA_TOKEN, &yes, sizeof yes},
+            {CKA_VERIFY, &yes, sizeof yes},
+            {CKA_LABEL, (void *)label, strlen(label)},
+            {CKA_EC_PARAMS, (void *)p256, sizeof p256},
+            {CKA_EC_POINT, point, sizeof point},
+        };
+        assert_int_equal(d.f->C_CreateObject(d.s, t, sizeof t / sizeof t[0], &h), CKR_OK);
+    }
+    direct_close(&d);
+}
+
+/* A certificate (self-signed, DER, also its own CA file) for the token key
+ * `label`'s public key `pub`, at v's client_ca_file and `path`. */
+static void cert_for(prov *v, const char *label, const mbedtls_pk_context *pub, const char *path)
+{
+    ec_keystore ks;
+    ec_keystore_pkcs11_params p = gen_params(label);
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    uint8_t cert[1024];
+    size_t n = token_self_signed(&ks, pub, cert, sizeof cert);
+    ec_keystore_close(&ks);
+    write_bytes(path, cert, n);
+    write_bytes(v->cfg.tls.client_ca_file, cert, n);
+}
+
+/* show and install-cert go by the private key: a private key without its
+ * public object is the device key (show says so, as init does), and a
+ * certificate it signs for installs; a foreign public key written under the
+ * label is refused, and a certificate for it is not installed. */
+static void test_provision_trusts_the_private_key(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    static const char label[] = "prov-pub";
+    prov v;
+    prov_open(&v, label);
+    assert_int_equal(prov_init(&v), EC_OK);
+    mbedtls_pk_context own, foreign;
+    mbedtls_pk_init(&own);
+    mbedtls_pk_init(&foreign);
+    assert_int_equal(v.ks.ops->identity_public(v.ks.ctx, label, &own), EC_OK);
+    assert_int_equal(v.ks.ops->identity_public(v.ks.ctx, KEY_LABEL, &foreign), EC_OK);
+    prov_close(&v);
+    char *own_cert = ts_strf("%s/prov-own.der", dir),
+         *foreign_cert = ts_strf("%s/prov-foreign.der", dir);
+
+    /* no public object: show and init agree that the key is there */
+    replace_public(label, false);
+    prov_open(&v, label);
+    assert_true(ec_keystore_has_device_key(&v.ks));
+    assert_int_equal(prov_show(&v), EC_ERR_NOT_FOUND); /* no certificate yet */
+    if (strstr(v.out, "key: the device key label \"prov-pub\" on token \"edgecap-unit\" has no "
+                      "public key object on the token, so its public key cannot be shown (the "
+                      "private key is there; init does not replace it)\n") == NULL)
+        fail_msg("show: %s", v.out);
+    free(v.out);
+    assert_int_equal(prov_init(&v), EC_ERR_EXISTS);
+    /* a certificate the private key signs for installs, and show matches it */
+    cert_for(&v, label, &own, own_cert);
+    assert_int_equal(prov_install(&v, own_cert), EC_OK);
+    assert_int_equal(prov_show(&v), EC_OK);
+    assert_non_null(strstr(v.out, "key: label \"prov-pub\" on token \"edgecap-unit\" (ec-p256) "
+                                  "matches the certificate\n"));
+    free(v.out);
+    /* one for another key does not */
+    cert_for(&v, KEY_LABEL, &foreign, foreign_cert);
+    assert_int_equal(prov_install(&v, foreign_cert), EC_ERR_CRYPTO);
+    assert_string_equal(v.why, "the device key label \"prov-pub\" on token \"edgecap-unit\" has "
+                               "no public key object and the certificate is for another key (the "
+                               "token's key does not belong to the public key)");
+    prov_close(&v);
+
+    /* a foreign public key under the label: refused by show and install-cert */
+    replace_public(label, true);
+    prov_open(&v, label);
+    assert_int_equal(prov_show(&v), EC_ERR_CRYPTO);
+    if (strstr(v.out, "key: the public key object at label \"prov-pub\" on token "
+                      "\"edgecap-unit\" is not the device key's: the token's key does not belong "
+                      "to the public key (the private key decides; delete the foreign public key "
+                      "object)\n") == NULL)
+        fail_msg("show: %s", v.out);
+    free(v.out);
+    assert_int_equal(prov_install(&v, foreign_cert), EC_ERR_CRYPTO);
+    assert_non_null(strstr(v.why, "is not the device key's"));
+    prov_close(&v);
+    free(own_cert);
+    free(foreign_cert);
+    mbedtls_pk_free(&own);
+    mbedtls_pk_free(&foreign);
 }
 
 /* DER INTEGERs are signed: a half with its top bit set gets a 0x00 in front,
@@ -859,8 +1395,14 @@ int main(void)
         cmocka_unit_test(test_generate_identity_on_token),
         cmocka_unit_test(test_generate_identity_refusals),
         cmocka_unit_test(test_generate_identity_checks_the_new_key),
+        cmocka_unit_test(test_generate_identity_without_allowed_mechanisms),
+        cmocka_unit_test(test_generate_identity_race_keeps_theirs),
+        cmocka_unit_test(test_generate_identity_concurrent_inits_leave_one),
         cmocka_unit_test(test_generate_identity_rsa_on_token),
         cmocka_unit_test(test_sig_to_der),
+        cmocka_unit_test(test_provision_init_needs_key_label),
+        cmocka_unit_test(test_provision_init_discards_uncertified_key),
+        cmocka_unit_test(test_provision_trusts_the_private_key),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
