@@ -1,7 +1,8 @@
 #!/bin/bash
 # Everything CI runs (`make test`): lint, the host build's tests, the same under
-# valgrind, an ASan+UBSan build's tests, and the aarch64 and armhf builds'
-# tests under qemu-user. Ends with one line "total: N passed, M failed" and
+# valgrind, an ASan+UBSan build's tests, the aarch64 and armhf builds' tests
+# under qemu-user, and the appliance tests (flashing, the field image under
+# qemu-system-aarch64). Ends with one line "total: N passed, M failed" and
 # exits non-zero when anything failed, including a build.
 #
 #   tests/run-all.sh [--san-only]     (--san-only: `make SAN=1 test`)
@@ -49,24 +50,39 @@ run_config() { # $1 label, $2 results dir, rest: make args
     add_summary "$dir" || { total_failed=$((total_failed + 1)); broken+=("$label: no results"); }
 }
 
-# Two configurations side by side (built first, one after the other): much
-# of a system test is waiting (peers starting, audio paced in real time), so
-# two share the machine's cores well. Each one's output is shown whole once
-# both have finished. Every test picks its own free ports and scratch dirs.
-run_pair() { # label1 dir1 "args1" label2 dir2 "args2"
-    local labels=("$1" "$4") dirs=("$2" "$5") args=("$3" "$6") pids=() logs=() i
-    for i in 0 1; do
+# Configurations two at a time (every one built first, one after the other):
+# much of a system test is waiting (peers starting, audio paced in real time),
+# so two share the machine's cores well. A queue, longest first, rather than
+# fixed pairs: when one finishes the next starts, no core waits for the
+# slower of a pair. Each one's output is shown whole when it has finished.
+# Every test picks its own free ports and scratch dirs.
+run_queue() { # label dir "args" [label dir "args"]...
+    local labels=() dirs=() args=() logs=() i next=0 running=0 done_pid
+    local -A index_of
+    while [ $# -ge 3 ]; do
+        labels+=("$1") dirs+=("$2") args+=("$3")
+        shift 3
+    done
+    for i in "${!labels[@]}"; do
         rm -f "${dirs[$i]}/summary"
         logs[$i]=$(mktemp)
         # shellcheck disable=SC2086 # the make arguments are words
-        if build_config "${labels[$i]}" ${args[$i]}; then
-            $MAKE -s ${args[$i]} check >"${logs[$i]}" 2>&1 &
-            pids[$i]=$!
-        fi
+        build_config "${labels[$i]}" ${args[$i]} || args[$i]=""
     done
-    for i in 0 1; do
-        [ -n "${pids[$i]:-}" ] || continue
-        wait "${pids[$i]}"
+    while [ "$next" -lt "${#labels[@]}" ] || [ "$running" -gt 0 ]; do
+        while [ "$running" -lt 2 ] && [ "$next" -lt "${#labels[@]}" ]; do
+            if [ -n "${args[$next]}" ]; then
+                # shellcheck disable=SC2086
+                $MAKE -s ${args[$next]} check >"${logs[$next]}" 2>&1 &
+                index_of[$!]=$next
+                running=$((running + 1))
+            fi
+            next=$((next + 1))
+        done
+        [ "$running" -gt 0 ] || break
+        wait -n -p done_pid
+        running=$((running - 1))
+        i=${index_of[$done_pid]}
         cat "${logs[$i]}"
         add_summary "${dirs[$i]}" ||
             { total_failed=$((total_failed + 1)); broken+=("${labels[$i]}: no results"); }
@@ -85,15 +101,17 @@ else
         total_failed=$((total_failed + 1))
         broken+=("lint")
     fi
-    # The native run waits on its peers; the appliance tests (flashing, the
-    # field image under qemu-system-aarch64) use the CPU meanwhile.
-    run_pair "x86_64" build/x86_64/results "ARCH=x86_64 SYSTEM_SKIP=flash,image" \
+    # Longest first (as measured in CI: valgrind, then qemu-aarch64); the
+    # native run last, beside the appliance tests (flashing, the field image
+    # under qemu-system-aarch64), which use the CPU while it waits on peers.
+    run_queue \
+        "x86_64 valgrind" build/x86_64/results-valgrind "ARCH=x86_64 CHECK_FLAGS=--valgrind" \
+        "aarch64 (qemu)" build/aarch64/results "ARCH=aarch64" \
+        "x86_64 ASan+UBSan" build/x86_64-san/results "ARCH=x86_64 SAN=1" \
+        "armhf (qemu)" build/armhf/results "ARCH=armhf" \
+        "x86_64" build/x86_64/results "ARCH=x86_64 SYSTEM_SKIP=flash,image" \
         "x86_64 appliance (flash, field image)" build/x86_64/results-system \
         "ARCH=x86_64 UNIT=0 RESULTS_NAME=system SYSTEM_ONLY=flash,image"
-    run_pair "x86_64 valgrind" build/x86_64/results-valgrind "ARCH=x86_64 CHECK_FLAGS=--valgrind" \
-        "x86_64 ASan+UBSan" build/x86_64-san/results "ARCH=x86_64 SAN=1"
-    run_pair "aarch64 (qemu)" build/aarch64/results "ARCH=aarch64" \
-        "armhf (qemu)" build/armhf/results "ARCH=armhf"
 fi
 
 for b in "${broken[@]}"; do
