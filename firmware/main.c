@@ -30,6 +30,7 @@
 #include "edgecap/capture.h"
 #include "edgecap/consent.h"
 #include "edgecap/config.h"
+#include "edgecap/file.h"
 #include "edgecap/json.h"
 #include "edgecap/keystore.h"
 #include "edgecap/log.h"
@@ -124,9 +125,12 @@ static const command commands[] = {
      "quarantine/ and the exit status is 65 (EX_DATAERR)."},
     {"wipe", cmd_wipe, "wipe --config FILE --all",
      "Decommissioning: crypto-shred every spooled segment, .part, quarantined file,\n"
-     "sealed transcript and the Speech job state, then destroy the key store's KEK,\n"
-     "and print what was destroyed. Refuses without --all and while edgecap runs on\n"
-     "the spool. The audit log is kept (it holds no secrets); the wipe is audited first."},
+     "sealed transcript and the Speech job state, then destroy the key store's KEK\n"
+     "and the device's TLS private key ([tls] client_key: overwritten and removed),\n"
+     "and print what was destroyed. The certificate (public) is kept, and so is the\n"
+     "audit log (it holds no secrets); the wipe is audited first. Refuses without\n"
+     "--all and while edgecap runs on the spool. Exits 74 (EX_IOERR) when anything\n"
+     "could not be destroyed, after destroying everything else it could."},
     {"check-config", cmd_check_config, "check-config FILE",
      "Validate the provisioning file FILE and print its values, secrets as ***.\n"
      "Exits 0 when valid, 78 (EX_CONFIG) with FILE:LINE, the key and what was\n"
@@ -1852,6 +1856,56 @@ static void print_shredded(const char *what, const char *dir, const ec_retention
            r->by_kind[EC_ITEM_QUARANTINED], r->bytes, r->failed > 0 ? ", some failed" : "");
 }
 
+/* The Speech job state and the NAME.tmp a stopped write left (both can name
+ * the device's audio blobs): shredded and reported; false when one stays. */
+static bool wipe_job_state(const ec_config *cfg, ec_spool *spool, uint64_t *total)
+{
+    static const char *const names[] = {EC_BATCH_STATE_FILE, EC_BATCH_STATE_FILE ".tmp"};
+    bool ok = true;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        uint64_t bytes = 0;
+        ec_status st = ec_spool_shred_file(spool, names[i], &bytes);
+        *total += bytes;
+        if (st == EC_OK) {
+            printf("speech job state %s/%s: overwritten and removed (%" PRIu64 " bytes)\n",
+                   cfg->spool.dir, names[i], bytes);
+        } else if (st != EC_ERR_NOT_FOUND) {
+            fprintf(stderr, "edgecap wipe: cannot remove the speech job state %s/%s: %s (%s)\n",
+                    cfg->spool.dir, names[i], ec_strerror(st), strerror(errno));
+            ok = false;
+        }
+    }
+    return ok;
+}
+
+/* The device's TLS private key ([tls] client_key; the certificate is public
+ * and stays): overwritten, removed, reported and audited; false when it
+ * could not be destroyed. */
+static bool wipe_device_key(const ec_config *cfg, ec_audit *audit)
+{
+    const char *key = cfg->tls.client_key;
+    if (key[0] == '\0')
+        return true;
+    uint64_t bytes = 0;
+    ec_status st = ec_file_shred(key, &bytes);
+    int err = errno;
+    const char *result = st == EC_OK ? "destroyed" : st == EC_ERR_NOT_FOUND ? "absent" : "failed";
+    ec_audit(audit, "wipe_device_key", EC_LOG_STR("path", key), EC_LOG_STR("result", result),
+             EC_LOG_UINT("bytes", bytes));
+    if (st == EC_OK)
+        printf("destroyed: device key %s (overwritten and removed, %" PRIu64 " bytes)\n", key,
+               bytes);
+    else if (st == EC_ERR_NOT_FOUND)
+        printf("device key: none at %s (already destroyed?)\n", key);
+    else
+        fprintf(stderr, "edgecap wipe: cannot destroy the device key %s: %s (%s)\n", key,
+                ec_strerror(st), strerror(err));
+    if (cfg->tls.client_cert[0] != '\0')
+        printf("kept: certificate %s (public, names the device but cannot act as it)\n",
+               cfg->tls.client_cert);
+    return st == EC_OK || st == EC_ERR_NOT_FOUND;
+}
+
 static int cmd_wipe(int argc, char **argv)
 {
     const command *c = find_command("wipe");
@@ -1948,11 +2002,7 @@ static int cmd_wipe(int argc, char **argv)
         print_shredded("transcripts", tdir, &rt);
     }
     uint64_t jobs_bytes = 0;
-    st = ec_spool_shred_file(spool, EC_BATCH_STATE_FILE, &jobs_bytes);
-    bool failed = rs.failed > 0 || rt.failed > 0 || (st != EC_OK && st != EC_ERR_NOT_FOUND);
-    if (st == EC_OK)
-        printf("speech job state %s/%s: overwritten and removed (%" PRIu64 " bytes)\n",
-               cfg.spool.dir, EC_BATCH_STATE_FILE, jobs_bytes);
+    bool failed = rs.failed > 0 || rt.failed > 0 || !wipe_job_state(&cfg, spool, &jobs_bytes);
     if (!have_kek) {
         printf("KEK: none in %s (already destroyed?)\n", cfg.device.keystore_dir);
     } else if (ks.ops->destroy == NULL) {
@@ -1966,6 +2016,8 @@ static int cmd_wipe(int argc, char **argv)
         printf("KEK %s destroyed (%s/kek overwritten and removed)\n", kek_hex,
                cfg.device.keystore_dir);
     }
+    if (!wipe_device_key(&cfg, audit))
+        failed = true;
     ec_audit(audit, "wipe_finished", EC_LOG_UINT("shredded", rs.shredded + rt.shredded),
              EC_LOG_UINT("bytes", rs.bytes + rt.bytes), EC_LOG_UINT("jobs_state_bytes", jobs_bytes),
              EC_LOG_STR("kek_id", have_kek ? kek_hex : "none"), EC_LOG_BOOL("complete", !failed));
