@@ -12,14 +12,17 @@
 # token signing the TLS handshake, and the token's ES256 client assertion
 # verifies with PyJWT. A second init is refused with the token unchanged. A
 # wrong PIN, a missing module, token or key, a certificate that is not the
-# token key's, are clear errors that never show the PIN.
+# token key's, are clear errors that never show the PIN. `wipe --all`
+# destroys the device key pair and the KEK on the token (C_DestroyObject;
+# pkcs11-tool then lists no object under either label) and mints no KEK
+# when run again.
 #
 # The module is a native shared object: under qemu-user (board builds) the
 # binary cannot load it, so everything is skipped there; under valgrind only
 # the token checks run, not the peers.
 . "$(dirname "$0")/lib/tap.sh"
 
-plan 22
+plan 23
 
 TOOL=${TOOL:-$BUILD/results/tool-run}
 
@@ -493,5 +496,44 @@ want_rc 78
 want_err_re "event=delivery_unavailable .*the token's device key is RSA: a client assertion signed on the token needs an EC P-256 key \(ES256\)"
 verdict "upload-once with the token's RSA 3072 key (made by provision init): nginx verified its certificate; assertions refused" \
     "$ERR" "$OUT"
+
+# ---- 23: wipe --all destroys the device key and the KEK on the token ---------------
+# A token of its own, so the checks above keep theirs.
+REASONS=()
+softhsm2-util --init-token --free --label edgecap-wipe --pin "$PIN" --so-pin "$SO_PIN" \
+    >>"$T/init.log" 2>&1 || fail_because "softhsm2-util --init-token edgecap-wipe failed"
+CW=$T/wipe.conf
+pkcs11_config "$CW" "$T/spool-wipe" "key_label = wipe-device"
+sed -i -e "s|^token_label = .*|token_label = edgecap-wipe|" -e '/^client_key = /d' \
+    -e "s|^client_cert = .*|client_cert = $T/wipe.pem|" "$CW"
+ec provision init --config "$CW" --csr "$T/wipe.csr"
+want_rc 0
+(umask 077 && mkdir -p "$T/spool-wipe")
+printf '{"pending":["edgecap/p11-0001/x.ogg"]}' >"$T/spool-wipe/speech-jobs.json"
+wp11() { pkcs11-tool --module "$MODULE" --token-label edgecap-wipe --login --pin "$PIN" --list-objects; }
+wp11 >"$T/wipe-before" 2>&1
+want_fixed "$T/wipe-before" 'label:      wipe-device'
+want_fixed "$T/wipe-before" 'label:      edgecap-kek'
+ec wipe --config "$CW" --all
+want_rc 0
+want_out_re '^KEK [0-9a-f]{32} destroyed \(object edgecap-kek on token edgecap-wipe\)$'
+want_out_re '^destroyed: device key wipe-device on token edgecap-wipe \(private and public key objects\)$'
+want_no_re "$OUT" '^kept: certificate' # none was installed
+want_out_re "^speech job state $T/spool-wipe/speech-jobs.json: overwritten and removed \(38 bytes\)$"
+want_re "$T/audit.log" '"event":"wipe_device_key","key":"wipe-device on token edgecap-wipe","result":"destroyed"'
+want_re "$T/audit.log" '"event":"wipe_finished",.*"complete":true'
+wp11 >"$T/wipe-after" 2>&1
+grep -qE 'label: +(wipe-device|edgecap-kek)$' "$T/wipe-after" &&
+    fail_because "an object under wipe-device or edgecap-kek is left on the token"
+[ -e "$T/spool-wipe/speech-jobs.json" ] && fail_because "the speech job state is left"
+ec wipe --config "$CW" --all
+want_rc 0
+want_out_re '^KEK: none in token edgecap-wipe \(already destroyed\?\)$'
+want_out_re '^device key: none under wipe-device on token edgecap-wipe \(already destroyed\?\)$'
+wp11 >"$T/wipe-again" 2>&1
+grep -qE 'label: +edgecap-kek$' "$T/wipe-again" && fail_because "a second wipe minted a KEK"
+want_no_secret "$PIN" "$OUT" "$ERR" "$T/audit.log"
+verdict "wipe --all: the device key pair and the KEK destroyed on the token (pkcs11-tool lists neither), job state shredded, said and audited; a second wipe mints no KEK" \
+    "$OUT" "$ERR" "$T/wipe-after"
 
 finish

@@ -229,7 +229,7 @@ w_end=$(line_of "$T/audit.log" '"event":"wipe_finished"')
 [ -n "$w_start" ] && [ -n "$w_first" ] && [ -n "$w_end" ] && [ "$w_start" -lt "$w_first" ] &&
     [ "$w_first" -lt "$w_end" ] || fail_because "wipe audit lines missing or out of order"
 want_re "$T/audit.log" "\"event\":\"wipe_started\",\"device\":\"ret-0001\",\"spool\":\"$T/spool\".*\"kek_id\":\"[0-9a-f]{32}\""
-want_re "$T/audit.log" "\"event\":\"wipe_device_key\",\"path\":\"$T/dev/client.key\",\"result\":\"destroyed\",\"bytes\":[1-9]"
+want_re "$T/audit.log" "\"event\":\"wipe_device_key\",\"key\":\"$T/dev/client.key\",\"result\":\"destroyed\",\"bytes\":[1-9]"
 want_re "$T/audit.log" '"event":"wipe_finished","shredded":[0-9]+,.*"complete":true'
 if full_run; then
     ec audit verify "$T/audit.log"
@@ -269,7 +269,7 @@ want_out_re "^KEK [0-9a-f]{32} destroyed \($T/keys/kek overwritten and removed\)
 want_out_re "^speech job state $T/spool/speech-jobs.json: overwritten and removed \(2 bytes\)$"
 [ -e "$T/keys/kek" ] && fail_because "the KEK survived the failed key"
 [ -e "$T/spool/speech-jobs.json" ] && fail_because "the job state survived the failed key"
-want_re "$T/audit.log" "\"event\":\"wipe_device_key\",\"path\":\"$T/rokey/client.key\",\"result\":\"failed\""
+want_re "$T/audit.log" "\"event\":\"wipe_device_key\",\"key\":\"$T/rokey/client.key\",\"result\":\"failed\""
 [ "$(tail -n 1 "$T/audit.log" | grep -c '"event":"wipe_finished".*"complete":false')" = 1 ] ||
     fail_because "the last audit line is not an incomplete wipe_finished"
 verdict "wipe with the device key on a read-only location: says so, exit 74, destroys the rest" \
