@@ -251,6 +251,7 @@ REASONS=()
 (umask 077 && mkdir -p "$T/rokey" && cp "$CLIENT_KEY" "$T/rokey/client.key")
 head -c 32 /dev/urandom >"$T/keys/kek" && chmod 600 "$T/keys/kek"
 printf '{}' >"$T/spool/speech-jobs.json"
+mkdir "$T/spool/speech-jobs.json.tmp" # not a file: cannot be removed either
 (umask 077 && sed "s|^client_key = .*|client_key = $T/rokey/client.key|" "$T/wipe.conf" >"$T/ro.conf")
 RO=() why=""
 if [ "$(id -u)" != 0 ]; then
@@ -271,6 +272,7 @@ if [ -n "$why" ]; then
     want_err_fixed "edgecap wipe: incomplete: see the log above"
     want_out_re "^KEK [0-9a-f]{32} destroyed \($T/keys/kek overwritten and removed\)$"
     want_out_re "^speech job state $T/spool/speech-jobs.json: overwritten and removed \(2 bytes\)$"
+    want_err_fixed "edgecap wipe: cannot remove the speech job state $T/spool/speech-jobs.json.tmp: input/output error (Is a directory)"
     [ ${#RO[@]} -eq 0 ] || cmp -s "$CLIENT_KEY" "$T/rokey/client.key" ||
         fail_because "the key on the read-only mount changed"
     [ -e "$T/keys/kek" ] && fail_because "the KEK survived the failed key"
@@ -278,7 +280,7 @@ if [ -n "$why" ]; then
     want_re "$T/audit.log" "\"event\":\"wipe_device_key\",\"key\":\"$T/rokey/client.key\",\"result\":\"failed\""
     [ "$(tail -n 1 "$T/audit.log" | grep -c '"event":"wipe_finished".*"complete":false')" = 1 ] ||
         fail_because "the last audit line is not an incomplete wipe_finished"
-    verdict "wipe with the device key on a read-only location: says so ($why), exit 74, destroys the rest" \
+    verdict "wipe with the device key on a read-only location and a job state .tmp it cannot remove: says so ($why), exit 74, destroys the rest" \
         "$OUT" "$ERR"
 else
     skip "wipe with the device key on a read-only location" \
