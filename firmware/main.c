@@ -1890,13 +1890,32 @@ static bool wipe_job_state(const ec_config *cfg, ec_spool *spool, uint64_t *tota
 /* The device's TLS private key ([tls] client_key; the certificate is public
  * and stays): overwritten, removed, reported and audited; false when it
  * could not be destroyed. */
+/* The key file: when `key` is a symlink, the file it names is shredded (the
+ * key's bytes are there), then the link removed; `where` says which. */
+static ec_status shred_key_file(const char *key, char *where, size_t where_len, uint64_t *bytes)
+{
+    char real[PATH_MAX];
+    snprintf(where, where_len, "%s", key);
+    if (realpath(key, real) == NULL)
+        return errno == ENOENT ? EC_ERR_NOT_FOUND : EC_ERR_IO;
+    bool linked = strcmp(real, key) != 0;
+    if (linked)
+        snprintf(where, where_len, "%s -> %s", key, real);
+    ec_status st = ec_file_shred(real, bytes);
+    if (st == EC_OK && linked && unlink(key) != 0 && errno != ENOENT)
+        st = EC_ERR_IO;
+    if (st == EC_OK && linked)
+        st = ec_file_fsync_parent(key);
+    return st;
+}
+
 static bool wipe_device_key(const ec_config *cfg, const ec_keystore *ks, ec_audit *audit)
 {
     bool token = cfg->device.keystore == EC_KEYSTORE_PKCS11;
     const char *key = token ? cfg->pkcs11.key_label : cfg->tls.client_key;
     if (key[0] == '\0')
         return true;
-    char where[EC_CFG_PATH_MAX + 200];
+    char where[EC_CFG_PATH_MAX + PATH_MAX + 200];
     uint64_t bytes = 0;
     ec_status st;
     int err = 0;
@@ -1905,8 +1924,7 @@ static bool wipe_device_key(const ec_config *cfg, const ec_keystore *ks, ec_audi
         st = ks->ops->destroy_identity != NULL ? ks->ops->destroy_identity(ks->ctx, key)
                                                : EC_ERR_UNSUPPORTED;
     } else {
-        snprintf(where, sizeof where, "%s", key);
-        st = ec_file_shred(key, &bytes);
+        st = shred_key_file(key, where, sizeof where, &bytes);
         err = errno;
     }
     const char *result = st == EC_OK ? "destroyed" : st == EC_ERR_NOT_FOUND ? "absent" : "failed";

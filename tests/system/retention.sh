@@ -179,10 +179,13 @@ done
 cp "$T/spool/${LEFT[0]}.seg" "$T/spool/quarantine/${LEFT[0]}.seg.1"
 printf '{"pending":["edgecap/ret-0001/x.ogg"]}' >"$T/spool/speech-jobs.json"
 printf '{"pending":["edgecap/ret-0001/y.ogg"]' >"$T/spool/speech-jobs.json.tmp"
-# the device's own key (a copy: the peers' client key is shared), and a hard
-# link to it that plays flash keeping old blocks
-(umask 077 && mkdir -p "$T/dev" && cp "$CLIENT_KEY" "$T/dev/client.key")
-ln "$T/dev/client.key" "$T/flash/client.key"
+# the device's own key (a copy: the peers' client key is shared) behind a
+# symlink, as /etc often has it, and a hard link to it that plays flash
+# keeping old blocks
+(umask 077 && mkdir -p "$T/dev/store" && cp "$CLIENT_KEY" "$T/dev/store/client.key")
+ln -s store/client.key "$T/dev/client.key"
+ln "$T/dev/store/client.key" "$T/flash/client.key"
+REAL_KEY=$(realpath "$T/dev/store/client.key")
 # a sealed transcript spool (the same format and KEK) beside it
 (umask 077 && mkdir -p "$T/transcripts")
 cp "$T/spool/${LEFT[0]}.seg" "$T/transcripts/"
@@ -196,7 +199,7 @@ want_out_re "^spool $T/spool: ${#LEFT[@]} sealed, 0 part, 2 quarantined crypto-s
 want_out_re "^speech job state $T/spool/speech-jobs.json: overwritten and removed \(38 bytes\)$"
 want_out_re "^speech job state $T/spool/speech-jobs.json.tmp: overwritten and removed \(37 bytes\)$"
 want_out_re "^KEK [0-9a-f]{32} destroyed \($T/keys/kek overwritten and removed\)$"
-want_out_re "^destroyed: device key $T/dev/client.key \(overwritten and removed, $(stat -c %s "$T/flash/client.key") bytes\)$"
+want_out_re "^destroyed: device key $T/dev/client.key -> $REAL_KEY \(overwritten and removed, $(stat -c %s "$T/flash/client.key") bytes\)$"
 want_out_re "^kept: certificate $CLIENT_CERT \(public, names the device but cannot act as it\)$"
 [ "${#LEFT[@]}" -ge 1 ] || fail_because "no segment to wipe"
 verdict "wipe --all: says what it destroyed (segments, quarantined files, transcripts, job state and its .tmp, KEK id, device key) and what it kept"
@@ -206,7 +209,8 @@ verdict "wipe --all: says what it destroyed (segments, quarantined files, transc
 REASONS=()
 [ -e "$T/keys/kek" ] && fail_because "$T/keys/kek still exists"
 ls "$T"/keys/.kek* >/dev/null 2>&1 && fail_because "a temporary KEK file is left"
-[ -e "$T/dev/client.key" ] && fail_because "the device key $T/dev/client.key still exists"
+[ -e "$T/dev/store/client.key" ] && fail_because "the device key $T/dev/store/client.key still exists"
+[ -L "$T/dev/client.key" ] && fail_because "the symlink $T/dev/client.key is left"
 [ -s "$T/flash/client.key" ] && [ -z "$(tr -d '\0' <"$T/flash/client.key")" ] ||
     fail_because "the device key's bytes survive in a hard link"
 ls "$T"/spool/speech-jobs.json* >/dev/null 2>&1 && fail_because "speech job state is left"
@@ -229,7 +233,7 @@ w_end=$(line_of "$T/audit.log" '"event":"wipe_finished"')
 [ -n "$w_start" ] && [ -n "$w_first" ] && [ -n "$w_end" ] && [ "$w_start" -lt "$w_first" ] &&
     [ "$w_first" -lt "$w_end" ] || fail_because "wipe audit lines missing or out of order"
 want_re "$T/audit.log" "\"event\":\"wipe_started\",\"device\":\"ret-0001\",\"spool\":\"$T/spool\".*\"kek_id\":\"[0-9a-f]{32}\""
-want_re "$T/audit.log" "\"event\":\"wipe_device_key\",\"key\":\"$T/dev/client.key\",\"result\":\"destroyed\",\"bytes\":[1-9]"
+want_re "$T/audit.log" "\"event\":\"wipe_device_key\",\"key\":\"$T/dev/client.key -> $REAL_KEY\",\"result\":\"destroyed\",\"bytes\":[1-9]"
 want_re "$T/audit.log" '"event":"wipe_finished","shredded":[0-9]+,.*"complete":true'
 if full_run; then
     ec audit verify "$T/audit.log"
