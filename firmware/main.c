@@ -30,6 +30,7 @@
 #include "edgecap/capture.h"
 #include "edgecap/consent.h"
 #include "edgecap/config.h"
+#include "edgecap/file.h"
 #include "edgecap/json.h"
 #include "edgecap/keystore.h"
 #include "edgecap/log.h"
@@ -124,9 +125,14 @@ static const command commands[] = {
      "quarantine/ and the exit status is 65 (EX_DATAERR)."},
     {"wipe", cmd_wipe, "wipe --config FILE --all",
      "Decommissioning: crypto-shred every spooled segment, .part, quarantined file,\n"
-     "sealed transcript and the Speech job state, then destroy the key store's KEK,\n"
-     "and print what was destroyed. Refuses without --all and while edgecap runs on\n"
-     "the spool. The audit log is kept (it holds no secrets); the wipe is audited first."},
+     "sealed transcript and the Speech job state, then destroy the key store's KEK\n"
+     "and the device's TLS private key ([tls] client_key: overwritten and removed;\n"
+     "keystore = pkcs11: the KEK and the key pair under [pkcs11] key_label are\n"
+     "destroyed on the token), and print what was destroyed. The certificate\n"
+     "(public) is kept, and so is the audit log (it holds no secrets); the wipe is\n"
+     "audited first. Refuses without --all and while edgecap runs on the spool.\n"
+     "Exits 74 (EX_IOERR) when anything could not be destroyed, after destroying\n"
+     "everything else it could."},
     {"check-config", cmd_check_config, "check-config FILE",
      "Validate the provisioning file FILE and print its values, secrets as ***.\n"
      "Exits 0 when valid, 78 (EX_CONFIG) with FILE:LINE, the key and what was\n"
@@ -302,21 +308,28 @@ static int start_secure(const ec_config *cfg)
 
 /* The token key store of [pkcs11]; EX_OK or the exit code (the reason is
  * logged by the backend; the PIN never is). `key_optional`: the device key
- * need not exist yet (provision). */
-static int open_pkcs11(const ec_config *cfg, ec_keystore *ks, bool key_optional)
+ * need not exist yet (provision). `kek_existing`: never create the KEK (wipe). */
+static int open_pkcs11_ex(const ec_config *cfg, ec_keystore *ks, bool key_optional,
+                          bool kek_existing)
 {
     ec_keystore_pkcs11_params p = {.module = cfg->pkcs11.module,
                                    .token_label = cfg->pkcs11.token_label,
                                    .pin = cfg->pkcs11.pin,
                                    .kek_label = cfg->pkcs11.kek_label,
                                    .key_label = cfg->pkcs11.key_label,
-                                   .key_optional = key_optional};
+                                   .key_optional = key_optional,
+                                   .kek_existing = kek_existing};
     ec_status st = ec_keystore_pkcs11_open(ks, &p);
     if (st == EC_OK)
         return EX_OK;
     fprintf(stderr, "edgecap: cannot open the PKCS#11 key store (token \"%s\" through %s): %s\n",
             cfg->pkcs11.token_label, cfg->pkcs11.module, ec_strerror(st));
     return st == EC_ERR_AUTH ? EX_NOPERM : st == EC_ERR_NOT_FOUND ? EX_UNAVAILABLE : EX_IOERR;
+}
+
+static int open_pkcs11(const ec_config *cfg, ec_keystore *ks, bool key_optional)
+{
+    return open_pkcs11_ex(cfg, ks, key_optional, false);
 }
 
 /* The key store a config names; EX_OK or the exit code (reason printed). */
@@ -1852,6 +1865,90 @@ static void print_shredded(const char *what, const char *dir, const ec_retention
            r->by_kind[EC_ITEM_QUARANTINED], r->bytes, r->failed > 0 ? ", some failed" : "");
 }
 
+/* The Speech job state and the NAME.tmp a stopped write left (both can name
+ * the device's audio blobs): shredded and reported; false when one stays. */
+static bool wipe_job_state(const ec_config *cfg, ec_spool *spool, uint64_t *total)
+{
+    static const char *const names[] = {EC_BATCH_STATE_FILE, EC_BATCH_STATE_FILE ".tmp"};
+    bool ok = true;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        uint64_t bytes = 0;
+        ec_status st = ec_spool_shred_file(spool, names[i], &bytes);
+        *total += bytes;
+        if (st == EC_OK) {
+            printf("speech job state %s/%s: overwritten and removed (%" PRIu64 " bytes)\n",
+                   cfg->spool.dir, names[i], bytes);
+        } else if (st != EC_ERR_NOT_FOUND) {
+            fprintf(stderr, "edgecap wipe: cannot remove the speech job state %s/%s: %s (%s)\n",
+                    cfg->spool.dir, names[i], ec_strerror(st), strerror(errno));
+            ok = false;
+        }
+    }
+    return ok;
+}
+
+/* The device's TLS private key ([tls] client_key; the certificate is public
+ * and stays): overwritten, removed, reported and audited; false when it
+ * could not be destroyed. */
+/* The key file: when `key` is a symlink, the file it names is shredded (the
+ * key's bytes are there), then the link removed; `where` says which. */
+static ec_status shred_key_file(const char *key, char *where, size_t where_len, uint64_t *bytes)
+{
+    char real[PATH_MAX];
+    snprintf(where, where_len, "%s", key);
+    if (realpath(key, real) == NULL)
+        return errno == ENOENT ? EC_ERR_NOT_FOUND : EC_ERR_IO;
+    bool linked = strcmp(real, key) != 0;
+    if (linked)
+        snprintf(where, where_len, "%s -> %s", key, real);
+    ec_status st = ec_file_shred(real, bytes);
+    if (st == EC_OK && linked && unlink(key) != 0 && errno != ENOENT)
+        st = EC_ERR_IO;
+    if (st == EC_OK && linked)
+        st = ec_file_fsync_parent(key);
+    return st;
+}
+
+static bool wipe_device_key(const ec_config *cfg, const ec_keystore *ks, ec_audit *audit)
+{
+    bool token = cfg->device.keystore == EC_KEYSTORE_PKCS11;
+    const char *key = token ? cfg->pkcs11.key_label : cfg->tls.client_key;
+    if (key[0] == '\0')
+        return true;
+    char where[EC_CFG_PATH_MAX + PATH_MAX + 200];
+    uint64_t bytes = 0;
+    ec_status st;
+    int err = 0;
+    if (token) {
+        snprintf(where, sizeof where, "%s on token %s", key, cfg->pkcs11.token_label);
+        st = ks->ops->destroy_identity != NULL ? ks->ops->destroy_identity(ks->ctx, key)
+                                               : EC_ERR_UNSUPPORTED;
+    } else {
+        st = shred_key_file(key, where, sizeof where, &bytes);
+        err = errno;
+    }
+    const char *result = st == EC_OK ? "destroyed" : st == EC_ERR_NOT_FOUND ? "absent" : "failed";
+    ec_audit(audit, "wipe_device_key", EC_LOG_STR("key", where), EC_LOG_STR("result", result),
+             EC_LOG_UINT("bytes", bytes));
+    if (st == EC_OK && token)
+        printf("destroyed: device key %s (private and public key objects)\n", where);
+    else if (st == EC_OK)
+        printf("destroyed: device key %s (overwritten and removed, %" PRIu64 " bytes)\n", where,
+               bytes);
+    else if (st == EC_ERR_NOT_FOUND)
+        printf("device key: none %s %s (already destroyed?)\n", token ? "under" : "at", where);
+    else if (token)
+        fprintf(stderr, "edgecap wipe: cannot destroy the device key %s: %s\n", where,
+                ec_strerror(st));
+    else
+        fprintf(stderr, "edgecap wipe: cannot destroy the device key %s: %s (%s)\n", where,
+                ec_strerror(st), strerror(err));
+    if (cfg->tls.client_cert[0] != '\0' && access(cfg->tls.client_cert, F_OK) == 0)
+        printf("kept: certificate %s (public, names the device but cannot act as it)\n",
+               cfg->tls.client_cert);
+    return st == EC_OK || st == EC_ERR_NOT_FOUND;
+}
+
 static int cmd_wipe(int argc, char **argv)
 {
     const command *c = find_command("wipe");
@@ -1901,13 +1998,16 @@ static int cmd_wipe(int argc, char **argv)
         return rc;
     if ((rc = start_secure(&cfg)) != EX_OK)
         goto out;
-    if (cfg.device.keystore != EC_KEYSTORE_FILE) {
-        fprintf(stderr, "edgecap: [device] keystore = pkcs11 is not available in this build\n");
-        rc = EX_UNAVAILABLE;
-        goto out;
-    }
+    bool token = cfg.device.keystore == EC_KEYSTORE_PKCS11;
+    char ks_name[EC_CFG_PATH_MAX + 200];
+    snprintf(ks_name, sizeof ks_name, token ? "token %s" : "%s",
+             token ? cfg.pkcs11.token_label : cfg.device.keystore_dir);
     /* never mint a KEK only to destroy it */
-    ec_status st = ec_keystore_file_open_existing(&ks, cfg.device.keystore_dir);
+    ec_status st = EC_OK;
+    if (token && (rc = open_pkcs11_ex(&cfg, &ks, true, true)) != EX_OK)
+        goto out;
+    if (!token)
+        st = ec_keystore_file_open_existing(&ks, cfg.device.keystore_dir);
     have_kek = st == EC_OK;
     if (st == EC_ERR_NOT_FOUND) {
         ks.ops = &absent_ops;
@@ -1929,11 +2029,13 @@ static int cmd_wipe(int argc, char **argv)
     char kek_hex[2 * EC_KEK_ID_BYTES + 1];
     ks.ops->kek_id(ks.ctx, id);
     ec_hex_encode(id, sizeof id, kek_hex);
+    if (token) /* a token without the KEK opens with an all-zero id */
+        have_kek = strspn(kek_hex, "0") != strlen(kek_hex);
     /* the record comes first: if it cannot be written, nothing is destroyed */
     if ((st = open_audit(&cfg, &audit)) != EC_OK ||
         (st = ec_audit(audit, "wipe_started", EC_LOG_STR("device", cfg.device.id),
                        EC_LOG_STR("spool", cfg.spool.dir), EC_LOG_STR("transcripts", tdir),
-                       EC_LOG_STR("keystore", cfg.device.keystore_dir),
+                       EC_LOG_STR("keystore", ks_name),
                        EC_LOG_STR("kek_id", have_kek ? kek_hex : "none"))) != EC_OK) {
         fprintf(stderr, "edgecap wipe: cannot write the audit log %s: %s; nothing was destroyed\n",
                 cfg.logging.audit_file, ec_strerror(st));
@@ -1948,24 +2050,23 @@ static int cmd_wipe(int argc, char **argv)
         print_shredded("transcripts", tdir, &rt);
     }
     uint64_t jobs_bytes = 0;
-    st = ec_spool_shred_file(spool, EC_BATCH_STATE_FILE, &jobs_bytes);
-    bool failed = rs.failed > 0 || rt.failed > 0 || (st != EC_OK && st != EC_ERR_NOT_FOUND);
-    if (st == EC_OK)
-        printf("speech job state %s/%s: overwritten and removed (%" PRIu64 " bytes)\n",
-               cfg.spool.dir, EC_BATCH_STATE_FILE, jobs_bytes);
+    bool failed = rs.failed > 0 || rt.failed > 0 || !wipe_job_state(&cfg, spool, &jobs_bytes);
     if (!have_kek) {
-        printf("KEK: none in %s (already destroyed?)\n", cfg.device.keystore_dir);
+        printf("KEK: none in %s (already destroyed?)\n", ks_name);
     } else if (ks.ops->destroy == NULL) {
         fprintf(stderr, "edgecap wipe: the %s key store cannot destroy its KEK\n", ks.ops->name);
         failed = true;
     } else if ((st = ks.ops->destroy(ks.ctx)) != EC_OK) {
-        fprintf(stderr, "edgecap wipe: cannot destroy the KEK in %s: %s\n", cfg.device.keystore_dir,
+        fprintf(stderr, "edgecap wipe: cannot destroy the KEK in %s: %s\n", ks_name,
                 ec_strerror(st));
         failed = true;
+    } else if (token) {
+        printf("KEK %s destroyed (object %s on %s)\n", kek_hex, cfg.pkcs11.kek_label, ks_name);
     } else {
-        printf("KEK %s destroyed (%s/kek overwritten and removed)\n", kek_hex,
-               cfg.device.keystore_dir);
+        printf("KEK %s destroyed (%s/kek overwritten and removed)\n", kek_hex, ks_name);
     }
+    if (!wipe_device_key(&cfg, &ks, audit))
+        failed = true;
     ec_audit(audit, "wipe_finished", EC_LOG_UINT("shredded", rs.shredded + rt.shredded),
              EC_LOG_UINT("bytes", rs.bytes + rt.bytes), EC_LOG_UINT("jobs_state_bytes", jobs_bytes),
              EC_LOG_STR("kek_id", have_kek ? kek_hex : "none"), EC_LOG_BOOL("complete", !failed));

@@ -1580,38 +1580,28 @@ ec_status ec_spool_shred(ec_spool *s, const ec_spool_item *item)
     return st;
 }
 
+/* An aux name, or the NAME.tmp that ec_spool_put_file writes before its rename. */
+static bool aux_or_tmp_name_ok(const char *name)
+{
+    char base[EC_SPOOL_NAME_MAX];
+    size_t n = strlen(name);
+    if (aux_name_ok(name))
+        return true;
+    if (!has_suffix(name, ".tmp") || n - 4 >= sizeof base)
+        return false;
+    memcpy(base, name, n - 4);
+    base[n - 4] = '\0';
+    return aux_name_ok(base);
+}
+
 ec_status ec_spool_shred_file(ec_spool *s, const char *name, uint64_t *bytes)
 {
     *bytes = 0;
-    if (!aux_name_ok(name))
+    if (!aux_or_tmp_name_ok(name))
         return EC_ERR_INVALID;
     if (!s->owner)
         return EC_ERR_BUSY;
-    struct stat sb;
-    if (fstatat(s->dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) != 0)
-        return errno == ENOENT ? EC_ERR_NOT_FOUND : EC_ERR_IO;
-    ec_status st = EC_OK;
-    if (S_ISREG(sb.st_mode)) {
-        int fd = openat(s->dirfd, name, O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-        uint8_t zeros[4096] = {0};
-        st = fd >= 0 ? EC_OK : EC_ERR_IO;
-        for (off_t off = 0; st == EC_OK && off < sb.st_size; off += (off_t)sizeof zeros) {
-            size_t n =
-                sb.st_size - off < (off_t)sizeof zeros ? (size_t)(sb.st_size - off) : sizeof zeros;
-            if (pwrite(fd, zeros, n, off) != (ssize_t)n)
-                st = EC_ERR_IO;
-        }
-        if (st == EC_OK && fsync(fd) != 0)
-            st = EC_ERR_IO;
-        if (fd >= 0)
-            close(fd);
-        *bytes = (uint64_t)sb.st_size;
-    }
-    if (st == EC_OK && unlinkat(s->dirfd, name, 0) != 0)
-        st = EC_ERR_IO;
-    if (st == EC_OK)
-        st = sync_fd(s->dirfd);
-    return st;
+    return ec_file_shred_at(s->dirfd, name, bytes);
 }
 
 uint64_t ec_spool_used_bytes(ec_spool *s)

@@ -245,6 +245,8 @@ static ec_status p11_generate_identity(void *ctx, ec_key_type type, const char *
                                        mbedtls_pk_context *key);
 static ec_status p11_identity_public(void *ctx, const char *ref, mbedtls_pk_context *pub);
 static ec_status p11_discard_identity(void *ctx, const char *ref);
+static ec_status p11_destroy(void *ctx);
+static ec_status p11_destroy_identity(void *ctx, const char *ref);
 
 static const ec_keystore_ops p11_ops = {
     .name = "pkcs11",
@@ -256,6 +258,8 @@ static const ec_keystore_ops p11_ops = {
     .generate_identity = p11_generate_identity,
     .identity_public = p11_identity_public,
     .discard_identity = p11_discard_identity,
+    .destroy = p11_destroy,
+    .destroy_identity = p11_destroy_identity,
 };
 
 bool ec_keystore_has_device_key(const ec_keystore *ks)
@@ -704,12 +708,18 @@ ec_status ec_keystore_pkcs11_open(ec_keystore *ks, const ec_keystore_pkcs11_para
         st = open_token(k, p->token_label);
     if (st == EC_OK)
         st = login(k, p->pin);
-    if (st == EC_OK) {
+    bool no_kek = false;
+    if (st == EC_OK && p->kek_existing) {
+        st = find_one(k, CKO_SECRET_KEY, p->kek_label, &k->kek);
+        no_kek = st == EC_ERR_NOT_FOUND;
+        if (no_kek) /* a wipe: nothing to destroy, nothing minted */
+            st = EC_OK, k->kek = CK_INVALID_HANDLE;
+    } else if (st == EC_OK) {
         st = find_or_create_kek(k, p->kek_label);
     }
-    if (st == EC_OK)
+    if (st == EC_OK && !no_kek)
         st = check_protected(k, k->kek, p->kek_label, CKK_AES, "it is not an AES key");
-    if (st == EC_OK) {
+    if (st == EC_OK && !no_kek) {
         CK_ULONG len = 0;
         CK_ATTRIBUTE a = {CKA_VALUE_LEN, &len, sizeof len};
         if (k->f->C_GetAttributeValue(k->session, k->kek, &a, 1) != CKR_OK ||
@@ -719,7 +729,7 @@ ec_status ec_keystore_pkcs11_open(ec_keystore *ks, const ec_keystore_pkcs11_para
             st = EC_ERR_CRYPTO;
         }
     }
-    if (st == EC_OK)
+    if (st == EC_OK && !no_kek)
         st = derive_kek_id(k, p->kek_label);
     if (st == EC_OK && p->key_label != NULL && p->key_label[0] != '\0')
         st = open_device_key(k, p->key_label, p->key_optional);
@@ -896,6 +906,22 @@ static CK_RV generate_pair(p11_ks *k, ec_key_type type, const char *label, CK_OB
                                    priv);
 }
 
+/* C_DestroyObject of `obj` (seam pkcs11.destroy); a refusal is logged with
+ * `operation`. Called with the lock held. */
+static ec_status destroy_object(p11_ks *k, CK_OBJECT_HANDLE obj, const char *label,
+                                const char *operation)
+{
+    CK_RV rv =
+        EC_FAULT("pkcs11.destroy") ? CKR_DEVICE_ERROR : k->f->C_DestroyObject(k->session, obj);
+    if (rv == CKR_OK)
+        return EC_OK;
+    char buf[32];
+    ec_log(EC_LOG_ERROR, "pkcs11_failed", EC_LOG_STR("operation", operation),
+           EC_LOG_STR("key_label", label),
+           EC_LOG_STR("pkcs11_error", rv_text(rv, buf, sizeof buf)));
+    return EC_ERR_IO;
+}
+
 /* Destroys a key pair this store made; a failure is logged (the objects
  * are then left on the token). Called with the lock held. */
 static ec_status destroy_pair(p11_ks *k, CK_OBJECT_HANDLE priv, CK_OBJECT_HANDLE pub,
@@ -904,19 +930,11 @@ static ec_status destroy_pair(p11_ks *k, CK_OBJECT_HANDLE priv, CK_OBJECT_HANDLE
     ec_status st = EC_OK;
     const CK_OBJECT_HANDLE objs[] = {priv, pub};
     for (size_t i = 0; i < 2; i++) {
-        if (objs[i] == CK_INVALID_HANDLE)
-            continue;
-        CK_RV rv = EC_FAULT("pkcs11.destroy") ? CKR_DEVICE_ERROR
-                                              : k->f->C_DestroyObject(k->session, objs[i]);
-        if (rv != CKR_OK) {
-            char buf[32];
-            ec_log(EC_LOG_ERROR, "pkcs11_failed",
-                   EC_LOG_STR("operation", i == 0 ? "destroy the new private key (C_DestroyObject)"
-                                                  : "destroy the new public key (C_DestroyObject)"),
-                   EC_LOG_STR("key_label", label),
-                   EC_LOG_STR("pkcs11_error", rv_text(rv, buf, sizeof buf)));
+        if (objs[i] != CK_INVALID_HANDLE &&
+            destroy_object(k, objs[i], label,
+                           i == 0 ? "destroy the new private key (C_DestroyObject)"
+                                  : "destroy the new public key (C_DestroyObject)") != EC_OK)
             st = EC_ERR_IO;
-        }
     }
     return st;
 }
@@ -1076,5 +1094,60 @@ static ec_status p11_discard_identity(void *ctx, const char *ref)
         ec_log(EC_LOG_INFO, "identity_key_discarded", EC_LOG_STR("backend", "pkcs11"),
                EC_LOG_STR("key_label", ref),
                EC_LOG_STR("reason", "never certified: its CSR could not be made"));
+    return st;
+}
+
+/* ---- decommissioning (`edgecap wipe`) ---------------------------------------- */
+
+/* The KEK object is destroyed on the token; wrap and unwrap fail from then on. */
+static ec_status p11_destroy(void *ctx)
+{
+    p11_ks *k = ctx;
+    ec_status st = EC_ERR_NOT_FOUND;
+    pthread_mutex_lock(&k->lock);
+    if (k->kek != CK_INVALID_HANDLE) {
+        st = destroy_object(k, k->kek, "(the KEK)", "destroy the KEK (C_DestroyObject)");
+        if (st == EC_OK)
+            k->kek = CK_INVALID_HANDLE;
+    }
+    pthread_mutex_unlock(&k->lock);
+    if (st == EC_OK)
+        ec_log(EC_LOG_INFO, "kek_destroyed", EC_LOG_STR("backend", "pkcs11"));
+    return st;
+}
+
+#define DESTROY_MAX 8
+
+/* Every private and public key object under `ref`, whoever made it. */
+static ec_status p11_destroy_identity(void *ctx, const char *ref)
+{
+    p11_ks *k = ctx;
+    static const CK_OBJECT_CLASS classes[] = {CKO_PRIVATE_KEY, CKO_PUBLIC_KEY};
+    ec_status st = EC_OK;
+    size_t destroyed = 0;
+    if (ref == NULL || ref[0] == '\0')
+        return EC_ERR_INVALID;
+    pthread_mutex_lock(&k->lock);
+    for (size_t c = 0; c < 2 && st == EC_OK; c++) {
+        CK_OBJECT_HANDLE found[DESTROY_MAX];
+        CK_ULONG n = 0;
+        st = list_label_n(k, classes[c], ref, found, DESTROY_MAX, &n);
+        for (CK_ULONG i = 0; i < n && st == EC_OK; i++) {
+            st = destroy_object(k, found[i], ref,
+                                c == 0 ? "destroy the device's private key (C_DestroyObject)"
+                                       : "destroy the device's public key (C_DestroyObject)");
+            destroyed += st == EC_OK;
+            if (st == EC_OK && found[i] == k->key)
+                k->key = CK_INVALID_HANDLE;
+            if (st == EC_OK && found[i] == k->made_pub)
+                k->made_pub = CK_INVALID_HANDLE;
+        }
+    }
+    pthread_mutex_unlock(&k->lock);
+    if (st == EC_OK && destroyed == 0)
+        st = EC_ERR_NOT_FOUND;
+    if (st == EC_OK)
+        ec_log(EC_LOG_INFO, "identity_key_destroyed", EC_LOG_STR("backend", "pkcs11"),
+               EC_LOG_STR("key_label", ref), EC_LOG_UINT("objects", destroyed));
     return st;
 }

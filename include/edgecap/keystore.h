@@ -78,6 +78,12 @@ typedef struct {
      * certified, when its CSR could not be made. EC_ERR_NOT_FOUND when this
      * store made none; EC_ERR_IO when the backend refused (logged). */
     ec_status (*discard_identity)(void *ctx, const char *ref);
+    /* Decommissioning (`edgecap wipe`; optional, NULL: the key is a file the
+     * caller shreds): destroys every private and public key object under
+     * `ref`, whoever made it. EC_ERR_NOT_FOUND when there is none; EC_ERR_IO
+     * when the backend refused (logged; what it destroyed before stays
+     * destroyed). */
+    ec_status (*destroy_identity)(void *ctx, const char *ref);
 } ec_keystore_ops;
 
 typedef struct {
@@ -124,6 +130,10 @@ typedef struct {
      * (`provision` runs before and while the key is made); the device key is
      * then absent until generate_identity makes it. */
     bool key_optional;
+    /* For a wipe: never create the KEK; with none on the token the store
+     * opens without one (kek_id all zeros, wrap/unwrap fail, destroy is
+     * EC_ERR_NOT_FOUND). */
+    bool kek_existing;
 } ec_keystore_pkcs11_params;
 
 /*
@@ -145,12 +155,12 @@ typedef struct {
  * device key; two processes making one at once leave exactly one;
  * the key it hands back signs through the token (firmware/token_key.c), and
  * the store's device key is the new key from then on, until discard_identity
- * destroys it. identity_public reads the public key object under `ref`
- * (firmware/provision.c trusts it only when the private key signs for it).
- * Wrapping is CKM_AES_GCM on the token with the same layout and AAD as the
- * file store, so the spool format does not depend on the backend.
- * EC_ERR_NOT_FOUND: no module at the path, no such token, no such key;
- * EC_ERR_AUTH: the PIN was refused; EC_ERR_CRYPTO: an object is unsuitable;
+ * destroys it. Its destroy op destroys the KEK object and destroy_identity
+ * every key object under a label (C_DestroyObject), for `edgecap wipe`. identity_public reads the
+ * public key object under `ref` (firmware/provision.c trusts it only when the private key signs for
+ * it). Wrapping is CKM_AES_GCM on the token with the same layout and AAD as the file store, so the
+ * spool format does not depend on the backend. EC_ERR_NOT_FOUND: no module at the path, no such
+ * token, no such key; EC_ERR_AUTH: the PIN was refused; EC_ERR_CRYPTO: an object is unsuitable;
  * EC_ERR_IO: the token failed. The reason is logged (pkcs11_* events).
  */
 ec_status ec_keystore_pkcs11_open(ec_keystore *ks, const ec_keystore_pkcs11_params *p);

@@ -179,8 +179,10 @@ ec_status ec_spool_shred(ec_spool *spool, const ec_spool_item *item);
 
 /*
  * Overwrites a small file beside the segments (ec_spool_put_file's names,
- * e.g. the Speech job state) with zeros, fsyncs, unlinks, fsyncs the
- * directory; *bytes receives its size. EC_ERR_NOT_FOUND when absent.
+ * e.g. the Speech job state, or the NAME.tmp ec_spool_put_file leaves when
+ * it stops before its rename) with zeros, fsyncs, unlinks, fsyncs the
+ * directory (ec_file_shred_at); *bytes receives its size. EC_ERR_NOT_FOUND
+ * when absent.
  */
 ec_status ec_spool_shred_file(ec_spool *spool, const char *name, uint64_t *bytes);
 

@@ -12,14 +12,18 @@
 # token signing the TLS handshake, and the token's ES256 client assertion
 # verifies with PyJWT. A second init is refused with the token unchanged. A
 # wrong PIN, a missing module, token or key, a certificate that is not the
-# token key's, are clear errors that never show the PIN.
+# token key's, are clear errors that never show the PIN. `wipe --all`
+# destroys the device key pair and the KEK on the token (C_DestroyObject;
+# pkcs11-tool then lists no object under either label; a token that refuses,
+# its directory mounted read-only, is reported with exit 74) and mints no KEK
+# when run again.
 #
 # The module is a native shared object: under qemu-user (board builds) the
 # binary cannot load it, so everything is skipped there; under valgrind only
 # the token checks run, not the peers.
 . "$(dirname "$0")/lib/tap.sh"
 
-plan 22
+plan 24
 
 TOOL=${TOOL:-$BUILD/results/tool-run}
 
@@ -493,5 +497,67 @@ want_rc 78
 want_err_re "event=delivery_unavailable .*the token's device key is RSA: a client assertion signed on the token needs an EC P-256 key \(ES256\)"
 verdict "upload-once with the token's RSA 3072 key (made by provision init): nginx verified its certificate; assertions refused" \
     "$ERR" "$OUT"
+
+# ---- 23-24: wipe --all destroys the device key and the KEK on the token -----------
+# A token of its own, so the checks above keep theirs.
+REASONS=()
+softhsm2-util --init-token --free --label edgecap-wipe --pin "$PIN" --so-pin "$SO_PIN" \
+    >>"$T/init.log" 2>&1 || fail_because "softhsm2-util --init-token edgecap-wipe failed"
+CW=$T/wipe.conf
+pkcs11_config "$CW" "$T/spool-wipe" "key_label = wipe-device"
+sed -i -e "s|^token_label = .*|token_label = edgecap-wipe|" -e '/^client_key = /d' \
+    -e "s|^client_cert = .*|client_cert = $T/wipe.pem|" "$CW"
+ec provision init --config "$CW" --csr "$T/wipe.csr"
+want_rc 0
+wp11() { pkcs11-tool --module "$MODULE" --token-label edgecap-wipe --login --pin "$PIN" --list-objects; }
+wp11 >"$T/wipe-before" 2>&1
+want_fixed "$T/wipe-before" 'label:      wipe-device'
+want_fixed "$T/wipe-before" 'label:      edgecap-kek'
+verdict "provision init on a token for the wipe: its device key and KEK are there" "$OUT" "$ERR"
+
+# ---- 24: a token that refuses, then wipe --all --------------------------------------
+# The token directory mounted read-only (a mount namespace, root only):
+# SoftHSM logs in but C_DestroyObject fails; wipe says so for the KEK and the
+# device key, exits 74, and the objects are still there.
+REASONS=()
+if [ "$(id -u)" = 0 ] && unshare -m true 2>/dev/null; then
+    timeout "$EC_CMD_TIMEOUT_S" unshare -m sh -c \
+        'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"' \
+        sh "$T/tokens" "$EDGECAP" wipe --config "$CW" --all >"$OUT" 2>"$ERR" </dev/null
+    RC=$?
+    want_rc 74
+    want_err_fixed "edgecap wipe: cannot destroy the KEK in token edgecap-wipe: input/output error"
+    want_err_fixed "edgecap wipe: cannot destroy the device key wipe-device on token edgecap-wipe: input/output error"
+    want_err_fixed "edgecap wipe: incomplete: see the log above"
+    want_err_re 'event=pkcs11_failed operation="destroy the KEK \(C_DestroyObject\)"'
+    want_re "$T/audit.log" '"event":"wipe_device_key","key":"wipe-device on token edgecap-wipe","result":"failed"'
+    wp11 >"$T/wipe-refused" 2>&1
+    want_fixed "$T/wipe-refused" 'label:      wipe-device'
+    want_fixed "$T/wipe-refused" 'label:      edgecap-kek'
+    want_no_secret "$PIN" "$OUT" "$ERR"
+fi
+(umask 077 && mkdir -p "$T/spool-wipe")
+printf '{"pending":["edgecap/p11-0001/x.ogg"]}' >"$T/spool-wipe/speech-jobs.json"
+ec wipe --config "$CW" --all
+want_rc 0
+want_out_re '^KEK [0-9a-f]{32} destroyed \(object edgecap-kek on token edgecap-wipe\)$'
+want_out_re '^destroyed: device key wipe-device on token edgecap-wipe \(private and public key objects\)$'
+want_no_re "$OUT" '^kept: certificate' # none was installed
+want_out_re "^speech job state $T/spool-wipe/speech-jobs.json: overwritten and removed \(38 bytes\)$"
+want_re "$T/audit.log" '"event":"wipe_device_key","key":"wipe-device on token edgecap-wipe","result":"destroyed"'
+want_re "$T/audit.log" '"event":"wipe_finished",.*"complete":true'
+wp11 >"$T/wipe-after" 2>&1
+grep -qE 'label: +(wipe-device|edgecap-kek)$' "$T/wipe-after" &&
+    fail_because "an object under wipe-device or edgecap-kek is left on the token"
+[ -e "$T/spool-wipe/speech-jobs.json" ] && fail_because "the speech job state is left"
+ec wipe --config "$CW" --all
+want_rc 0
+want_out_re '^KEK: none in token edgecap-wipe \(already destroyed\?\)$'
+want_out_re '^device key: none under wipe-device on token edgecap-wipe \(already destroyed\?\)$'
+wp11 >"$T/wipe-again" 2>&1
+grep -qE 'label: +edgecap-kek$' "$T/wipe-again" && fail_because "a second wipe minted a KEK"
+want_no_secret "$PIN" "$OUT" "$ERR" "$T/audit.log"
+verdict "wipe --all: a token that refuses C_DestroyObject is reported (74)$( [ "$(id -u)" = 0 ] || echo ': not checked without root'); then the device key pair and the KEK destroyed on the token (pkcs11-tool lists neither), job state shredded, said and audited; a second wipe mints no KEK" \
+    "$OUT" "$ERR" "$T/wipe-after"
 
 finish

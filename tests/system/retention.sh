@@ -8,10 +8,14 @@
 # crypto-shred and audit what is older and never upload it. `wipe --all`
 # leaves no KEK and no wrapped key that could open any remaining byte (even
 # in a hard link that plays flash keeping old blocks), and refuses without
-# --all, while a daemon runs and with a bad config path.
+# --all, while a daemon runs and with a bad config path. It also destroys the
+# device's TLS private key ([tls] client_key: every byte zeroed, even in a
+# hard link, then removed) and the Speech job state with its .tmp, and names
+# each; a key it cannot destroy (a read-only mount) is reported, exit 74,
+# after everything else went.
 . "$(dirname "$0")/lib/tap.sh"
 
-plan 9
+plan 10
 
 # Under valgrind only the paths through new C code run (each start costs
 # seconds there); the argument checks run natively, under ASan and qemu.
@@ -174,26 +178,42 @@ for name in "${LEFT[@]}"; do
 done
 cp "$T/spool/${LEFT[0]}.seg" "$T/spool/quarantine/${LEFT[0]}.seg.1"
 printf '{"pending":["edgecap/ret-0001/x.ogg"]}' >"$T/spool/speech-jobs.json"
+printf '{"pending":["edgecap/ret-0001/y.ogg"]' >"$T/spool/speech-jobs.json.tmp"
+# the device's own key (a copy: the peers' client key is shared) behind a
+# symlink, as /etc often has it, and a hard link to it that plays flash
+# keeping old blocks
+(umask 077 && mkdir -p "$T/dev/store" && cp "$CLIENT_KEY" "$T/dev/store/client.key")
+ln -s store/client.key "$T/dev/client.key"
+ln "$T/dev/store/client.key" "$T/flash/client.key"
+REAL_KEY=$(realpath "$T/dev/store/client.key")
 # a sealed transcript spool (the same format and KEK) beside it
 (umask 077 && mkdir -p "$T/transcripts")
 cp "$T/spool/${LEFT[0]}.seg" "$T/transcripts/"
 ln "$T/transcripts/${LEFT[0]}.seg" "$T/flash/transcript.seg"
-cp "$C" "$T/wipe.conf"
+(umask 077 && sed "s|^client_key = .*|client_key = $T/dev/client.key|" "$C" >"$T/wipe.conf")
 printf '\n[speech]\ntranscript_dir = %s\n' "$T/transcripts" >>"$T/wipe.conf"
 ec wipe --config "$T/wipe.conf" --all
 want_rc 0
 want_out_re "^transcripts $T/transcripts: 1 sealed, 0 part, 0 quarantined crypto-shredded \([0-9]+ bytes\)$"
 want_out_re "^spool $T/spool: ${#LEFT[@]} sealed, 0 part, 2 quarantined crypto-shredded \([0-9]+ bytes\)$"
 want_out_re "^speech job state $T/spool/speech-jobs.json: overwritten and removed \(38 bytes\)$"
+want_out_re "^speech job state $T/spool/speech-jobs.json.tmp: overwritten and removed \(37 bytes\)$"
 want_out_re "^KEK [0-9a-f]{32} destroyed \($T/keys/kek overwritten and removed\)$"
+want_out_re "^destroyed: device key $T/dev/client.key -> $REAL_KEY \(overwritten and removed, $(stat -c %s "$T/flash/client.key") bytes\)$"
+want_out_re "^kept: certificate $CLIENT_CERT \(public, names the device but cannot act as it\)$"
 [ "${#LEFT[@]}" -ge 1 ] || fail_because "no segment to wipe"
-verdict "wipe --all: says what it destroyed (segments, quarantined files, transcripts, job state, KEK id)"
+verdict "wipe --all: says what it destroyed (segments, quarantined files, transcripts, job state and its .tmp, KEK id, device key) and what it kept"
 
 # Every file left in the state directories (and the flash copies) that carries a
 # segment header has an all-zero wrapped key, and there is no KEK.
 REASONS=()
 [ -e "$T/keys/kek" ] && fail_because "$T/keys/kek still exists"
 ls "$T"/keys/.kek* >/dev/null 2>&1 && fail_because "a temporary KEK file is left"
+[ -e "$T/dev/store/client.key" ] && fail_because "the device key $T/dev/store/client.key still exists"
+[ -L "$T/dev/client.key" ] && fail_because "the symlink $T/dev/client.key is left"
+[ -s "$T/flash/client.key" ] && [ -z "$(tr -d '\0' <"$T/flash/client.key")" ] ||
+    fail_because "the device key's bytes survive in a hard link"
+ls "$T"/spool/speech-jobs.json* >/dev/null 2>&1 && fail_because "speech job state is left"
 n_headers=0
 while IFS= read -r -d '' f; do
     [ "$(head -c 5 "$f")" = ECSEG ] || continue
@@ -204,7 +224,7 @@ done < <(find "$T/spool" "$T/transcripts" "$T/keys" "$T/flash" -type f -print0)
 [ "$n_headers" -gt "${#LEFT[@]}" ] || fail_because "only $n_headers headers scanned (the flash copies are gone?)"
 [ -z "$(find "$T/spool" "$T/transcripts" -name '*.seg*' -print)" ] ||
     fail_because "segment files left in the spool or the transcripts"
-verdict "after the wipe: no KEK, and all $n_headers segment headers on disk (flash copies included) hold only zeros where the wrapped key was"
+verdict "after the wipe: no KEK, no device key (its hard link holds only zeros), no speech job state, and all $n_headers segment headers on disk (flash copies included) hold only zeros where the wrapped key was"
 
 REASONS=()
 w_start=$(line_of "$T/audit.log" '"event":"wipe_started"')
@@ -213,6 +233,7 @@ w_end=$(line_of "$T/audit.log" '"event":"wipe_finished"')
 [ -n "$w_start" ] && [ -n "$w_first" ] && [ -n "$w_end" ] && [ "$w_start" -lt "$w_first" ] &&
     [ "$w_first" -lt "$w_end" ] || fail_because "wipe audit lines missing or out of order"
 want_re "$T/audit.log" "\"event\":\"wipe_started\",\"device\":\"ret-0001\",\"spool\":\"$T/spool\".*\"kek_id\":\"[0-9a-f]{32}\""
+want_re "$T/audit.log" "\"event\":\"wipe_device_key\",\"key\":\"$T/dev/client.key -> $REAL_KEY\",\"result\":\"destroyed\",\"bytes\":[1-9]"
 want_re "$T/audit.log" '"event":"wipe_finished","shredded":[0-9]+,.*"complete":true'
 if full_run; then
     ec audit verify "$T/audit.log"
@@ -221,8 +242,53 @@ fi
 ec wipe --config "$T/wipe.conf" --all
 want_rc 0
 want_out_re "^KEK: none in $T/keys \(already destroyed\?\)$"
+want_out_re "^device key: none at $T/dev/client.key \(already destroyed\?\)$"
 [ -e "$T/keys/kek" ] && fail_because "a second wipe created a KEK"
 verdict "the wipe is audited before anything goes, the audit log survives and verifies; a second wipe mints no KEK" \
     "$T/audit.log" "$OUT" "$ERR"
+
+# ---- 10: a device key on a read-only mount -----------------------------------------
+# Root gets a read-only bind mount in its own mount namespace (EROFS: the key
+# stays as it was); anyone else a directory without write permission (EACCES
+# on the unlink, after the zeros).
+REASONS=()
+(umask 077 && mkdir -p "$T/rokey" && cp "$CLIENT_KEY" "$T/rokey/client.key")
+head -c 32 /dev/urandom >"$T/keys/kek" && chmod 600 "$T/keys/kek"
+printf '{}' >"$T/spool/speech-jobs.json"
+mkdir "$T/spool/speech-jobs.json.tmp" # not a file: cannot be removed either
+(umask 077 && sed "s|^client_key = .*|client_key = $T/rokey/client.key|" "$T/wipe.conf" >"$T/ro.conf")
+RO=() why=""
+if [ "$(id -u)" != 0 ]; then
+    chmod 500 "$T/rokey"
+    why="Permission denied"
+elif unshare -m true 2>/dev/null; then
+    RO=(unshare -m sh -c 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
+        sh "$T/rokey")
+    why="Read-only file system"
+fi
+if [ -n "$why" ]; then
+    timeout "$EC_CMD_TIMEOUT_S" "${RO[@]}" "$EDGECAP" wipe --config "$T/ro.conf" --all \
+        >"$OUT" 2>"$ERR" </dev/null
+    RC=$?
+    chmod 700 "$T/rokey"
+    want_rc 74
+    want_err_fixed "edgecap wipe: cannot destroy the device key $T/rokey/client.key: input/output error ($why)"
+    want_err_fixed "edgecap wipe: incomplete: see the log above"
+    want_out_re "^KEK [0-9a-f]{32} destroyed \($T/keys/kek overwritten and removed\)$"
+    want_out_re "^speech job state $T/spool/speech-jobs.json: overwritten and removed \(2 bytes\)$"
+    want_err_fixed "edgecap wipe: cannot remove the speech job state $T/spool/speech-jobs.json.tmp: input/output error (Is a directory)"
+    [ ${#RO[@]} -eq 0 ] || cmp -s "$CLIENT_KEY" "$T/rokey/client.key" ||
+        fail_because "the key on the read-only mount changed"
+    [ -e "$T/keys/kek" ] && fail_because "the KEK survived the failed key"
+    [ -e "$T/spool/speech-jobs.json" ] && fail_because "the job state survived the failed key"
+    want_re "$T/audit.log" "\"event\":\"wipe_device_key\",\"key\":\"$T/rokey/client.key\",\"result\":\"failed\""
+    [ "$(tail -n 1 "$T/audit.log" | grep -c '"event":"wipe_finished".*"complete":false')" = 1 ] ||
+        fail_because "the last audit line is not an incomplete wipe_finished"
+    verdict "wipe with the device key on a read-only location and a job state .tmp it cannot remove: says so ($why), exit 74, destroys the rest" \
+        "$OUT" "$ERR"
+else
+    skip "wipe with the device key on a read-only location" \
+        "root without mount namespaces (unshare -m): no read-only location to make"
+fi
 
 finish

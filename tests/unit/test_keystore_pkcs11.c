@@ -1365,6 +1365,65 @@ static void test_provision_trusts_the_private_key(void **state)
 
 /* DER INTEGERs are signed: a half with its top bit set gets a 0x00 in front,
  * leading zero bytes are dropped. */
+/* Decommissioning (`edgecap wipe`): destroy_identity removes every key object
+ * under the label, whoever made it (a refusal is EC_ERR_IO, the objects
+ * stay); destroy removes the KEK; an open with kek_existing mints none. */
+static void test_wipe_destroys_device_key_and_kek(void **state)
+{
+    (void)state;
+    NEED_TOKEN();
+    static const char label[] = "wipe-device", kek[] = "kek-wipe";
+    ec_keystore ks;
+    ec_keystore_pkcs11_params p = gen_params(label);
+    p.kek_label = kek;
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    mbedtls_pk_context key;
+    mbedtls_pk_init(&key);
+    assert_int_equal(ks.ops->generate_identity(ks.ctx, EC_KEY_TYPE_EC_P256, label, &key), EC_OK);
+    mbedtls_pk_free(&key);
+    ec_keystore_close(&ks);
+
+    /* a later open (the wipe's) holds it as the device key; the token refuses once */
+    p.key_optional = true;
+    p.kek_existing = true;
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    assert_true(ec_keystore_has_device_key(&ks));
+    ec_fault_arm("pkcs11.destroy", 0, 1);
+    ts_log_begin();
+    assert_int_equal(ks.ops->destroy_identity(ks.ctx, label), EC_ERR_IO);
+    char *log = ts_log_end();
+    assert_non_null(strstr(log, "event=pkcs11_failed operation=\"destroy the device's private key "
+                                "(C_DestroyObject)\" key_label=wipe-device "
+                                "pkcs11_error=CKR_DEVICE_ERROR"));
+    free(log);
+    ec_fault_reset();
+    assert_true(ec_keystore_has_device_key(&ks));
+    assert_int_equal(ks.ops->destroy_identity(ks.ctx, label), EC_OK);
+    assert_false(ec_keystore_has_device_key(&ks));
+    assert_int_equal(ks.ops->destroy_identity(ks.ctx, label), EC_ERR_NOT_FOUND);
+    uint8_t dk[EC_DATA_KEY_BYTES] = {1}, wrapped[EC_WRAPPED_KEY_BYTES], id[EC_KEK_ID_BYTES];
+    assert_int_equal(ks.ops->wrap(ks.ctx, dk, dk, 4, wrapped), EC_OK);
+    assert_int_equal(ks.ops->destroy(ks.ctx), EC_OK);
+    assert_int_not_equal(ks.ops->unwrap(ks.ctx, wrapped, dk, 4, dk), EC_OK);
+    assert_int_equal(ks.ops->destroy(ks.ctx), EC_ERR_NOT_FOUND);
+    ec_keystore_close(&ks);
+
+    /* nothing under either label on the token; a second wipe's open mints no KEK */
+    p.key_label = "";
+    assert_int_equal(ec_keystore_pkcs11_open(&ks, &p), EC_OK);
+    ks.ops->kek_id(ks.ctx, id);
+    for (size_t i = 0; i < sizeof id; i++)
+        assert_int_equal(id[i], 0);
+    assert_int_equal(ks.ops->destroy(ks.ctx), EC_ERR_NOT_FOUND);
+    ec_keystore_close(&ks);
+    direct d;
+    direct_open(&d);
+    assert_int_equal(count_label(&d, CKO_PRIVATE_KEY, label, NULL), 0);
+    assert_int_equal(count_label(&d, CKO_PUBLIC_KEY, label, NULL), 0);
+    assert_int_equal(count_label(&d, CKO_SECRET_KEY, kek, NULL), 0);
+    direct_close(&d);
+}
+
 static void test_sig_to_der(void **state)
 {
     (void)state;
@@ -1399,6 +1458,7 @@ int main(void)
         cmocka_unit_test(test_generate_identity_race_keeps_theirs),
         cmocka_unit_test(test_generate_identity_concurrent_inits_leave_one),
         cmocka_unit_test(test_generate_identity_rsa_on_token),
+        cmocka_unit_test(test_wipe_destroys_device_key_and_kek),
         cmocka_unit_test(test_sig_to_der),
         cmocka_unit_test(test_provision_init_needs_key_label),
         cmocka_unit_test(test_provision_init_discards_uncertified_key),

@@ -6,7 +6,8 @@
  * segments, .part files and quarantined files by the header's start (mtime
  * only without a readable header), audits each, never touches a segment
  * being written or claimed by the uploader; the file key store's KEK is
- * destroyed (zeros, unlink) and never re-created by a wipe.
+ * destroyed (zeros, unlink) and never re-created by a wipe; the device key
+ * file and the Speech job state (and its .tmp) are shredded whole.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,6 +24,7 @@
 #include "edgecap/audit.h"
 #include "edgecap/config.h"
 #include "edgecap/fault.h"
+#include "edgecap/file.h"
 #include "edgecap/keystore.h"
 #include "edgecap/retention.h"
 #include "edgecap/seal.h"
@@ -372,9 +374,55 @@ static void test_shred_all_and_aux_file(void **state)
     assert_true(all_zero(left, len));
     assert_int_equal(ec_spool_shred_file(f->spool, "speech-jobs.json", &bytes), EC_ERR_NOT_FOUND);
     assert_int_equal(ec_spool_shred_file(f->spool, "../kek", &bytes), EC_ERR_INVALID);
+    /* the NAME.tmp of a put that stopped before its rename goes the same way;
+     * a .tmp of a name put_file never writes is refused */
+    char *tmp = ts_write_file(f->spool_dir, "speech-jobs.json.tmp", 0600, jobs);
+    assert_int_equal(ec_spool_shred_file(f->spool, "speech-jobs.json.tmp", &bytes), EC_OK);
+    assert_int_equal(bytes, sizeof jobs - 1);
+    assert_false(exists(tmp));
+    assert_int_equal(ec_spool_shred_file(f->spool, "x.seg.tmp", &bytes), EC_ERR_INVALID);
+    assert_int_equal(ec_spool_shred_file(f->spool, "state.tmp", &bytes), EC_ERR_INVALID);
+    assert_int_equal(ec_spool_shred_file(f->spool, ".tmp", &bytes), EC_ERR_INVALID);
+    free(tmp);
     free(left);
     free(path);
     free(kept);
+}
+
+/* The device key file a wipe destroys: every byte zeroed (a hard link keeps
+ * only zeros), then unlinked; a fault before the unlink leaves zeros and
+ * reports EC_ERR_IO; absent: EC_ERR_NOT_FOUND. */
+static void test_file_shred_device_key(void **state)
+{
+    fixture *f = *state;
+    char pem[5000];
+    memset(pem, 'K', sizeof pem - 1);
+    pem[sizeof pem - 1] = '\0';
+    char *key = ts_write_file(f->dir, "client.key", 0600, pem);
+    char *kept = ts_strf("%s/kept-key", f->dir);
+    assert_int_equal(link(key, kept), 0);
+    uint64_t bytes = 0;
+    ec_fault_arm("file.shred", 0, 1);
+    assert_int_equal(ec_file_shred(key, &bytes), EC_ERR_IO);
+    assert_true(exists(key));
+    size_t len = 0;
+    uint8_t *left = read_all(key, &len);
+    assert_int_equal(len, sizeof pem - 1);
+    assert_true(all_zero(left, len));
+    free(left);
+    assert_int_equal(ec_file_shred(key, &bytes), EC_OK);
+    assert_int_equal(bytes, sizeof pem - 1);
+    assert_false(exists(key));
+    left = read_all(kept, &len);
+    assert_int_equal(len, sizeof pem - 1);
+    assert_true(all_zero(left, len));
+    assert_int_equal(ec_file_shred(key, &bytes), EC_ERR_NOT_FOUND);
+    char *nodir = ts_strf("%s/no-such-dir/client.key", f->dir);
+    assert_int_equal(ec_file_shred(nodir, &bytes), EC_ERR_NOT_FOUND);
+    free(nodir);
+    free(left);
+    free(kept);
+    free(key);
 }
 
 static void test_kek_destroyed_and_not_recreated(void **state)
@@ -469,6 +517,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_part_and_quarantine_purged_mtime_fallback, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_shred_all_and_aux_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_file_shred_device_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kek_destroyed_and_not_recreated, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kek_destroy_fault_leaves_only_zeros, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expired_boundary, setup, teardown),
