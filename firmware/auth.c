@@ -22,8 +22,12 @@
 #define AUTH_HEADER_MAX 8192
 #define TOKEN_MAX (AUTH_HEADER_MAX - 64) /* the header line carries a prefix */
 #define FORM_MAX 16384
-/* A token is replaced this long before it expires (at most a quarter of
- * its lifetime), so no request leaves with one about to lapse. */
+/* A token is replaced before it expires, so that no request leaves with one
+ * about to lapse: a quarter of its lifetime early, but at least a minute
+ * (half the lifetime of a token shorter than two minutes: a slow link or a
+ * loaded board can hold a request for seconds before it arrives), and at
+ * most five minutes. */
+#define REFRESH_MARGIN_MIN_S 60
 #define REFRESH_MARGIN_MAX_S 300
 
 static const char *const scope_uri[EC_AUTH_SCOPES] = {EC_SCOPE_SPEECH_URI, EC_SCOPE_STORAGE_URI};
@@ -282,8 +286,11 @@ static ec_status fetch_token(ec_auth *a, ec_auth_scope scope, char *reason, size
         c->rejected = false;
         ec_secret_free(&c->token);
         c->token = token;
-        int64_t margin_s =
-            lifetime_s / 4 < REFRESH_MARGIN_MAX_S ? lifetime_s / 4 : REFRESH_MARGIN_MAX_S;
+        int64_t margin_s = lifetime_s / 4;
+        if (margin_s < REFRESH_MARGIN_MIN_S)
+            margin_s = lifetime_s / 2 < REFRESH_MARGIN_MIN_S ? lifetime_s / 2 : REFRESH_MARGIN_MIN_S;
+        if (margin_s > REFRESH_MARGIN_MAX_S)
+            margin_s = REFRESH_MARGIN_MAX_S;
         int64_t now = now_ms();
         c->expires_at_ms = now + lifetime_s * 1000;
         c->refresh_at_ms = now + (lifetime_s - margin_s) * 1000;
