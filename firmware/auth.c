@@ -288,7 +288,8 @@ static ec_status fetch_token(ec_auth *a, ec_auth_scope scope, char *reason, size
         c->token = token;
         int64_t margin_s = lifetime_s / 4;
         if (margin_s < REFRESH_MARGIN_MIN_S)
-            margin_s = lifetime_s / 2 < REFRESH_MARGIN_MIN_S ? lifetime_s / 2 : REFRESH_MARGIN_MIN_S;
+            margin_s =
+                lifetime_s / 2 < REFRESH_MARGIN_MIN_S ? lifetime_s / 2 : REFRESH_MARGIN_MIN_S;
         if (margin_s > REFRESH_MARGIN_MAX_S)
             margin_s = REFRESH_MARGIN_MAX_S;
         int64_t now = now_ms();
