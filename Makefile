@@ -184,7 +184,7 @@ qemu-run: image
 test-system:
 	$(Q)toolchain/install-deps.sh host aarch64 tools peers image
 	$(Q)$(MAKE) -s ARCH=x86_64 SAN=0 check-build
-	$(Q)tests/run.sh --arch x86_64 --build build/x86_64 --results system \
+	$(Q)EC_IMAGE_FULL=1 tests/run.sh --arch x86_64 --build build/x86_64 --results system \
 		--system-only "flash image" --system-only-why "make test-system runs flash and image only"
 
 lint: $(DEPS_STAMP)
