@@ -83,42 +83,11 @@ SAS=$("$PEERS" container "$P" audio)
 sox -q -n -r 16000 -c 1 -b 16 "$T/tone.wav" synth "$SECONDS_PLAYED" sine 300-900 vol 0.5
 sox -q "$T/tone.wav" -t raw "$T/tone.raw"
 
+# shellcheck source=tests/system/lib/board.sh
+. "$EC_SRCDIR/tests/system/lib/board.sh"
 PROV=$T/prov
-mkdir -p "$PROV/tls"
-cp "$CA_FILE" "$PROV/tls/ca.pem"
-cp "$CLIENT_CERT" "$PROV/tls/client.pem"
-cp "$CLIENT_KEY" "$PROV/tls/client.key"
-cat >"$PROV/edgecap.conf" <<CONF
-[device]
-id = img-0001
-tags = site=qemu
-
-[capture]
-source = alsa
-device = hw:Loopback,1,0
-rate_hz = 16000
-channels = 1
-segment_seconds = 2
-vad = on
-
-[upload]
-endpoint = $BLOB_ENDPOINT
-container = audio
-connect_to = $BLOB_HOST:443:10.0.2.2:$NGINX_PORT
-retry_base_ms = 200
-retry_max_ms = 2000
-
-[tls]
-ca_file = /etc/edgecap/tls/ca.pem
-client_cert = /etc/edgecap/tls/client.pem
-client_key = /etc/edgecap/tls/client.key
-pin_current = $SERVER_PIN
-allowed_hosts = $BLOB_HOST
-
-[auth]
-mode = sas
-sas_token = $SAS
-CONF
+board_tls "$PROV"
+board_conf img-0001 "10.0.2.2:$NGINX_PORT" "$SAS" >"$PROV/edgecap.conf"
 
 # What the boot chain adds for this test: the player, the tone and a hook
 # (run by the guest's rc.boot) that plays it once edgecap's capture runs, then
@@ -128,19 +97,7 @@ mkdir -p "$EX/rc.d"
 cp "$AB/tools/alsa_play" "$EX/alsa_play"
 cp "$T/tone.raw" "$EX/tone.raw"
 # Every hook starts so: it waits until edgecap's capture runs.
-hook_head() {
-    cat <<'HOOK'
-#!/bin/sh
-say() { echo "edgecap-test: $*"; }
-st=/proc/asound/Loopback/pcm1c/sub0/status
-n=0
-until grep -q RUNNING "$st" 2>/dev/null; do
-    n=$((n + 1))
-    [ "$n" -lt 1200 ] || { say "capture never started"; exit 1; }
-    sleep 0.1
-done
-HOOK
-}
+hook_head() { board_hook_head edgecap-test; }
 # The end of a hook that waits for the spool: reports when nothing sealed is
 # left in it.
 hook_wait_empty() {
