@@ -14,6 +14,9 @@
 #                            boot that image in qemu-system-aarch64 (TCG, console)
 #   make test-system         the appliance end to end: flash.sh, and the image booted
 #                            in qemu-system-aarch64 against the host's peers
+#   make bench-image [AUDIO_SECONDS=30]
+#                            edgecap's memory and CPU on the emulated board, next to
+#                            opusenc in the same guest (not a test)
 #   make clean
 #
 # Dependencies install themselves (toolchain/install-deps.sh); libcurl is built
@@ -89,7 +92,7 @@ else
 Q := @
 endif
 
-.PHONY: all deps check check-build test demo lint format clean bench image qemu-run \
+.PHONY: all deps check check-build test demo lint format clean bench bench-image image qemu-run \
 	test-system
 # Objects are kept between links (they are not intermediate files).
 .SECONDARY:
@@ -182,6 +185,14 @@ bench: $(BUILD)/edgecap $(BUILD)/tools/spool_cat
 	$(Q)toolchain/install-deps.sh tools peers
 	$(Q)toolchain/bench.sh $(BUILD)
 
+# A benchmark, not a test: the field image under qemu-system-aarch64 with a
+# test-only overlay (opusenc); memory, boot to first upload, CPU per audio s.
+bench-image:
+	$(Q)toolchain/install-deps.sh host aarch64 tools peers image
+	$(Q)$(MAKE) -s ARCH=x86_64 build/x86_64/edgecap
+	$(Q)$(MAKE) -s ARCH=aarch64 image build/aarch64/tools/alsa_play
+	$(Q)toolchain/bench-image.sh $(AUDIO_SECONDS)
+
 # The field image (toolchain/image.sh): Debian's kernel and busybox, edgecap
 # and exactly its libraries; prints the image's sha256 and size.
 image: $(BUILD)/edgecap
@@ -198,7 +209,7 @@ qemu-run: image
 test-system:
 	$(Q)toolchain/install-deps.sh host aarch64 tools peers image
 	$(Q)$(MAKE) -s ARCH=x86_64 SAN=0 check-build
-	$(Q)$(MAKE) -s ARCH=x86_64 SAN=0 check UNIT=0 RESULTS_NAME=system \
+	$(Q)EC_IMAGE_FULL=1 $(MAKE) -s ARCH=x86_64 SAN=0 check UNIT=0 RESULTS_NAME=system \
 		SYSTEM_ONLY="$(HOST_SYSTEM_TESTS)" SYSTEM_ONLY_WHY="not a host-side appliance test"
 
 lint: $(DEPS_STAMP)

@@ -4,10 +4,14 @@
 #
 #   toolchain/qemu-run.sh [options] IMAGE [PROVISION]     (make qemu-run)
 #
-# PROVISION is an edgecap.conf (copied to the provisioning partition as
-# /etc/edgecap/edgecap.conf) or a directory whose tree is copied there as it
-# is (edgecap.conf at its root, tls/ca.pem ... as the file names them under
-# /etc/edgecap). Without it the device boots unprovisioned and says so.
+# The scratch copy is flashed as a field team flashes a card: by
+# toolchain/flash.sh, which validates PROVISION with the host build's
+# `edgecap check-config` and refuses (nothing booted) what the board would
+# reject. PROVISION is an edgecap.conf (--provision: /etc/edgecap/edgecap.conf)
+# or a directory holding edgecap.conf at its root and the files it names
+# below it (tls/ca.pem ... as the file names them under /etc/edgecap; each one
+# a --file SRC:DEST). Without it the image is copied as built: the device
+# boots unprovisioned and says so.
 # The kernel and initramfs are the ones beside IMAGE. The console (serial) is
 # this terminal; quit QEMU with Ctrl-A x.
 #
@@ -15,6 +19,8 @@
 #   --scratch FILE       the copy to boot (default: IMAGE's directory/run/)
 #   --keep               boot FILE as it is (no new copy, no provisioning):
 #                        a reboot of the same device
+#   --cert CERT --key KEY, --file SRC[:DEST]
+#                        passed to flash.sh with PROVISION
 #   --extra-initrd CPIO  a gzipped newc cpio appended to the initramfs (its
 #                        /extra/rc.d/* hooks run at boot: tests)
 #   --monitor SOCK       QEMU's monitor on a Unix socket (system_powerdown, quit)
@@ -23,7 +29,10 @@
 #                        not now (UTC)
 set -eu
 
-SCRATCH="" KEEP=0 EXTRA="" MONITOR="" CONSOLE="" RTC=utc
+# One argument quoted for eval (flash.sh's arguments are kept in a string).
+quote() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
+
+SCRATCH="" KEEP=0 EXTRA="" MONITOR="" CONSOLE="" RTC=utc FLASH_ARGS=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --scratch) SCRATCH=$2; shift 2 ;;
@@ -32,6 +41,10 @@ while [ $# -gt 0 ]; do
     --monitor) MONITOR=$2; shift 2 ;;
     --console) CONSOLE=$2; shift 2 ;;
     --rtc-base) RTC=$2; shift 2 ;;
+    --cert | --key | --file)
+        FLASH_ARGS="$FLASH_ARGS $1 $(quote "$2")"
+        shift 2
+        ;;
     --) shift; break ;;
     -*) echo "qemu-run: unknown option $1" >&2; exit 64 ;;
     *) break ;;
@@ -42,33 +55,31 @@ PROVISION=${2:-}
 DIR=$(dirname "$IMAGE")
 [ -f "$IMAGE" ] || { echo "qemu-run: $IMAGE not found (make image)" >&2; exit 66; }
 [ -z "$PROVISION" ] || [ -e "$PROVISION" ] || { echo "qemu-run: $PROVISION not found" >&2; exit 66; }
-export MTOOLS_SKIP_CHECK=1
 
-# The provisioning partition's byte offset in an image: MBR partition 2.
-prov_offset() {
-    sfdisk -d "$1" | sed -n 's/^.*2 : start= *\([0-9]*\),.*/\1/p' | awk '{ print $1 * 512 }'
-}
-
-# Writes PROVISION ($2) into the provisioning partition of image $1 (what
-# toolchain/flash.sh does for a real card; this one does not validate).
-write_provision() {
-    off=$(prov_offset "$1")
-    [ -n "$off" ] || { echo "qemu-run: $1 has no partition 2" >&2; return 1; }
+# Flashes IMAGE onto the scratch file $1 with PROVISION ($2) through
+# toolchain/flash.sh (validated; its report on stdout).
+flash_provision() { # SCRATCH PROVISION
+    target=$1 conf=$2
     if [ -d "$2" ]; then
-        for f in "$2"/* "$2"/.[!.]*; do
-            [ -e "$f" ] || continue
-            mcopy -s -o -i "$1@@$off" "$f" ::/
+        conf=$2/edgecap.conf
+        [ -f "$conf" ] || { echo "qemu-run: $2 has no edgecap.conf" >&2; return 66; }
+        for rel in $(cd "$2" && find . -type f ! -path ./edgecap.conf | sed 's#^\./##' | LC_ALL=C sort); do
+            FLASH_ARGS="$FLASH_ARGS --file $(quote "$2/$rel:$rel")"
         done
-    else
-        mcopy -o -i "$1@@$off" "$2" ::/edgecap.conf
     fi
+    eval "set -- $FLASH_ARGS"
+    "$(dirname "$0")/flash.sh" "$IMAGE" "$target" --provision "$conf" "$@"
 }
 
 [ -n "$SCRATCH" ] || SCRATCH=$DIR/run/$(basename "$IMAGE")
 mkdir -p "$(dirname "$SCRATCH")"
 if [ "$KEEP" = 0 ] || [ ! -f "$SCRATCH" ]; then
-    cp --sparse=always "$IMAGE" "$SCRATCH"
-    [ -z "$PROVISION" ] || write_provision "$SCRATCH" "$PROVISION"
+    rm -f "$SCRATCH"
+    if [ -n "$PROVISION" ]; then
+        flash_provision "$SCRATCH" "$PROVISION" || exit
+    else
+        cp --sparse=always "$IMAGE" "$SCRATCH"
+    fi
 fi
 
 INITRD=$DIR/initramfs.cpio.gz

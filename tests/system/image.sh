@@ -12,14 +12,33 @@
 # tone; the guest reports its spool empty after the acknowledgments. A
 # killed edgecap is restarted by the supervisor; QEMU's system_powerdown (the
 # power button) stops it cleanly and powers off. Then boards that must upload
-# nothing: a broken provisioning file (check-config's FILE:LINE on the
-# console), an empty EC-PROV (as built), an RTC before the build date.
+# nothing: a broken provisioning file (flash.sh refuses it; written onto a
+# flashed card behind flash.sh's back, the board logs check-config's
+# FILE:LINE), an empty EC-PROV (as built), an RTC before the build date.
+# Every provisioned board is flashed by toolchain/flash.sh (through
+# qemu-run.sh), as field teams flash cards.
+#
+# Then the fault cases on one more board (img-0004) whose connect_to points
+# at a relay on the host (tests/system/lib/relay.py) in front of nginx, while
+# a player in the guest loops the tone: the peer killed for EC_IMAGE_DOWN_S
+# seconds (the guest spools, then drains after peers.sh restart); an upload
+# held in flight (the relay switches to peers.sh's `stall` front, which reads
+# the whole request and never answers; the relay's byte count shows the
+# request going out) when QEMU's system_powerdown (EC_IMAGE_FULL only) and a
+# hard `quit` (a power cut) hit; boots again from the same disk. After the
+# last boot the spool is empty, the open segment of the power cut was
+# recovered per the spool design (closed at its last whole chunk, or removed
+# when no audio chunk had reached the disk), and every segment sealed on any
+# boot is in Blob exactly once: the SDK's listing, one 201 commit per
+# blob name in nginx's log (Put Blob, or Put Block List for large ones),
+# contiguous sequence numbers, all decode.
 #
 # Boots take tens of seconds under TCG: this runs once per `make test`, in the
-# native x86_64 configuration only.
+# native x86_64 configuration only. `make test-system` sets EC_IMAGE_FULL=1:
+# the peer stays down 60 s (15 s otherwise) and the power button case runs.
 . "$(dirname "$0")/lib/tap.sh"
 
-plan 10
+plan 16
 
 skip_all() {
     while [ "$TAP_N" -lt "$TAP_PLANNED" ]; do skip "field image under qemu-system-aarch64" "$1"; done
@@ -37,6 +56,9 @@ AB=$EC_SRCDIR/build/aarch64
 IMGDIR=$AB/image
 IMG=$IMGDIR/edgecap-aarch64.img
 SECONDS_PLAYED=5
+FULL=${EC_IMAGE_FULL:-0}
+DOWN_S=${EC_IMAGE_DOWN_S:-$([ "$FULL" = 1 ] && echo 60 || echo 15)}
+FLASH_SET=(--cert "$T/prov/tls/client.pem" --key "$T/prov/tls/client.key" --file "$T/prov/tls/ca.pem:tls/ca.pem")
 
 # ---- 1: the image builds (and the guest-side player with it) ---------------
 if ! make -s -j2 -C "$EC_SRCDIR" ARCH=aarch64 image "build/aarch64/tools/alsa_play" \
@@ -61,44 +83,11 @@ SAS=$("$PEERS" container "$P" audio)
 sox -q -n -r 16000 -c 1 -b 16 "$T/tone.wav" synth "$SECONDS_PLAYED" sine 300-900 vol 0.5
 sox -q "$T/tone.wav" -t raw "$T/tone.raw"
 
+# shellcheck source=tests/system/lib/board.sh
+. "$EC_SRCDIR/tests/system/lib/board.sh"
 PROV=$T/prov
-mkdir -p "$PROV/tls"
-cp "$CA_FILE" "$PROV/tls/ca.pem"
-cp "$CLIENT_CERT" "$PROV/tls/client.pem"
-cp "$CLIENT_KEY" "$PROV/tls/client.key"
-cat >"$PROV/edgecap.conf" <<CONF
-[device]
-id = img-0001
-tags = site=qemu
-
-[capture]
-source = alsa
-device = hw:Loopback,1,0
-rate_hz = 16000
-channels = 1
-segment_seconds = 2
-vad = on
-; 1 s of ALSA buffer: the emulated board may stall on a loaded host
-buffer_frames = 16000
-
-[upload]
-endpoint = $BLOB_ENDPOINT
-container = audio
-connect_to = $BLOB_HOST:443:10.0.2.2:$NGINX_PORT
-retry_base_ms = 200
-retry_max_ms = 2000
-
-[tls]
-ca_file = /etc/edgecap/tls/ca.pem
-client_cert = /etc/edgecap/tls/client.pem
-client_key = /etc/edgecap/tls/client.key
-pin_current = $SERVER_PIN
-allowed_hosts = $BLOB_HOST
-
-[auth]
-mode = sas
-sas_token = $SAS
-CONF
+board_tls "$PROV"
+board_conf img-0001 "10.0.2.2:$NGINX_PORT" "$SAS" >"$PROV/edgecap.conf"
 
 # What the boot chain adds for this test: the player, the tone and a hook
 # (run by the guest's rc.boot) that plays it once edgecap's capture runs, then
@@ -107,38 +96,45 @@ EX=$T/extra/extra
 mkdir -p "$EX/rc.d"
 cp "$AB/tools/alsa_play" "$EX/alsa_play"
 cp "$T/tone.raw" "$EX/tone.raw"
-cat >"$EX/rc.d/50-play" <<'HOOK'
-#!/bin/sh
-say() { echo "edgecap-test: $*"; }
-st=/proc/asound/Loopback/pcm1c/sub0/status
-n=0
-until grep -q RUNNING "$st" 2>/dev/null; do
-    n=$((n + 1))
-    [ "$n" -lt 1200 ] || { say "capture never started"; exit 1; }
-    sleep 0.1
-done
-say "capture running; playing"
-/run/extra/alsa_play hw:Loopback,0,0 /run/extra/tone.raw 16000 1 | sed 's/^/edgecap-test: /'
+# Every hook starts so: it waits until edgecap's capture runs.
+hook_head() { board_hook_head edgecap-test; }
+# The end of a hook that waits for the spool: reports when nothing sealed is
+# left in it.
+hook_wait_empty() {
+    cat <<'HOOK'
 n=0
 while :; do
     segs=$(find /var/lib/edgecap/spool -name '*.seg' 2>/dev/null | wc -l)
     parts=$(find /var/lib/edgecap/spool -name '*.part' 2>/dev/null | wc -l)
+    q=$(find /var/lib/edgecap/spool/quarantine -type f 2>/dev/null | wc -l)
     # The open segment closes after VAD's hangover and segment_seconds.
     if [ "$n" -gt 30 ] && [ "$segs" = 0 ]; then
-        say "spool empty ($parts open)"
+        say "spool empty ($parts open, $q quarantined)"
         break
     fi
     n=$((n + 1))
-    [ "$n" -lt 1200 ] || { say "spool still holds $segs segments"; exit 1; }
+    [ "$n" -lt 1800 ] || { say "spool still holds $segs segments"; exit 1; }
     sleep 0.1
 done
+HOOK
+}
+{
+    hook_head
+    cat <<'HOOK'
+say "capture running; playing"
+/run/extra/alsa_play hw:Loopback,0,0 /run/extra/tone.raw 16000 1 | sed 's/^/edgecap-test: /'
+HOOK
+    hook_wait_empty
+    cat <<'HOOK'
 # The supervisor restarts edgecap when it dies.
 kill -KILL "$(pidof edgecap)" && say "killed edgecap"
 HOOK
+} >"$EX/rc.d/50-play"
 chmod 0755 "$EX/rc.d/50-play" "$EX/alsa_play"
 (cd "$T/extra" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -n >"$T/extra.cpio.gz"
 
-# Sends one command to a board's QEMU monitor and waits for its prompt back.
+# Sends one command to a board's QEMU monitor and waits for its prompt back
+# (`quit`: for QEMU to close the monitor).
 monitor() { # NAME COMMAND
     python3 - "$T/$1.mon" "$2" <<'PY'
 import socket, sys
@@ -153,7 +149,8 @@ while seen.count(b"(qemu)") < 2:
         break
     seen += chunk
 s.close()
-sys.exit(0 if seen.count(b"(qemu)") >= 2 else 1)
+quit = sys.argv[2] == "quit" and seen.count(b"(qemu)") >= 1
+sys.exit(0 if seen.count(b"(qemu)") >= 2 or quit else 1)
 PY
 }
 
@@ -168,7 +165,9 @@ boot() { # NAME PROVISION [EXTRA-CPIO [QEMU-RUN OPTIONS...]]
 }
 
 # ---- 2-5: a provisioned board captures and uploads --------------------------
-boot dev "$PROV" "$T/extra.cpio.gz"
+# flash.sh writes the image, the provisioning file, the certificate, the key
+# and the CA onto the board's disk (its report in dev.qemu).
+boot dev "$PROV/edgecap.conf" "$T/extra.cpio.gz" "${FLASH_SET[@]}"
 C=$T/dev.console
 t0=$SECONDS
 wait_for_log "$C" "edgecap-boot: eth0 10\.0\.2\.15/" "$QEMU_PID" 120 ||
@@ -178,7 +177,9 @@ wait_for_log "$C" "event=alsa_open device=hw:Loopback,1,0 rate_hz=16000 channels
 diag "boot to edgecap's capture under TCG: $((SECONDS - t0)) s (not a check)"
 want_no_re "$C" "edgecap-supervise: (no provisioning|provisioning file .* rejected|clock)"
 want_re "$C" "edgecap-watchdog: feeding /dev/watchdog \\(i6300ESB"
-verdict "the board boots: modules, root, EC-PROV and EC-DATA mounted, DHCP, edgecap started on the loopback card" "$C" "$T/dev.qemu"
+want_re "$T/dev.qemu" "^provision: .* valid for edgecap check-config as /etc/edgecap/edgecap.conf$"
+want_re "$T/dev.qemu" "^done: .*/dev\.img holds the image and 4 provisioning files, all read back$"
+verdict "flashed by flash.sh (validated, read back), the board boots: modules, root, EC-PROV and EC-DATA mounted, DHCP, edgecap started on the loopback card" "$C" "$T/dev.qemu"
 
 wait_for_log "$C" "edgecap-test: played $((SECONDS_PLAYED * 16000)) frames" "$QEMU_PID" 60 ||
     fail_because "the guest's player did not play the tone into hw:Loopback,0,0"
@@ -234,10 +235,26 @@ want_fixed "$C" "edgecap-shutdown: partitions synced"
 want_no_re "$C" "did not stop within"
 verdict "the power button (system_powerdown) stops edgecap cleanly, syncs and powers off" "$C"
 
-# ---- 7: a broken provisioning file: said on the console, nothing uploaded --
+# ---- 7-8: a broken provisioning file: refused by flash.sh; edited onto a card
+# after flashing, the board says so on the console and uploads nothing -------
 sed 's/^rate_hz = 16000$/rate_hz = 44100/' "$PROV/edgecap.conf" >"$T/bad.conf"
 sed -i 's/^id = img-0001$/id = img-0002/' "$T/bad.conf"
-boot bad "$T/bad.conf" ""
+"$EC_SRCDIR/toolchain/qemu-run.sh" --scratch "$T/refused.img" --console "$T/refused.console" \
+    "${FLASH_SET[@]}" "$IMG" "$T/bad.conf" >"$T/refused.out" 2>&1 </dev/null
+rc=$?
+[ "$rc" = 65 ] || fail_because "qemu-run.sh with a broken provisioning file: status $rc, expected 65"
+want_re "$T/refused.out" "^edgecap: /etc/edgecap/edgecap\.conf:[0-9]+: \[capture\] rate_hz: "
+want_fixed "$T/refused.out" "flash.sh: the provisioning set is refused by edgecap check-config; nothing was written"
+[ ! -e "$T/refused.console" ] || fail_because "a board was booted"
+verdict "flash.sh refuses a broken provisioning file with check-config's FILE:LINE; nothing is booted" "$T/refused.out"
+
+# The card as flashed, then its edgecap.conf replaced on a laptop.
+"$EC_SRCDIR/toolchain/flash.sh" "$IMG" "$T/bad.img" --provision "$PROV/edgecap.conf" "${FLASH_SET[@]}" \
+    >"$T/bad.flash" 2>&1 </dev/null || fail_because "flash.sh failed: $(tail -n 2 "$T/bad.flash")"
+P2_OFF=$(sfdisk -d "$T/bad.img" | sed -n 's/^.*2 : start= *\([0-9]*\),.*/\1/p' | awk '{ print $1 * 512 }')
+MTOOLS_SKIP_CHECK=1 mcopy -o -i "$T/bad.img@@$P2_OFF" "$T/bad.conf" ::/edgecap.conf ||
+    fail_because "cannot edit the card's edgecap.conf"
+boot bad "" "" --keep
 B=$T/bad.console
 wait_for_log "$B" "edgecap-supervise: provisioning file /etc/edgecap/edgecap.conf rejected" "$QEMU_PID" 120 ||
     fail_because "the board did not reject the broken provisioning file"
@@ -245,11 +262,11 @@ want_re "$B" "/etc/edgecap/edgecap.conf:[0-9]+: \[capture\] rate_hz: "
 want_no_re "$B" "event=(alsa_open|segment_uploaded)"
 "$PEERS" readback "$P" --container audio >"$T/readback2.json" 2>/dev/null
 want_no_re "$T/readback2.json" "img-0002"
-verdict "a broken provisioning file: the board logs FILE:LINE and the key, starts nothing, uploads nothing" "$B"
+verdict "a broken provisioning file edited onto a flashed card: the board logs FILE:LINE and the key, starts nothing, uploads nothing" "$B"
 kill -KILL "$QEMU_PID" 2>/dev/null
 wait "$QEMU_PID" 2>/dev/null
 
-# ---- 8-9: an unprovisioned board, and a board whose clock is behind ---------
+# ---- 9-10: an unprovisioned board, and a board whose clock is behind ---------
 # (side by side: both only boot and wait)
 sed 's/^id = img-0001$/id = img-0003/' "$PROV/edgecap.conf" >"$PROV/edgecap.conf.new"
 mv "$PROV/edgecap.conf.new" "$PROV/edgecap.conf"
@@ -270,5 +287,228 @@ want_no_re "$PC" "event="
 "$PEERS" readback "$P" --container audio >"$T/readback3.json" 2>/dev/null
 want_no_re "$T/readback3.json" "img-0003"
 verdict "a board whose clock is before the build date refuses to capture or upload" "$PC"
+
+kill -KILL "$EMPTY_PID" "$PAST_PID" 2>/dev/null
+wait "$EMPTY_PID" "$PAST_PID" 2>/dev/null
+
+# ---- 11-16: faults from inside the board --------------------------------------
+# img-0004 reaches nginx through the relay; its guest loops the tone. The
+# last boot's hook plays nothing (silence: VAD keeps nothing) and reports the
+# spool once nothing sealed is left.
+RELAY_LOG=$T/relay.log
+echo "$NGINX_PORT" >"$T/relay.target"
+/usr/bin/python3 "$EC_SRCDIR/tests/system/lib/relay.py" "$T/relay.port" "$T/relay.target" "$RELAY_LOG" &
+EC_PIDS+=("$!")
+for ((i = 0; i < 100; i++)); do
+    [ -s "$T/relay.port" ] && break
+    sleep 0.05
+done
+RELAY_PORT=$(cat "$T/relay.port" 2>/dev/null)
+STALL_PORT=$("$PEERS" fault "$P" stall 2>"$T/stall.err") || diag "peers.sh fault stall: $(tail -n 2 "$T/stall.err")"
+# shellcheck disable=SC1090
+[ -n "$STALL_PORT" ] && . "$P/fault-$STALL_PORT/fault.env"
+FPROV=$T/fprov.conf
+# A circuit breaker that opened while the peer was down retries after 5 s
+# (not the default 60 s), to keep the drain short.
+sed -e 's/^id = .*/id = img-0004/' \
+    -e "s/^connect_to = .*/connect_to = $BLOB_HOST:443:10.0.2.2:$RELAY_PORT\nbreaker_cooldown_seconds = 5/" \
+    "$PROV/edgecap.conf" >"$FPROV"
+
+# The hooks: `loop` plays the tone over and over and reports the spool every
+# 2 s; `last` waits for capture and an empty spool.
+hook_cpio() { # loop|last
+    local d=$T/$1-extra/extra
+    mkdir -p "$d/rc.d"
+    cp "$AB/tools/alsa_play" "$T/tone.raw" "$d/"
+    {
+        hook_head
+        if [ "$1" = loop ]; then
+            cat <<'HOOK'
+say "capture running; looping the tone"
+(while :; do sleep 2; say "spool holds $(find /var/lib/edgecap/spool -name '*.seg' | wc -l) sealed"; done) &
+while :; do /run/extra/alsa_play hw:Loopback,0,0 /run/extra/tone.raw 16000 1 >/dev/null; done
+HOOK
+        else
+            echo 'say "capture running; silence"'
+            hook_wait_empty
+        fi
+    } >"$d/rc.d/50-play"
+    chmod 0755 "$d/rc.d/50-play" "$d/alsa_play"
+    (cd "$T/$1-extra" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -n >"$T/$1.cpio.gz"
+}
+hook_cpio loop
+hook_cpio last
+
+# Segments a console names with EVENT, one a line.
+segments_of() { # EVENT CONSOLE...
+    local ev=$1
+    shift
+    grep -ohE "event=$ev segment=[^ ]+" "$@" 2>/dev/null | sed 's/.*segment=//; s/\.seg$//' | LC_ALL=C sort -u
+}
+count_re() { grep -cE -- "$2" "$1" 2>/dev/null; }
+
+# Where the relay sends new connections (renamed into place: it never reads
+# half a file).
+relay_to() { # PORT
+    echo "$1" >"$T/relay.target.new" && mv "$T/relay.target.new" "$T/relay.target"
+}
+# PUTs the stall front logged as cut off by the client: 499 once the whole
+# request was read, 400 when the client went away in its body.
+stall_cut() { grep '"method":"PUT"' "$FAULT_LOG" 2>/dev/null | grep -E '"status":(499|400),'; }
+
+# Holds the next upload in flight: the relay drops its connections to nginx
+# and sends new ones to the stall front; returns once the guest has sent a
+# request into one since (application_data past the TLS handshake, no more of
+# it for 1 s: headers and body are out, and the stall front, which reads them
+# in full, never answers).
+hold_upload() { # PID
+    local i app last=0 still=0
+    HOLD_LINE=$(wc -l <"$RELAY_LOG")
+    HOLD_CUT=$(stall_cut | wc -l)
+    relay_to "$STALL_PORT"
+    for ((i = 0; i < 1200; i++)); do
+        app=$(awk -v p="$STALL_PORT" -v from="$HOLD_LINE" '
+            NR > from && $1 == "up" && $3 == p { a = $5 } END { print a + 0 }' "$RELAY_LOG")
+        if [ "$app" -gt 0 ] && [ "$app" = "$last" ]; then
+            still=$((still + 1))
+            [ "$still" -lt 10 ] || return 0
+        else
+            still=0
+        fi
+        last=$app
+        running "$1" || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+# After the board went down: the relay back to nginx; the stall front must
+# log the held PUT cut off when the guest's connection went away.
+# NAME.held gets those lines; HELD_BYTES what the guest had sent into it.
+released() { # NAME
+    local i
+    relay_to "$NGINX_PORT"
+    for ((i = 0; i < 100; i++)); do
+        [ "$(stall_cut | wc -l)" -gt "$HOLD_CUT" ] && break
+        sleep 0.1
+    done
+    stall_cut | tail -n +"$((HOLD_CUT + 1))" >"$T/$1.held"
+    [ -s "$T/$1.held" ] || fail_because "the stall front logged no PUT cut off (499 or 400)"
+    HELD_BYTES=$(awk -v p="$STALL_PORT" -v from="$HOLD_LINE" '
+        NR > from && $1 == "up" && $3 == p && $5 > b { b = $5 } END { print b + 0 }' "$RELAY_LOG")
+    tail -n 15 "$RELAY_LOG" >"$T/relay.tail"
+    diag "$1: held in flight, a PUT cut off at the stall front after $HELD_BYTES bytes of request from the guest (not a check)"
+}
+
+boot flt1 "$FPROV" "$T/loop.cpio.gz" "${FLASH_SET[@]}"
+F1=$T/flt1.console
+wait_for_log "$F1" "event=segment_uploaded" "$QEMU_PID" 240 || fail_because "img-0004 did not upload before the fault"
+# (a) the peer down for DOWN_S seconds while the guest captures
+"$PEERS" kill "$P" nginx || fail_because "peers.sh kill nginx failed"
+t_down=$SECONDS
+line_down=$(wc -l <"$F1")
+sealed_before=$(count_re "$F1" "event=segment_sealed")
+while [ $((SECONDS - t_down)) -lt "$DOWN_S" ] && running "$QEMU_PID"; do sleep 0.5; done
+tail -n +"$line_down" "$F1" >"$T/down.console"
+sealed_down=$(($(count_re "$F1" "event=segment_sealed") - sealed_before))
+"$PEERS" restart "$P" nginx >"$T/restart.log" 2>&1 || fail_because "peers.sh restart nginx failed"
+# shellcheck source=/dev/null
+. "$P/peers.env"
+want_re "$T/down.console" "event=upload_failed .*kept in the spool"
+[ "$sealed_down" -ge 2 ] || fail_because "$sealed_down segments sealed while the peer was down"
+held=$(grep -oE "edgecap-test: spool holds [0-9]+ sealed" "$T/down.console" | awk '{ print $4 }' | sort -n | tail -n 1)
+[ "${held:-0}" -ge 2 ] || fail_because "the guest's spool never held 2 segments while the peer was down (${held:-no report})"
+# Drained: every segment sealed so far acknowledged, the spool reported empty.
+drained() {
+    local s u
+    s=$(segments_of segment_sealed "$F1" | wc -l)
+    u=$(segments_of segment_uploaded "$F1" | wc -l)
+    [ "$u" -ge "$s" ] &&
+        [ "$(grep -oE "edgecap-test: spool holds [0-9]+" "$F1" | tail -n 1)" = "edgecap-test: spool holds 0" ]
+}
+t_up=$SECONDS
+until drained; do
+    [ $((SECONDS - t_up)) -lt 180 ] && running "$QEMU_PID" || break
+    sleep 0.5
+done
+drained || fail_because "the guest did not drain its spool within 180 s of the peer's return"
+diag "peer down ${DOWN_S} s: $sealed_down segments sealed meanwhile, the spool held up to ${held:-?}; drained $((SECONDS - t_up)) s after the restart (not a check)"
+verdict "the peer down ${DOWN_S} s: the guest keeps capturing into its spool, then drains it after peers.sh restart" \
+    "$T/down.console" "$T/restart.log"
+
+# (b) the power button mid-upload (make test-system)
+FCONS=("$F1")
+CUR=flt1
+if [ "$FULL" = 1 ]; then
+    hold_upload "$QEMU_PID" ||
+        fail_because "no upload reached the stall front (relay log: $(tail -n 3 "$RELAY_LOG" | tr '\n' ' '))"
+    monitor flt1 system_powerdown || fail_because "no QEMU monitor"
+    wait_exit "$QEMU_PID" 60 || fail_because "the board did not power off within 60 s"
+    want_re "$F1" "event=stopped"
+    want_fixed "$F1" "edgecap-shutdown: partitions synced"
+    released powerdown
+    verdict "system_powerdown while an upload is in flight (held by the stall front): edgecap stops cleanly, the board powers off" \
+        "$F1" "$T/relay.tail"
+    boot flt2 "" "$T/loop.cpio.gz" --keep --scratch "$T/flt1.img"
+    CUR=flt2
+    FCONS+=("$T/flt2.console")
+    wait_for_log "$T/flt2.console" "event=segment_uploaded" "$QEMU_PID" 240 ||
+        fail_because "the board did not upload after its reboot"
+else
+    skip "system_powerdown while an upload is in flight" "EC_IMAGE_FULL=1 (make test-system) runs it"
+fi
+
+# (c) a hard quit (power cut) mid-upload
+hold_upload "$QEMU_PID" ||
+    fail_because "no upload reached the stall front (relay log: $(tail -n 3 "$RELAY_LOG" | tr '\n' ' '))"
+monitor "$CUR" quit || fail_because "no QEMU monitor"
+wait_exit "$QEMU_PID" 30 || fail_because "QEMU did not quit"
+released quit
+want_no_re "${FCONS[-1]}" "event=stopped"
+verdict "a hard quit (power cut) while an upload is in flight: the stall front saw the PUT cut off" \
+    "$T/quit.held" "$T/relay.tail"
+
+boot flt9 "" "$T/last.cpio.gz" --keep --scratch "$T/flt1.img"
+FL=$T/flt9.console
+FCONS+=("$FL")
+wait_for_log "$FL" "edgecap-test: spool (empty|still)" "$QEMU_PID" 300
+want_re "$FL" "edgecap-test: spool empty \([0-9]+ open, 0 quarantined\)"
+want_re "$FL" "event=(segment_recovered|segment_empty_removed) "
+want_no_re "$FL" "event=(segment_quarantined|segment_recovery_failed|upload_conflict)"
+grep -hE "event=(segment_recovered|segment_empty_removed) " "$FL" >"$T/recovered.log"
+diag "after the power cut: $(tr '\n' ' ' <"$T/recovered.log") (not a check)"
+verdict "booted again from the same disk: the open segment of the power cut recovered per the spool design, the spool drains empty, nothing quarantined" "$FL"
+
+# Every segment sealed (or recovered) on any boot: in Blob exactly once.
+"$PEERS" readback "$P" --container audio --prefix edgecap/img-0004/ >"$T/readback4.json" 2>"$T/readback4.err" ||
+    fail_because "readback failed: $(tail -n 2 "$T/readback4.err")"
+grep -oE '"name":"edgecap/img-0004/[^"]*\.ogg"' "$T/readback4.json" | sed 's/"name":"//; s/"$//' |
+    LC_ALL=C sort >"$T/blobs4"
+sed 's#.*/##; s/\.ogg$//' "$T/blobs4" >"$T/blobnames4"
+{
+    segments_of segment_sealed "${FCONS[@]}"
+    segments_of segment_recovered "${FCONS[@]}"
+} | LC_ALL=C sort -u >"$T/sealed4"
+missing=$(LC_ALL=C comm -23 "$T/sealed4" "$T/blobnames4" | tr '\n' ' ')
+[ -z "$missing" ] || fail_because "sealed but not in Blob: $missing"
+[ "$(wc -l <"$T/sealed4")" -ge $((sealed_down + 3)) ] || fail_because "only $(wc -l <"$T/sealed4") segments sealed"
+# One 201 commit per blob name in nginx's log (both of its lives).
+/usr/bin/python3 "$EC_SRCDIR/tests/system/lib/blob_commits.py" "$P/access.log" "$T/blobs4" \
+    edgecap/img-0004/ >"$T/commits4" 2>&1 || fail_because "$(cat "$T/commits4")"
+seqs=$(sed -E 's/.*-0*([0-9]+)$/\1/' "$T/blobnames4" | sort -n)
+first=$(head -n 1 <<<"$seqs")
+last=$(tail -n 1 <<<"$seqs")
+[ -n "$first" ] && [ "$(seq "$first" "$last")" = "$seqs" ] ||
+    fail_because "sequence numbers not contiguous: $(tr '\n' ' ' <<<"$seqs")"
+undecodable=0
+while read -r b; do
+    f=$T/img4-$(basename "$b")
+    "$PEERS" readback "$P" --container audio --cat "$b" >"$f" 2>/dev/null &&
+        opusdec --quiet --rate 16000 "$f" "$f.wav" 2>/dev/null || undecodable=$((undecodable + 1))
+done <"$T/blobs4"
+[ "$undecodable" = 0 ] || fail_because "$undecodable blobs do not decode"
+diag "img-0004: $(wc -l <"$T/blobs4") blobs, sequence ${first:-?}..${last:-?}; $(tail -n 1 "$T/commits4") (not a check)"
+verdict "after the faults every segment sealed on any boot is in Blob exactly once: listed, one 201 commit (Put Blob or Put Block List) each in nginx's log, sequence contiguous, all decode" \
+    "$T/commits4" "$T/sealed4" "$T/blobnames4"
 
 finish
