@@ -483,12 +483,17 @@ if full_run; then
     control /reset '{}' >/dev/null
     lifetime=4
     is_native || lifetime=8
-    control /config "{\"token_lifetime_s\": $lifetime, \"retry_after_s\": 2}" >/dev/null
+    # The jobs are held Running until a token has been refreshed, so that the
+    # daemon keeps polling (with tokens) however fast or slow it runs.
+    control /config "{\"token_lifetime_s\": $lifetime, \"retry_after_s\": 1, \"hold_jobs\": true}" >/dev/null
     run_logged batch3-capture capture --config "$T/batch.conf" --seconds 3
     printf '\n[metrics]\ntextfile = %s\ninterval_seconds = 1\n' "$T/edgecap.prom" >>"$T/batch.conf"
     LOG=$T/batch-daemon.log
     start_bg "$LOG" run --config "$T/batch.conf"
     pid=$DAEMON_PID
+    wait_for_log "$LOG" 'event=token_issued scope=speech .*refresh=true' "$pid" 60 ||
+        fail_because "no token refreshed while the jobs ran"
+    control /config '{"hold_jobs": false}' >/dev/null
     wait_for_log "$LOG" 'event=batch_job_succeeded' "$pid" 60 || fail_because "no job succeeded under the daemon"
     kill -TERM "$pid"
     wait_exit "$pid" || fail_because "the daemon did not stop"
