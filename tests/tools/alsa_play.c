@@ -5,8 +5,11 @@
  *
  *   alsa_play DEVICE FILE.raw RATE_HZ CHANNELS
  *
- * Prints "played N frames" and exits 0, or says why it failed (exit 1; 64
- * for usage, 66 when FILE cannot be read).
+ * Prints "played N frames, U underruns" and exits 0, or says why it failed
+ * (exit 1; 64 for usage, 66 when FILE cannot be read).
+ *
+ * A tool, not a test: tests/system/image.sh asserts its output (all frames
+ * played, 0 underruns) on the guest's console.
  */
 #include <alsa/asoundlib.h>
 #include <errno.h>

@@ -5,6 +5,9 @@
  * 0 when the correlation reaches MIN_CORR.
  *
  *   pcm_compare SOURCE.raw DECODED.raw MIN_CORR [MAX_LAG]
+ *
+ * A tool, not a test: tests/system/pipeline.sh, consent.sh and image.sh
+ * assert its exit status (decoded blobs match what was captured).
  */
 #include <math.h>
 #include <stdio.h>

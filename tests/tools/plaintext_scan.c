@@ -5,6 +5,9 @@
  * sampled every 997 bytes. Prints each hit and exits 1 if there is any.
  *
  *   plaintext_scan SOURCE.raw DIR...
+ *
+ * A tool, not a test: tests/system/pipeline.sh asserts its exit status (no
+ * plaintext audio in the spool, key store or temporary dirs).
  */
 
 #include <ftw.h>

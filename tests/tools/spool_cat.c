@@ -6,6 +6,9 @@
  *   spool_cat SPOOL_DIR KEYSTORE_DIR NAME
  *
  * Exit 0 when the whole segment authenticated, 65 when it did not.
+ *
+ * A tool, not a test: tests/system/pipeline.sh, upload.sh, consent.sh and
+ * blob_entra.sh assert its exit status and compare its output.
  */
 #include <stdio.h>
 #include <sysexits.h>

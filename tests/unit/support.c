@@ -1,4 +1,5 @@
-/* Test helpers; see support.h. */
+/* Fixtures shared by the cmocka suites in tests/unit/ (scratch dirs, files,
+ * log capture); see support.h. Not a test: the suites that link it assert. */
 #include "support.h"
 
 #include <errno.h>
