@@ -746,6 +746,16 @@ ec_status ec_keystore_pkcs11_open(ec_keystore *ks, const ec_keystore_pkcs11_para
 
 /* ---- the device identity key pair ------------------------------------------- */
 
+/* Empties `pub` again and logs why the public key object `label` was refused. */
+static ec_status refuse_public(mbedtls_pk_context *pub, const char *label, const char *why)
+{
+    mbedtls_pk_free(pub);
+    mbedtls_pk_init(pub);
+    ec_log(EC_LOG_ERROR, "pkcs11_object_refused", EC_LOG_STR("label", label),
+           EC_LOG_STR("reason", why));
+    return EC_ERR_CRYPTO;
+}
+
 /* Sets up `pub` (initialised, empty) with the P-256 public key `obj`
  * (CKA_EC_POINT: a DER OCTET STRING around the uncompressed point; some
  * tokens give the bare point). */
@@ -779,13 +789,7 @@ static ec_status read_ec_public(p11_ks *k, CK_OBJECT_HANDLE obj, const char *lab
                         mbedtls_ecp_point_read_binary(&ec->grp, &ec->Q, p, len) != 0 ||
                         mbedtls_ecp_check_pubkey(&ec->grp, &ec->Q) != 0))
         why = "its CKA_EC_POINT is not a point on P-256";
-    if (why == NULL)
-        return EC_OK;
-    mbedtls_pk_free(pub);
-    mbedtls_pk_init(pub);
-    ec_log(EC_LOG_ERROR, "pkcs11_object_refused", EC_LOG_STR("label", label),
-           EC_LOG_STR("reason", why));
-    return EC_ERR_CRYPTO;
+    return why == NULL ? EC_OK : refuse_public(pub, label, why);
 }
 
 /* Sets up `pub` (initialised, empty) with the RSA public key `obj`. */
@@ -806,11 +810,7 @@ static ec_status read_rsa_public(p11_ks *k, CK_OBJECT_HANDLE obj, const char *la
             0 &&
         mbedtls_rsa_complete(rsa) == 0 && mbedtls_rsa_check_pubkey(rsa) == 0)
         return EC_OK;
-    mbedtls_pk_free(pub);
-    mbedtls_pk_init(pub);
-    ec_log(EC_LOG_ERROR, "pkcs11_object_refused", EC_LOG_STR("label", label),
-           EC_LOG_STR("reason", rsa_size_reason));
-    return EC_ERR_CRYPTO;
+    return refuse_public(pub, label, rsa_size_reason);
 }
 
 /* The public key object `obj`, EC P-256 or RSA. */
