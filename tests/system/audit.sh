@@ -24,7 +24,6 @@ SOCK=$T/syslog.sock
 # Under valgrind (the slowest run of `make test`) a short capture without
 # rotation; the rotation checks run natively, under ASan+UBSan and qemu.
 LIGHT_REASON="valgrind run: rotation is checked natively, under ASan and under qemu"
-full_run() { [ "${EC_VALGRIND:-0}" != 1 ]; }
 # 20 one-second segments: their audit lines fill more than one 16 KiB file
 if full_run; then SEGMENTS=20; else SEGMENTS=3; fi
 sox -q -n -r 16000 -c 1 -b 16 "$T/tone.wav" synth $SEGMENTS sine 200-700 vol 0.5

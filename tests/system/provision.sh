@@ -113,7 +113,6 @@ mode_of() { stat -c %a "$1"; }
 # Under valgrind, where every edgecap run costs seconds, only the core paths
 # run (init, init twice, install, show, one refusal); everything runs
 # natively, under ASan and under qemu.
-full_run() { [ "${EC_VALGRIND:-0}" != 1 ]; }
 skip_n() { # N DESCRIPTION
     local i
     for ((i = 0; i < $1; i++)); do skip "$2" "valgrind: core checks only"; done

@@ -19,7 +19,6 @@ plan 10
 
 # Under valgrind only the paths through new C code run (each start costs
 # seconds there); the argument checks run natively, under ASan and qemu.
-full_run() { [ "${EC_VALGRIND:-0}" != 1 ]; }
 
 start_peers
 SAS=$("$PEERS" container "$P" audio)

@@ -26,7 +26,6 @@ TOOL=${TOOL:-$BUILD/results/tool-run}
 # secret scan. The rest exercise the same code and run natively, under
 # ASan+UBSan and under qemu for both boards.
 LIGHT_REASON="valgrind run: the same code paths run natively, under ASan and under qemu"
-full_run() { [ "${EC_VALGRIND:-0}" != 1 ]; }
 
 # ---- without peers -------------------------------------------------------------
 

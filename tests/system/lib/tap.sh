@@ -392,6 +392,11 @@ line_of() { # FILE REGEX
 
 is_native() { [ -z "$EC_QEMU" ] && [ "$EC_VALGRIND" != 1 ]; }
 
+# False under valgrind, where each start of the daemon costs seconds: a test
+# then runs the checks that take its new C paths and skips the rest, which run
+# natively, under ASan and under qemu.
+full_run() { [ "${EC_VALGRIND:-0}" != 1 ]; }
+
 # True in the one configuration of `make test` that runs host-side tests
 # (flashing, the field image): the native x86_64 build, not its ASan twin.
 once_per_run() { is_native && [ "${ARCH:-x86_64}" = x86_64 ] && [ "$(basename "$BUILD")" = x86_64 ]; }
