@@ -95,7 +95,12 @@ tally() {
     failed=$((failed + notok))
     skipped_total=$((skipped_total + skipped))
     if [ "$notok" -gt 0 ]; then
-        failures+=("$name: $(grep -E '^not ok' "$tap" | grep -v '# SKIP' | head -n3 | tr '\n' ';')")
+        # each failing line (the first three) with the reasons diagnosed
+        # under it: a CI log shows why without the TAP file
+        failures+=("$name: $(awk '
+            /^not ok [0-9]+/ && !/# SKIP/ { if (++n > 3) exit; printf "%s%s", (n > 1 ? "\n    " : ""), $0; why = 2; next }
+            why > 0 && /^# / { printf "\n      %s", substr($0, 1, 400); why--; next }
+            { why = 0 }' "$tap")")
     fi
     if [ "$rc" -ne 0 ] && [ "$notok" -eq 0 ]; then
         failed=$((failed + 1))
