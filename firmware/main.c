@@ -861,7 +861,7 @@ static int cmd_run(int argc, char **argv)
     ec_switch sw = {0};
     ec_consent *gate = NULL;
     delivery dv = {0};
-    ec_watchdog wd = {0}; /* the service manager (systemd), when there is one */
+    ec_watchdog wd = {0}; /* systemd or the board's watchdog, when there is one */
     ec_watchdog_feeder feeder;
     ec_metrics_server *msrv = NULL;
     ec_config *live = &cfg;              /* what delivery runs on; a reload replaces it */
@@ -871,7 +871,8 @@ static int cmd_run(int argc, char **argv)
         return rc;
     if ((rc = start_secure(&cfg)) != EX_OK)
         goto out;
-    (void)ec_watchdog_sdnotify_open(&wd); /* a no-op without NOTIFY_SOCKET */
+    /* systemd's socket or the board's device; a no-op without either */
+    (void)ec_watchdog_open_env(&wd);
     /* before the spool, whose recovery at open is audited, and before
      * capture, whose consent gate audits its state from the first frame on;
      * without it, nothing is delivered (capture goes on) */

@@ -116,7 +116,7 @@ void ec_watchdog_feed(ec_watchdog_feeder *f, ec_watchdog *wd, const ec_liveness_
         if (f->withheld == NULL) {
             ec_log(EC_LOG_ERROR, "watchdog_withheld", EC_LOG_STR("stage", stuck),
                    EC_LOG_STR("reason", "no progress within the watchdog timeout"),
-                   EC_LOG_STR("effect", "the supervisor restarts edgecap unless it recovers"));
+                   EC_LOG_STR("effect", wd->ops->on_timeout));
             char status[96];
             snprintf(status, sizeof status, "stalled: %s makes no progress", stuck);
             ec_watchdog_status(wd, status);

@@ -42,6 +42,7 @@ static void sd_close(void *ctx)
 
 static const ec_watchdog_ops sdnotify_ops = {
     .name = "sdnotify",
+    .on_timeout = "the supervisor restarts edgecap unless it recovers",
     .notify = sd_send,
     .close = sd_close,
 };

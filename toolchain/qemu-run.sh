@@ -27,12 +27,14 @@
 #   --console FILE       the serial console into FILE instead of this terminal
 #   --rtc-base WHEN      the board's RTC starts at WHEN (2020-01-01T00:00:00),
 #                        not now (UTC)
+#   --append ARGS        more kernel command line (edgecap.watchdog=SECONDS:
+#                        the board's watchdog timeout, default 60)
 set -eu
 
 # One argument quoted for eval (flash.sh's arguments are kept in a string).
 quote() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
 
-SCRATCH="" KEEP=0 EXTRA="" MONITOR="" CONSOLE="" RTC=utc FLASH_ARGS=""
+SCRATCH="" KEEP=0 EXTRA="" MONITOR="" CONSOLE="" RTC=utc FLASH_ARGS="" APPEND=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --scratch) SCRATCH=$2; shift 2 ;;
@@ -41,6 +43,7 @@ while [ $# -gt 0 ]; do
     --monitor) MONITOR=$2; shift 2 ;;
     --console) CONSOLE=$2; shift 2 ;;
     --rtc-base) RTC=$2; shift 2 ;;
+    --append) APPEND="$APPEND $2"; shift 2 ;;
     --cert | --key | --file)
         FLASH_ARGS="$FLASH_ARGS $1 $(quote "$2")"
         shift 2
@@ -90,7 +93,7 @@ fi
 
 set -- qemu-system-aarch64 -M virt -cpu cortex-a57 -m 512 -smp 1 \
     -kernel "$DIR/vmlinuz" -initrd "$INITRD" \
-    -append "console=ttyAMA0 panic=10 loglevel=4" \
+    -append "console=ttyAMA0 panic=10 loglevel=4$APPEND" \
     -drive "if=none,id=d0,format=raw,file=$SCRATCH" -device virtio-blk-pci,drive=d0 \
     -netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile= \
     -device virtio-rng-pci -device i6300esb -rtc "base=$RTC"

@@ -1,9 +1,10 @@
 /*
  * HAL watchdog: tells the board's supervisor that the daemon is up, what it
  * is doing, and — only while the pipeline is seen to make progress — that it
- * is alive. Backend: systemd's notification socket (hal/watchdog_sdnotify.c,
- * the documented NOTIFY_SOCKET datagram protocol, without libsystemd). A board
- * with a hardware watchdog would add hal/watchdog_<name>.c.
+ * is alive. Backends: systemd's notification socket (hal/watchdog_sdnotify.c,
+ * the documented NOTIFY_SOCKET datagram protocol, without libsystemd), and a
+ * Linux watchdog device (hal/watchdog_dev.c, /dev/watchdog: a hung daemon
+ * resets the board; the field image's supervisor names it).
  *
  * Messages use sd_notify's vocabulary (READY=1, RELOADING=1, STOPPING=1,
  * STATUS=..., WATCHDOG=1); a backend acts on what it understands. Without a
@@ -27,6 +28,9 @@
 
 typedef struct {
     const char *name;
+    /* What happens when pings stop, for the log ("the supervisor restarts
+     * edgecap"). */
+    const char *on_timeout;
     /* Sends one notification (newline-separated VAR=value lines). */
     ec_status (*notify)(void *ctx, const char *state);
     void (*close)(void *ctx);
@@ -50,6 +54,32 @@ typedef struct {
  * then a no-op too).
  */
 ec_status ec_watchdog_sdnotify_open(ec_watchdog *wd);
+
+/* The device backend's timeout range and default (seconds). */
+#define EC_WATCHDOG_DEV_MIN_S 4u
+#define EC_WATCHDOG_DEV_MAX_S 3600u
+#define EC_WATCHDOG_DEV_RANGE "4-3600"
+#define EC_WATCHDOG_DEV_DEFAULT_S 60u
+
+/*
+ * Opens a Linux watchdog device (`path`, a character device; opening it arms
+ * the timer) with a timeout of `timeout_s` (the driver may round it: the
+ * timeout it reports is used), pings it once, and logs the device, its
+ * identity and the timeout. Pings (WATCHDOG=1) go out every quarter timeout;
+ * other messages are ignored. Closing writes the magic 'V' (disarm) first.
+ * EC_ERR_UNSUPPORTED (logged, *wd a no-op, the device disarmed again) for a
+ * path that is not absolute, cannot be opened, is not a watchdog, or a
+ * timeout outside EC_WATCHDOG_DEV_MIN_S..MAX_S.
+ */
+ec_status ec_watchdog_dev_open(ec_watchdog *wd, const char *path, unsigned timeout_s);
+
+/*
+ * The backend the board's supervisor asks for: NOTIFY_SOCKET (systemd) first;
+ * else EDGECAP_WATCHDOG_DEVICE (a watchdog device path) with
+ * EDGECAP_WATCHDOG_SECONDS (its timeout, default EC_WATCHDOG_DEV_DEFAULT_S;
+ * anything but a number in range is refused); else a no-op and EC_OK.
+ */
+ec_status ec_watchdog_open_env(ec_watchdog *wd);
 
 /* Sends `state` as is; EC_OK (and nothing sent) without a supervisor. */
 ec_status ec_watchdog_notify(ec_watchdog *wd, const char *state);

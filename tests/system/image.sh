@@ -38,7 +38,7 @@
 # the peer stays down 60 s (15 s otherwise) and the power button case runs.
 . "$(dirname "$0")/lib/tap.sh"
 
-plan 16
+plan 18
 
 skip_all() {
     while [ "$TAP_N" -lt "$TAP_PLANNED" ]; do skip "field image under qemu-system-aarch64" "$1"; done
@@ -176,10 +176,11 @@ wait_for_log "$C" "event=alsa_open device=hw:Loopback,1,0 rate_hz=16000 channels
     fail_because "edgecap did not open hw:Loopback,1,0"
 diag "boot to edgecap's capture under TCG: $((SECONDS - t0)) s (not a check)"
 want_no_re "$C" "edgecap-supervise: (no provisioning|provisioning file .* rejected|clock)"
-want_re "$C" "edgecap-watchdog: feeding /dev/watchdog \\(i6300ESB"
+# edgecap holds the board's watchdog itself (the supervisor's default timeout)
+want_re "$C" "event=watchdog_device device=/dev/watchdog identity=\"?i6300ESB.* timeout_s=60 "
 want_re "$T/dev.qemu" "^provision: .* valid for edgecap check-config as /etc/edgecap/edgecap.conf$"
 want_re "$T/dev.qemu" "^done: .*/dev\.img holds the image and 4 provisioning files, all read back$"
-verdict "flashed by flash.sh (validated, read back), the board boots: modules, root, EC-PROV and EC-DATA mounted, DHCP, edgecap started on the loopback card" "$C" "$T/dev.qemu"
+verdict "flashed by flash.sh (validated, read back), the board boots: modules, root, EC-PROV and EC-DATA mounted, DHCP, edgecap started on the loopback card, holding the board's watchdog (i6300esb)" "$C" "$T/dev.qemu"
 
 wait_for_log "$C" "edgecap-test: played $((SECONDS_PLAYED * 16000)) frames" "$QEMU_PID" 60 ||
     fail_because "the guest's player did not play the tone into hw:Loopback,0,0"
@@ -225,7 +226,15 @@ while [ "$n" -lt 2 ] && [ "$i" -lt 300 ] && running "$QEMU_PID"; do
     n=$(grep -c "event=alsa_open device=hw:Loopback,1,0" "$C")
 done
 [ "$n" -ge 2 ] || fail_because "edgecap was not started again ($n alsa_open lines)"
-verdict "edgecap killed inside the guest is restarted by the supervisor" "$C"
+# The watchdog passed on: the feeder held it while edgecap was down, the new
+# edgecap opened it again.
+want_re "$C" "edgecap-watchdog: feeding /dev/watchdog \\(i6300ESB.*\\), timeout 60 s"
+[ "$(grep -c "event=watchdog_device device=/dev/watchdog" "$C")" -ge 2 ] ||
+    fail_because "the restarted edgecap did not open /dev/watchdog"
+want_no_re "$C" "event=watchdog_open_failed"
+want_re "$C" "event=watchdog timeout_ms=60000 ping_interval_ms=15000"
+[ "$(grep -c "edgecap-boot: edgecap " "$C")" = 1 ] || fail_because "the board was reset"
+verdict "edgecap killed inside the guest is restarted by the supervisor; the watchdog goes to the feeder and back to edgecap, the board is not reset" "$C"
 
 monitor dev system_powerdown || fail_because "no QEMU monitor"
 wait_exit "$QEMU_PID" 60 || fail_because "the board did not power off within 60 s"
@@ -270,7 +279,17 @@ wait "$QEMU_PID" 2>/dev/null
 # (side by side: both only boot and wait)
 sed 's/^id = img-0001$/id = img-0003/' "$PROV/edgecap.conf" >"$PROV/edgecap.conf.new"
 mv "$PROV/edgecap.conf.new" "$PROV/edgecap.conf"
-boot empty ""
+# The unprovisioned board runs its watchdog at 4 s: a hook reports it 16 s in.
+mkdir -p "$T/idle-extra/extra/rc.d"
+cat >"$T/idle-extra/extra/rc.d/50-watchdog" <<'HOOK'
+#!/bin/sh
+sleep 16
+w=/sys/class/watchdog/watchdog0
+echo "edgecap-test: 16 s in: watchdog $(cat $w/state 2>/dev/null), timeout $(cat $w/timeout 2>/dev/null) s"
+HOOK
+chmod 0755 "$T/idle-extra/extra/rc.d/50-watchdog"
+(cd "$T/idle-extra" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -n >"$T/idle.cpio.gz"
+boot empty "" "$T/idle.cpio.gz" --append edgecap.watchdog=4
 EMPTY_PID=$QEMU_PID
 boot past "$PROV" "" --rtc-base 2020-01-01T00:00:00
 PAST_PID=$QEMU_PID
@@ -279,6 +298,11 @@ wait_for_log "$E" "edgecap-supervise: no provisioning file \(/etc/edgecap/edgeca
     "$EMPTY_PID" 120 || fail_because "the unprovisioned board did not say so"
 want_no_re "$E" "event="
 verdict "an unprovisioned board (empty EC-PROV, as built) says so and starts nothing" "$E"
+wait_for_log "$E" "edgecap-test: 16 s in:" "$EMPTY_PID" 60 || fail_because "the idle board's hook did not report"
+want_re "$E" "edgecap-watchdog: feeding /dev/watchdog \\(i6300ESB.*\\), timeout 4 s"
+want_fixed "$E" "edgecap-test: 16 s in: watchdog active, timeout 4 s"
+[ "$(grep -c "edgecap-boot: edgecap " "$E")" = 1 ] || fail_because "the idle board was reset"
+verdict "the idle board's watchdog (edgecap.watchdog=4) is fed by the supervisor's feeder: active, no reset after 4 timeouts" "$E"
 
 PC=$T/past.console
 wait_for_log "$PC" "edgecap-supervise: clock 2020-01-01T[0-9:]+Z is before the build date [0-9T:-]+Z: not starting" \
@@ -331,6 +355,10 @@ HOOK
         else
             echo 'say "capture running; silence"'
             hook_wait_empty
+            cat <<'HOOK'
+# edgecap hangs: no more pings; the board's watchdog must reset the board.
+kill -STOP "$(pidof edgecap)" && say "edgecap stopped (SIGSTOP)"
+HOOK
         fi
     } >"$d/rc.d/50-play"
     chmod 0755 "$d/rc.d/50-play" "$d/alsa_play"
@@ -466,7 +494,8 @@ want_no_re "${FCONS[-1]}" "event=stopped"
 verdict "a hard quit (power cut) while an upload is in flight: the stall front saw the PUT cut off" \
     "$T/quit.held" "$T/relay.tail"
 
-boot flt9 "" "$T/last.cpio.gz" --keep --scratch "$T/flt1.img"
+WD_S=20
+boot flt9 "" "$T/last.cpio.gz" --keep --scratch "$T/flt1.img" --append edgecap.watchdog=$WD_S
 FL=$T/flt9.console
 FCONS+=("$FL")
 wait_for_log "$FL" "edgecap-test: spool (empty|still)" "$QEMU_PID" 300
@@ -476,6 +505,33 @@ want_no_re "$FL" "event=(segment_quarantined|segment_recovery_failed|upload_conf
 grep -hE "event=(segment_recovered|segment_empty_removed) " "$FL" >"$T/recovered.log"
 diag "after the power cut: $(tr '\n' ' ' <"$T/recovered.log") (not a check)"
 verdict "booted again from the same disk: the open segment of the power cut recovered per the spool design, the spool drains empty, nothing quarantined" "$FL"
+
+# edgecap hangs (SIGSTOP): its pings stop; the watchdog resets the board,
+# which boots back into service.
+wait_for_log "$FL" "edgecap-test: edgecap stopped \\(SIGSTOP\\)" "$QEMU_PID" 60 ||
+    fail_because "the hook did not stop edgecap"
+t_hang=$SECONDS
+boots() { grep -c "edgecap-boot: edgecap " "$FL"; }
+until [ "$(boots)" -ge 2 ]; do
+    [ $((SECONDS - t_hang)) -lt $((WD_S + 60)) ] && running "$QEMU_PID" || break
+    sleep 0.5
+done
+[ "$(boots)" -ge 2 ] || fail_because "no reset within $((WD_S + 60)) s of edgecap's SIGSTOP"
+diag "edgecap stopped: the board reset and booted again $((SECONDS - t_hang)) s later (timeout ${WD_S} s; not a check)"
+want_re "$FL" "event=watchdog_device device=/dev/watchdog identity=\"?i6300ESB.* timeout_s=$WD_S "
+# What the console shows from the SIGSTOP on: the board back in service.
+after_stop() { sed -n '/edgecap-test: edgecap stopped/,$p' "$FL" >"$T/hang.console"; }
+for ((i = 0; i < 1200; i++)); do
+    after_stop
+    grep -q "event=alsa_open device=hw:Loopback,1,0" "$T/hang.console" && break
+    running "$QEMU_PID" || break
+    sleep 0.1
+done
+want_no_re "$T/hang.console" "edgecap-supervise: edgecap exited|Kernel panic"
+want_re "$T/hang.console" "event=alsa_open device=hw:Loopback,1,0"
+verdict "edgecap hung (SIGSTOP): no more pings, the board's watchdog (i6300esb, edgecap.watchdog=$WD_S) resets the board, which boots back and captures again" "$T/hang.console"
+kill -KILL "$QEMU_PID" 2>/dev/null
+wait "$QEMU_PID" 2>/dev/null
 
 # Every segment sealed (or recovered) on any boot: in Blob exactly once.
 "$PEERS" readback "$P" --container audio --prefix edgecap/img-0004/ >"$T/readback4.json" 2>"$T/readback4.err" ||

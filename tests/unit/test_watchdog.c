@@ -53,6 +53,8 @@ static void clear_env(void)
     unsetenv("NOTIFY_SOCKET");
     unsetenv("WATCHDOG_USEC");
     unsetenv("WATCHDOG_PID");
+    unsetenv("EDGECAP_WATCHDOG_DEVICE");
+    unsetenv("EDGECAP_WATCHDOG_SECONDS");
 }
 
 static void test_no_socket_is_a_noop(void **state)
@@ -306,6 +308,81 @@ static void test_feeder(void **state)
     clear_env();
 }
 
+/* ---- the board's watchdog device --------------------------------------------
+ * A real device resets the machine it runs on: the emulated board's i6300esb
+ * under tests/system/image.sh is where it is opened and fed. Here: everything
+ * it must refuse, each logged and leaving a no-op watchdog. */
+
+static void test_device_refusals(void **state)
+{
+    (void)state;
+    char *dir = ts_mkdtemp();
+    char *plain = ts_strf("%s/watchdog", dir);
+    FILE *f = fopen(plain, "w");
+    assert_non_null(f);
+    fclose(f);
+    char *missing = ts_strf("%s/none", dir);
+    static const char *const dev_null = "/dev/null";
+    const struct {
+        const char *device, *seconds, *reason;
+    } rows[] = {
+        {"watchdog", NULL, "not an absolute path"},
+        {missing, NULL, "No such file or directory"},
+        {plain, NULL, "not a character device"},
+        {dev_null, NULL, "not a watchdog (WDIOC_GETSUPPORT refused)"},
+        {dev_null, "3", "timeout out of range (4-3600 s)"},
+        {dev_null, "3601", "timeout out of range"},
+        {dev_null, "0", "timeout out of range"},
+        {dev_null, "60s", "timeout out of range"},
+        {dev_null, "-60", "timeout out of range"},
+        {dev_null, " 60", "timeout out of range"},
+        {dev_null, "99999999999999999999", "timeout out of range"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        clear_env();
+        setenv("EDGECAP_WATCHDOG_DEVICE", rows[i].device, 1);
+        if (rows[i].seconds != NULL)
+            setenv("EDGECAP_WATCHDOG_SECONDS", rows[i].seconds, 1);
+        ec_watchdog wd;
+        ts_log_begin();
+        ec_status st = ec_watchdog_open_env(&wd);
+        char *log = ts_log_end();
+        if (st != EC_ERR_UNSUPPORTED || wd.ops != NULL || wd.ping_interval_ms != 0 ||
+            strstr(log, "event=watchdog_open_failed") == NULL ||
+            strstr(log, rows[i].reason) == NULL)
+            fail_msg("row %zu (%s, %s): status %d, log: %s", i, rows[i].device,
+                     rows[i].seconds ? rows[i].seconds : "default", st, log);
+        assert_int_equal(ec_watchdog_notify(&wd, "WATCHDOG=1"), EC_OK); /* a no-op */
+        ec_watchdog_close(&wd);
+        free(log);
+    }
+    /* systemd's socket, when there is one, comes first */
+    char *sock = ts_strf("%s/notify", dir);
+    int rx = listen_at(sock);
+    clear_env();
+    setenv("NOTIFY_SOCKET", sock, 1);
+    setenv("EDGECAP_WATCHDOG_DEVICE", plain, 1);
+    ec_watchdog wd;
+    assert_int_equal(ec_watchdog_open_env(&wd), EC_OK);
+    assert_non_null(wd.ops);
+    assert_string_equal(wd.ops->name, "sdnotify");
+    ec_watchdog_close(&wd);
+    /* and neither: no watchdog, no complaint */
+    clear_env();
+    ts_log_begin();
+    assert_int_equal(ec_watchdog_open_env(&wd), EC_OK);
+    char *log = ts_log_end();
+    assert_null(wd.ops);
+    assert_string_equal(log, "");
+    free(log);
+    close(rx);
+    free(sock);
+    free(missing);
+    free(plain);
+    ts_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -316,6 +393,7 @@ int main(void)
         cmocka_unit_test(test_unsupported_address),
         cmocka_unit_test(test_liveness_table),
         cmocka_unit_test(test_feeder),
+        cmocka_unit_test(test_device_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
