@@ -3,7 +3,7 @@
 # writes the device's provisioning files into its provisioning partition.
 #
 #   toolchain/flash.sh IMAGE TARGET --provision FILE [--cert CERT --key KEY]
-#                      [--file SRC[:DEST]]... [--dry-run]
+#                      [--file SRC[:DEST]]... [--no-grow] [--dry-run]
 #
 # Image layout (the contract with toolchain/image.sh): MBR, partitions 1 MiB
 # aligned; p1 the read-only root (squashfs), p2 the provisioning partition
@@ -26,7 +26,11 @@
 #      runs there; every input file the config names under /etc/edgecap must
 #      be in the set, and the client certificate must match its key;
 #   4. write (dd conv=fsync), read back image-size bytes and compare sha256;
-#   5. replace p2's contents with the staged set through mtools at p2's byte
+#   5. a TARGET larger than the image: p3 (the spool's partition) grows to
+#      its end (sfdisk), its ext4 is checked (e2fsck) and resized (resize2fs)
+#      at p3's byte offset, and read back (dumpe2fs: label, UUID, size);
+#      --no-grow leaves it at the image's size;
+#   6. replace p2's contents with the staged set through mtools at p2's byte
 #      offset (no host mount), read every file back and compare sha256.
 # --dry-run stops before 4 and writes nothing.
 #
@@ -44,6 +48,7 @@ PROG=flash.sh
 SRCDIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PROV_MOUNT=/etc/edgecap
 PROV_LABEL=EC-PROV
+DATA_LABEL=EC-DATA
 
 die() { # STATUS MESSAGE...
     local st=$1
@@ -55,14 +60,14 @@ say() { printf '%s\n' "$*"; }
 
 usage() {
     cat >&2 <<EOF
-usage: $PROG IMAGE TARGET --provision FILE [--cert CERT --key KEY] [--file SRC[:DEST]]... [--dry-run]
+usage: $PROG IMAGE TARGET --provision FILE [--cert CERT --key KEY] [--file SRC[:DEST]]... [--no-grow] [--dry-run]
 EOF
     exit 64
 }
 
 # ---- arguments ----------------------------------------------------------------
 
-IMAGE="" TARGET="" PROVISION="" CERT="" KEY="" DRY_RUN=0
+IMAGE="" TARGET="" PROVISION="" CERT="" KEY="" DRY_RUN=0 GROW=1
 FILES=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -77,6 +82,7 @@ while [ $# -gt 0 ]; do
         shift 2
         ;;
     --dry-run) DRY_RUN=1; shift ;;
+    --no-grow) GROW=0; shift ;;
     -h | --help) usage ;;
     -*) die 64 "unknown option $1" ;;
     *)
@@ -97,7 +103,7 @@ done
 { [ -z "$CERT" ] && [ -n "$KEY" ]; } && die 64 "--key needs --cert"
 
 for tool in partx mcopy mtype mdir mmd mdel mdeltree mlabel openssl unshare mount \
-    lsblk blockdev losetup perl sha256sum dd; do
+    lsblk blockdev losetup perl sha256sum dd sfdisk e2fsck resize2fs dumpe2fs; do
     command -v "$tool" >/dev/null 2>&1 ||
         die 69 "$tool not found (toolchain/install-deps.sh image installs it)"
 done
@@ -140,9 +146,10 @@ IMAGE_BYTES=$(stat -c %s "$IMAGE")
     die 65 "$IMAGE: size $IMAGE_BYTES is not a whole number of 512-byte sectors"
 # Byte offset and size of partition 2 of a disk or image file, from its MBR
 # (partx counts in 512-byte sectors whatever the device's sector size).
-p2_geometry() { # DISK -> "OFFSET SIZE"
+p2_geometry() { part_geometry 2 "$1"; }
+part_geometry() { # N DISK -> "OFFSET SIZE"
     local scheme start sectors
-    read -r scheme start sectors < <(partx -g -o SCHEME,START,SECTORS -n 2 "$1" 2>/dev/null) ||
+    read -r scheme start sectors < <(partx -g -o SCHEME,START,SECTORS -n "$1" "$2" 2>/dev/null) ||
         return 1
     if [ "$scheme" != dos ] || [ -z "$sectors" ]; then return 1; fi
     echo "$((start * 512)) $((sectors * 512))"
@@ -157,6 +164,14 @@ read -r IMG_P2_OFF _ < <(p2_geometry "$IMAGE" || true) || true
 [ -n "${IMG_P2_OFF:-}" ] || die 65 "$IMAGE: no MBR partition table with a partition 2"
 [ "$(fat_label "$IMAGE" "$IMG_P2_OFF")" = "$PROV_LABEL" ] ||
     die 65 "$IMAGE: partition 2 is not a vfat file system labelled $PROV_LABEL"
+# dumpe2fs -h's FIELD of the ext4 file system at OFFSET of DISK (e2fsprogs
+# reads DISK?offset=N as the file system at that offset).
+ext4_field() { # DISK OFFSET FIELD
+    dumpe2fs -h "$1?offset=$2" 2>/dev/null | sed -n "s/^$3: *//p"
+}
+read -r IMG_P3_OFF _ < <(part_geometry 3 "$IMAGE" || true) || true
+[ -n "${IMG_P3_OFF:-}" ] && [ "$(ext4_field "$IMAGE" "$IMG_P3_OFF" "Filesystem volume name")" = "$DATA_LABEL" ] ||
+    die 65 "$IMAGE: partition 3 is not an ext4 file system labelled $DATA_LABEL"
 
 # ---- 2. the target ------------------------------------------------------------
 
@@ -501,7 +516,54 @@ READ_SHA=$(head -c "$IMAGE_BYTES" "$TARGET" | sha256_of)
     die 74 "verification failed: $TARGET reads back sha256 $READ_SHA over $IMAGE_BYTES bytes, expected $EXPECTED_SHA ($SHA_SOURCE); the provisioning files were not written"
 say "written:   $IMAGE_BYTES bytes, read back sha256 $READ_SHA (matches)"
 
-# ---- 5. the provisioning partition --------------------------------------------
+# ---- 5. the data partition fills the target -------------------------------------
+
+# A field card is larger than the image: the spool gets the rest of it.
+read -r P3_OFF P3_SIZE < <(part_geometry 3 "$TARGET" || true) || true
+[ -n "${P3_OFF:-}" ] || die 74 "$TARGET: no partition 3 after writing"
+NOW_BYTES=$([ "$TARGET_KIND" = block ] && blockdev --getsize64 "$TARGET" || stat -L -c %s "$TARGET")
+P3_FS="$TARGET?offset=$P3_OFF"
+p3_field() { ext4_field "$TARGET" "$P3_OFF" "$1"; }
+if [ "$GROW" = 1 ] && [ $((NOW_BYTES - IMAGE_BYTES)) -ge 1048576 ]; then
+    p3_uuid=$(p3_field "Filesystem UUID")
+    [ "$(p3_field "Filesystem volume name")" = "$DATA_LABEL" ] && [ -n "$p3_uuid" ] ||
+        die 74 "$TARGET: partition 3 is not the ext4 file system $DATA_LABEL after writing"
+    # MBR: up to 2 TiB; sfdisk stops p3 there on a larger card.
+    echo ", +" | sfdisk -q --no-reread --no-tell-kernel -N 3 "$TARGET" >/dev/null 2>"$WORK/sfdisk.err" ||
+        die 74 "cannot grow partition 3 on $TARGET: $(tail -n 1 "$WORK/sfdisk.err")"
+    old_size=$P3_SIZE
+    read -r P3_OFF P3_SIZE < <(part_geometry 3 "$TARGET" || true) || true
+    [ "${P3_SIZE:-0}" -gt "$old_size" ] || die 74 "$TARGET: partition 3 did not grow"
+    # On a device, in place. resize2fs cuts a regular file to the new file
+    # system's size, offset not counted: a file's p3 is resized in a sparse
+    # copy, and written back over a hole (zero blocks stay holes).
+    fs=$P3_FS
+    if [ "$TARGET_KIND" != block ]; then
+        fs=$WORK/p3.img
+        dd if="$TARGET" of="$fs" bs=1M iflag=skip_bytes,count_bytes skip="$P3_OFF" count="$old_size" \
+            conv=sparse status=none || die 74 "cannot read partition 3 of $TARGET"
+    fi
+    rc=0
+    e2fsck -f -y "$fs" >"$WORK/fsck.out" 2>&1 || rc=$?
+    [ "$rc" -lt 4 ] || die 74 "e2fsck on partition 3 of $TARGET failed: $(tail -n 2 "$WORK/fsck.out")"
+    resize2fs "$fs" "$((P3_SIZE / 1024))K" >"$WORK/resize.out" 2>&1 ||
+        die 74 "resize2fs on partition 3 of $TARGET failed: $(tail -n 2 "$WORK/resize.out")"
+    if [ "$TARGET_KIND" = block ]; then
+        blockdev --flushbufs "$TARGET"
+    else
+        truncate -s "$P3_OFF" "$TARGET" &&
+            dd if="$fs" of="$TARGET" bs=1M oflag=seek_bytes seek="$P3_OFF" conv=notrunc,sparse,fsync status=none &&
+            truncate -s "$NOW_BYTES" "$TARGET" && rm -f "$fs" ||
+            die 74 "cannot write partition 3 back to $TARGET"
+    fi
+    fs_bytes=$(($(p3_field "Block count") * $(p3_field "Block size")))
+    [ "$(p3_field "Filesystem UUID")" = "$p3_uuid" ] && [ "$fs_bytes" -le "$P3_SIZE" ] &&
+        [ $((P3_SIZE - fs_bytes)) -lt "$(p3_field "Block size")" ] ||
+        die 74 "verification failed: partition 3 of $TARGET holds $fs_bytes bytes of ext4 (UUID $(p3_field "Filesystem UUID")) in $P3_SIZE bytes"
+    say "grown:     partition 3 ($DATA_LABEL) from $old_size to $P3_SIZE bytes, ext4 checked and resized ($fs_bytes bytes)"
+fi
+
+# ---- 6. the provisioning partition --------------------------------------------
 
 read -r P2_OFF P2_SIZE < <(p2_geometry "$TARGET" || true) || true
 [ -n "${P2_OFF:-}" ] || die 74 "$TARGET: no partition 2 after writing"

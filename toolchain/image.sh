@@ -211,7 +211,7 @@ P1_MIB=$(((p1_size + MIB - 1) / MIB + 1))
 mkfs.fat -C -F 16 -n EC-PROV -i 45430002 --invariant "$W/p2.img" $((P2_MIB * 1024)) >/dev/null
 # p3: ext4, fixed UUID and directory hash seed, clock pinned.
 truncate -s "${P3_MIB}M" "$W/p3.img"
-E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -L EC-DATA \
+E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -b 4096 -L EC-DATA \
     -U 45430003-0000-4000-8000-000000000003 \
     -E hash_seed=45430003-0000-4000-8000-0000000000ff,root_owner=0:0,lazy_itable_init=0,lazy_journal_init=0 \
     "$W/p3.img"

@@ -4,7 +4,9 @@
 # every provisioning file through mtools); a bad provisioning file, a
 # certificate that does not match its key, missing files, a bad image, a
 # too small, mounted, system or wrong-kind target are refused with nothing
-# written; a write that reads back differently is detected.
+# written; a write that reads back differently is detected. A target larger
+# than the image gets p3 (the spool's ext4) grown to its end, checked and
+# resized; --no-grow leaves it as the image has it.
 #
 # flash.sh runs on the host with the host build's check-config; it does not
 # depend on the configuration under test, so it runs natively only. Loop
@@ -14,7 +16,7 @@
 # shellcheck source=tests/system/lib/fake_image.sh
 . "$EC_SRCDIR/tests/system/lib/fake_image.sh"
 
-N=27
+N=29
 plan $N
 if ! once_per_run; then
     for ((i = 0; i < N; i++)); do
@@ -105,11 +107,20 @@ EXPECT=("edgecap.conf $T/prov.conf" "client.crt $T/client.pem" "client.key $T/cl
 ETC_BEFORE=$(ls -la /etc/edgecap 2>&1)
 
 # The image's bytes outside p2 are on DISK, and p2 holds exactly EXPECT.
-want_flashed() { # DISK
+# `grown`: p3 was grown to DISK's end (want_grown), so the partition table
+# and p3 differ from the image; the MBR's boot code and p1 do not.
+want_flashed() { # DISK [grown]
     local disk=$1 e rel src listing
-    cmp -s -n "$P2_OFF" "$IMG" "$disk" || fail_because "MBR/p1 differ from the image"
-    cmp -s -i "$P2_END:$P2_END" -n $((IMG_BYTES - P2_END)) "$IMG" "$disk" ||
-        fail_because "p3 differs from the image"
+    if [ "${2:-}" = grown ]; then
+        cmp -s -n 446 "$IMG" "$disk" || fail_because "the MBR's boot code differs from the image"
+        cmp -s -i 512:512 -n $((P2_OFF - 512)) "$IMG" "$disk" || fail_because "p1 differs from the image"
+        want_grown "$disk"
+    else
+        cmp -s -n "$P2_OFF" "$IMG" "$disk" || fail_because "MBR/p1 differ from the image"
+        cmp -s -i "$P2_END:$P2_END" -n $((IMG_BYTES - P2_END)) "$IMG" "$disk" ||
+            fail_because "p3 differs from the image"
+        want_no_re "$OUT" "^grown:"
+    fi
     for e in "${EXPECT[@]}"; do
         rel=${e%% *} src=${e#* }
         [ "$(mtype -i "$disk@@$P2_OFF" "::/$rel" 2>/dev/null | sha256sum | cut -d' ' -f1)" = "$(sum "$src")" ] ||
@@ -129,6 +140,32 @@ want_flashed() { # DISK
     [ "$(ls -la /etc/edgecap 2>&1)" = "$ETC_BEFORE" ] || fail_because "the host's /etc/edgecap changed"
 }
 
+# dumpe2fs -h's FIELD of the ext4 at OFFSET of DISK.
+ext4_field() { dumpe2fs -h "$1?offset=$2" 2>/dev/null | sed -n "s/^$3: *//p"; }
+IMG_P3_UUID=$(ext4_field "$IMG" "$P2_END" "Filesystem UUID")
+IMG_P3_BYTES=$(($(partx -g -o SECTORS -n 3 "$IMG") * 512))
+# p1 and p2 where the image has them; p3 from the image's start to DISK's last
+# sector; its ext4 (the image's, same UUID) fills it and checks clean.
+want_grown() { # DISK
+    local disk=$1 bytes start sectors fs
+    if [ -b "$disk" ]; then bytes=$(blockdev --getsize64 "$disk"); else bytes=$(stat -c %s "$disk"); fi
+    [ "$(partx -g -o START,SECTORS -n 1:2 "$disk" | tr -s ' \n' ' ')" = \
+        "$(partx -g -o START,SECTORS -n 1:2 "$IMG" | tr -s ' \n' ' ')" ] ||
+        fail_because "p1/p2 moved"
+    read -r start sectors < <(partx -g -o START,SECTORS -n 3 "$disk")
+    [ "$((start * 512))" = "$P2_END" ] || fail_because "p3 starts at sector $start"
+    [ "$(((start + sectors) * 512))" = "$bytes" ] ||
+        fail_because "p3 ends at $(((start + sectors) * 512)), the disk at $bytes"
+    e2fsck -f -n "$disk?offset=$P2_END" >"$T/e2fsck.out" 2>&1 ||
+        fail_because "e2fsck -fn p3: $(tail -n 2 "$T/e2fsck.out")"
+    [ "$(ext4_field "$disk" "$P2_END" "Filesystem UUID")" = "$IMG_P3_UUID" ] ||
+        fail_because "p3's ext4 is not the image's"
+    fs=$(($(ext4_field "$disk" "$P2_END" "Block count") * $(ext4_field "$disk" "$P2_END" "Block size")))
+    [ $((sectors * 512 - fs)) -ge 0 ] && [ $((sectors * 512 - fs)) -lt 4096 ] ||
+        fail_because "p3's ext4 is $fs bytes in $((sectors * 512))"
+    want_out_re "^grown: +partition 3 \\(EC-DATA\\) from $IMG_P3_BYTES to $((sectors * 512)) bytes, ext4 checked and resized \\($fs bytes\\)$"
+}
+
 # ---- image files ----------------------------------------------------------------
 
 TGT=$T/target.img
@@ -137,6 +174,18 @@ want_rc 0
 want_flashed "$TGT"
 want_out_re "^target: +$TGT \\(new\\)"
 verdict "image file: a new target gets the image (read back) and p2 exactly the provisioning set (a 0644 secret staged 0600, as the guest mount shows it)"
+
+# A card larger than the image: the spool's partition takes the rest.
+truncate -s 20M "$T/big.img"
+flash "$IMG" "$T/big.img" "${GOOD[@]}"
+want_rc 0
+want_flashed "$T/big.img" grown
+verdict "image file larger than the image: p3 grown to its end, its ext4 (the image's UUID) checked and resized to fill it; MBR code, p1 and p2 as flashed"
+truncate -s 20M "$T/big2.img"
+flash "$IMG" "$T/big2.img" "${GOOD[@]}" --no-grow
+want_rc 0
+want_flashed "$T/big2.img"
+verdict "--no-grow: p3 stays as the image has it"
 
 BEFORE=$(sum "$TGT")
 sed 's/^mode = sas$/mode = sass/' "$T/prov.conf" >"$T/bad.conf"
@@ -223,6 +272,11 @@ mlabel -i "$T/nolabel.img@@$P2_OFF" ::OTHER
 flash "$T/nolabel.img" "$TGT" "${GOOD[@]}"
 want_rc 65
 want_err_fixed "flash.sh: $T/nolabel.img: partition 2 is not a vfat file system labelled EC-PROV"
+cp "$IMG" "$T/nodata.img"
+dd if=/dev/zero of="$T/nodata.img" bs=1k seek=$((P2_END / 1024)) count=4 conv=notrunc status=none
+flash "$T/nodata.img" "$TGT" "${GOOD[@]}"
+want_rc 65
+want_err_fixed "flash.sh: $T/nodata.img: partition 3 is not an ext4 file system labelled EC-DATA"
 head -c 1000 "$IMG" >"$T/odd.img"
 flash "$T/odd.img" "$TGT" "${GOOD[@]}"
 want_rc 65
@@ -233,7 +287,7 @@ echo "not a hash" >"$T/nosum.img.sha256"
 flash "$T/nosum.img" "$TGT" "${GOOD[@]}"
 want_rc 65
 want_err_fixed "flash.sh: $T/nosum.img.sha256: no sha256 on its first line"
-verdict "an image that does not match its .sha256 (or has none in it), has no partition 2, no EC-PROV label or a partial sector is refused"
+verdict "an image that does not match its .sha256 (or has none in it), has no partition 2, no EC-PROV label, no EC-DATA ext4 or a partial sector is refused"
 
 # Targets of the wrong kind or size.
 truncate -s $((IMG_BYTES - 512)) "$T/small.img"
@@ -364,9 +418,9 @@ verdict "loop device: a certificate/key mismatch is refused, the device unchange
 flash "$IMG" "$DISK" "${GOOD[@]}"
 want_rc 0
 want_out_re "^target: +$DISK \\(block, 10485760 bytes\\)"
-want_flashed "$DISK"
-want_flashed "$T/disk.img"
-verdict "loop device: the image is written and read back, p2 holds exactly the provisioning set"
+want_flashed "$DISK" grown
+want_flashed "$T/disk.img" grown
+verdict "loop device: the image is written and read back, p2 holds exactly the provisioning set, p3 grown to the device's end"
 
 # A device smaller than the image.
 truncate -s 6M "$T/small-disk.img"
@@ -466,7 +520,7 @@ verdict "loop device: a write that reads back differently is detected, p2 not wr
 # Flash again after the failure: a good run repairs it.
 flash "$IMG" "$DISK" "${GOOD[@]}"
 want_rc 0
-want_flashed "$DISK"
+want_flashed "$DISK" grown
 verdict "loop device: flashing again after a failed verification succeeds"
 
 # Detach at the end (flash_cleanup does it too when a check above exits).
