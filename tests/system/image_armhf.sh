@@ -49,15 +49,19 @@ t_start=$SECONDS
 
 # ---- 1: the image builds (and the guest-side player with it) ---------------
 if ! board_image_built armhf; then
-    verdict "make image ARCH=armhf: Debian's armmp kernel, three partitions, sha256 and size printed"
+    verdict "make image ARCH=armhf: Debian's armmp kernel, three partitions, sha256 and size printed; an ARCH without an image is refused"
     skip_all "the image did not build (see above)"
 fi
 want_re "$T/make.log" "^image: kernel [0-9.]+-[0-9]+-armmp \(linux-image-[0-9.]+-[0-9]+-armmp_[^ ]*_armhf\.deb\), busybox-static_[^ ]*_armhf\.deb$"
 want_re "$T/make.log" "^image: libraries: .*ld-linux-armhf\.so\.3 "
 [ "$(od -An -tx1 -j 36 -N 4 "$IMGDIR/vmlinuz" | tr -d ' ')" = 18286f01 ] ||
     fail_because "$IMGDIR/vmlinuz is not an ARM zImage"
-verdict "make image ARCH=armhf: Debian's armmp kernel, three partitions, sha256 and size printed" \
-    "$T/make.log" "$T/parts"
+"$EC_SRCDIR/toolchain/image.sh" x86_64 "$T/x86_64" >"$T/noimage.out" 2>&1
+rc=$?
+[ "$rc" = 2 ] || fail_because "image.sh x86_64: status $rc, expected 2"
+want_fixed "$T/noimage.out" "image: ARCH=x86_64 has no image (aarch64, armhf)"
+verdict "make image ARCH=armhf: Debian's armmp kernel, three partitions, sha256 and size printed; an ARCH without an image is refused" \
+    "$T/make.log" "$T/parts" "$T/noimage.out"
 
 # ---- the peers, the provisioning directory, the guest's player -------------
 board_peers_and_tone "$ID" "$SECONDS_PLAYED"
