@@ -10,8 +10,10 @@
 #   make lint                clang-format check, cppcheck
 #   make bench               edgecap vs opusenc on 10 min of speech (not a test)
 #   make image ARCH=aarch64  field image from Debian packages (build/<arch>/image/)
+#                            (ARCH=armhf: Debian's armmp kernel)
 #   make qemu-run ARCH=aarch64 [PROVISION=FILE|DIR]
-#                            boot that image in qemu-system-aarch64 (TCG, console)
+#                            boot that image in qemu-system-aarch64 (TCG, console;
+#                            ARCH=armhf: qemu-system-arm)
 #   make test-system         the appliance end to end: flash.sh, and the image booted
 #                            in qemu-system-aarch64 against the host's peers
 #   make bench-image [AUDIO_SECONDS=30]
@@ -150,10 +152,11 @@ check-build: $(BUILD)/edgecap $(UNIT_BINS) $(TOOL_BINS)
 # no unit test; RESULTS_NAME=N keeps results in $(BUILD)/results-N/.
 comma := ,
 words_of = $(strip $(subst $(comma), ,$(1)))
-# The host-side appliance tests (flashing, the field image booted under
-# qemu-system-aarch64): `make test-system`, and in `make test` beside the
-# native run (they wait on emulated CPU where it waits on peers).
-HOST_SYSTEM_TESTS := flash image
+# The host-side appliance tests (flashing, the field images booted under
+# qemu-system-aarch64 and qemu-system-arm): `make test-system`, and in `make
+# test` beside the native run (they wait on emulated CPU where it waits on
+# peers).
+HOST_SYSTEM_TESTS := flash image image_armhf
 SYSTEM_SKIP_WHY ?= a host-side appliance test: make test runs it beside this run (make test-system)
 SYSTEM_ONLY_WHY ?= not in the set this run takes
 ifeq ($(ARCH),armhf)
@@ -207,7 +210,7 @@ qemu-run: image
 # The host-side system tests alone (they also run inside `make test`, in the
 # native configuration): results in build/x86_64/results-system/.
 test-system:
-	$(Q)toolchain/install-deps.sh host aarch64 tools peers image
+	$(Q)toolchain/install-deps.sh host aarch64 armhf tools peers image
 	$(Q)$(MAKE) -s ARCH=x86_64 SAN=0 check-build
 	$(Q)EC_IMAGE_FULL=1 $(MAKE) -s ARCH=x86_64 SAN=0 check UNIT=0 RESULTS_NAME=system \
 		SYSTEM_ONLY="$(HOST_SYSTEM_TESTS)" SYSTEM_ONLY_WHY="not a host-side appliance test"

@@ -1,8 +1,8 @@
 #!/bin/bash
 # Everything CI runs (`make test`): lint, the host build's tests, the same under
 # valgrind, an ASan+UBSan build's tests, the aarch64 and armhf builds' tests
-# under qemu-user, and the appliance tests (flashing, the field image under
-# qemu-system-aarch64). Ends with one line "total: N passed, M failed" and
+# under qemu-user, and the appliance tests (flashing, the field images under
+# qemu-system-aarch64 and qemu-system-arm). Ends with one line "total: N passed, M failed" and
 # exits non-zero when anything failed, including a build.
 #
 #   tests/run-all.sh [--san-only]     (--san-only: `make SAN=1 test`)
@@ -102,16 +102,16 @@ else
         broken+=("lint")
     fi
     # Longest first (as measured in CI: valgrind, then qemu-aarch64); the
-    # native run last, beside the appliance tests (flashing, the field image
-    # under qemu-system-aarch64), which use the CPU while it waits on peers.
+    # native run last, beside the appliance tests (flashing, the field images
+    # under qemu-system-aarch64 and -arm), which use the CPU while it waits on peers.
     run_queue \
         "x86_64 valgrind" build/x86_64/results-valgrind "ARCH=x86_64 CHECK_FLAGS=--valgrind" \
         "aarch64 (qemu)" build/aarch64/results "ARCH=aarch64" \
         "x86_64 ASan+UBSan" build/x86_64-san/results "ARCH=x86_64 SAN=1" \
         "armhf (qemu)" build/armhf/results "ARCH=armhf" \
-        "x86_64" build/x86_64/results "ARCH=x86_64 SYSTEM_SKIP=flash,image" \
-        "x86_64 appliance (flash, field image)" build/x86_64/results-system \
-        "ARCH=x86_64 UNIT=0 RESULTS_NAME=system SYSTEM_ONLY=flash,image"
+        "x86_64" build/x86_64/results "ARCH=x86_64 SYSTEM_SKIP=flash,image,image_armhf" \
+        "x86_64 appliance (flash, field images)" build/x86_64/results-system \
+        "ARCH=x86_64 UNIT=0 RESULTS_NAME=system SYSTEM_ONLY=flash,image,image_armhf"
 fi
 
 for b in "${broken[@]}"; do

@@ -1,12 +1,13 @@
 #!/bin/sh
 # Builds the field image for a board from Debian packages only:
 #
-#   toolchain/image.sh ARCH BUILD      (make image ARCH=aarch64)
+#   toolchain/image.sh ARCH BUILD      (make image ARCH=aarch64|armhf)
 #
 # Output in BUILD/image/: edgecap-ARCH.img (MBR: p1 squashfs root, read-only;
 # p2 vfat EC-PROV, 16 MiB, empty; p3 ext4 EC-DATA, the spool), vmlinuz (the
-# Debian kernel's Image), initramfs.cpio.gz (busybox, the modules, the first
-# stage init), edgecap-ARCH.img.sha256. Prints the image's sha256 and size.
+# Debian kernel: linux-image-arm64's Image, linux-image-armmp's zImage),
+# initramfs.cpio.gz (busybox, the modules, the first stage init),
+# edgecap-ARCH.img.sha256. Prints the image's sha256 and size.
 #
 # The kernel and busybox-static are fetched with `apt-get download` into
 # BUILD/image/debs (kept: a later build reuses them, so the same cache gives
@@ -22,13 +23,18 @@ SRC=$(cd "$(dirname "$0")/.." && pwd)
 case "$ARCH" in
 aarch64)
     DEB_ARCH=arm64
-    KERNEL_META=linux-image-arm64
+    KERNEL_FLAVOUR=arm64
+    ;;
+armhf)
+    DEB_ARCH=armhf
+    KERNEL_FLAVOUR=armmp
     ;;
 *)
-    echo "image: ARCH=$ARCH has no image yet (aarch64 only)" >&2
+    echo "image: ARCH=$ARCH has no image (aarch64, armhf)" >&2
     exit 2
     ;;
 esac
+KERNEL_META=linux-image-$KERNEL_FLAVOUR
 # shellcheck source=/dev/null
 . "$SRC/toolchain/$ARCH.mk"
 MULTIARCH=/usr/lib/$EC_TRIPLET
@@ -55,7 +61,7 @@ log() { echo "image: $*" >&2; }
 # The kernel the metapackage points at now; a cached one when offline.
 kernel_pkg() {
     apt-cache depends "$KERNEL_META:$DEB_ARCH" 2>/dev/null |
-        sed -n "s/^ *Depends: \(linux-image-[0-9][^:]*-$DEB_ARCH\)\(:$DEB_ARCH\)\{0,1\}\$/\1/p" |
+        sed -n "s/^ *Depends: \(linux-image-[0-9][^:]*-$KERNEL_FLAVOUR\)\(:$DEB_ARCH\)\{0,1\}\$/\1/p" |
         head -n 1
 }
 
@@ -75,7 +81,7 @@ fetch() {
 mkdir -p "$DEBS"
 # A kernel in the cache is used as it is (the same cache, the same image);
 # remove BUILD/image/debs to take the kernel Debian points at now.
-KDEB=$(ls "$DEBS"/linux-image-[0-9]*-"$DEB_ARCH"_*_"$DEB_ARCH".deb 2>/dev/null | sort | tail -n 1 || true)
+KDEB=$(ls "$DEBS"/linux-image-[0-9]*-"$KERNEL_FLAVOUR"_*_"$DEB_ARCH".deb 2>/dev/null | sort | tail -n 1 || true)
 if [ -z "$KDEB" ]; then
     KPKG=$(kernel_pkg)
     [ -n "$KPKG" ] || { log "cannot resolve $KERNEL_META:$DEB_ARCH (apt-get update?)"; exit 1; }
@@ -103,7 +109,9 @@ log "kernel $KVER ($(basename "$KDEB")), $(basename "$BBDEB")"
 
 MODDIR=lib/modules/$KVER
 : >"$W/modules.order"
-grep -v '^[[:space:]]*\(#\|$\)' "$SRC/toolchain/image/modules" | while read -r m _; do
+grep -v '^[[:space:]]*\(#\|$\)' "$SRC/toolchain/image/modules" | while read -r m only; do
+    # "NAME ARCH...": this board's kernel only when ARCH is among them.
+    case " ${only:-$ARCH} " in *" $ARCH "*) ;; *) continue ;; esac
     modprobe -d "$K" -S "$KVER" --show-depends "$m" >"$W/deps" ||
         { log "module $m: not in $KVER"; exit 1; }
     sed -n 's/^insmod \([^ ]*\).*/\1/p' "$W/deps" | while read -r ko; do

@@ -30,13 +30,14 @@ PEER_PKGS="nginx-light libnginx-mod-http-echo openssl curl ca-certificates"
 TOOL_PKGS="clang-format cppcheck valgrind espeak-ng sox time python3-jwt python3-cryptography
  python3-prometheus-client faketime systemd softhsm2 opensc"
 
-# The field image (toolchain/image.sh, qemu-run.sh, tests/system/image.sh)
-# and flashing (toolchain/flash.sh): qemu-system-aarch64 to boot it, the
+# The field image (toolchain/image.sh, qemu-run.sh, tests/system/image.sh,
+# image_armhf.sh) and flashing (toolchain/flash.sh): qemu-system-aarch64 and
+# qemu-system-arm (both in Debian's qemu-system-arm) to boot it, the
 # filesystem and partition tools that build it without root or loop devices,
 # mtools to write the provisioning partition unmounted, kmod's depmod/modinfo
 # on the unpacked Debian kernel, util-linux (losetup, partx, lsblk) and openssl
-# for flash.sh's checks. The arm64 kernel and busybox are fetched with apt-get
-# download, never installed here.
+# for flash.sh's checks. The arm64 and armmp kernels and busybox are fetched
+# with apt-get download, never installed here.
 IMAGE_PKGS="qemu-system-arm squashfs-tools dosfstools mtools e2fsprogs fdisk cpio kmod
  gzip opus-tools util-linux openssl"
 

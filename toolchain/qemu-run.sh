@@ -1,9 +1,14 @@
 #!/bin/sh
-# Boots the field image in qemu-system-aarch64 (-M virt, TCG, user networking)
-# on a scratch copy of it, so a tester can watch a device run:
+# Boots the field image in qemu-system-aarch64 or qemu-system-arm (-M virt,
+# TCG, user networking) on a scratch copy of it, so a tester can watch a
+# device run:
 #
 #   toolchain/qemu-run.sh [options] IMAGE [PROVISION]     (make qemu-run)
 #
+# The board is the image's: edgecap-aarch64.img boots in qemu-system-aarch64
+# (cortex-a57), edgecap-armhf.img in qemu-system-arm (cortex-a15, -M
+# virt,highmem=off); an image named otherwise in the one its kernel (vmlinuz
+# beside it: an arm64 Image or an ARM zImage) asks for.
 # The scratch copy is flashed as a field team flashes a card: by
 # toolchain/flash.sh, which validates PROVISION with the host build's
 # `edgecap check-config` and refuses (nothing booted) what the board would
@@ -59,6 +64,32 @@ DIR=$(dirname "$IMAGE")
 [ -f "$IMAGE" ] || { echo "qemu-run: $IMAGE not found (make image)" >&2; exit 66; }
 [ -z "$PROVISION" ] || [ -e "$PROVISION" ] || { echo "qemu-run: $PROVISION not found" >&2; exit 66; }
 
+# The emulator and CPU for the board: from the image's name, else from the
+# kernel's header (arm64 Image: "ARMd" at 56; ARM zImage: 0x016f2818 at 36).
+board_of() {
+    case "$(basename "$IMAGE")" in
+    edgecap-aarch64.img) echo aarch64 ;;
+    edgecap-armhf.img) echo armhf ;;
+    *)
+        if [ "$(od -An -c -j 56 -N 4 "$DIR/vmlinuz" 2>/dev/null | tr -d ' ')" = ARMd ]; then
+            echo aarch64
+        elif [ "$(od -An -tx1 -j 36 -N 4 "$DIR/vmlinuz" 2>/dev/null | tr -d ' ')" = 18286f01 ]; then
+            echo armhf
+        fi
+        ;;
+    esac
+}
+# armhf: the armmp kernel has no LPAE and cannot reach the PCI host's ECAM
+# (virtio-blk, -net) that -M virt puts above 4 GiB: highmem=off.
+case "$(board_of)" in
+aarch64) QEMU=qemu-system-aarch64 MACHINE=virt CPU=cortex-a57 ;;
+armhf) QEMU=qemu-system-arm MACHINE=virt,highmem=off CPU=cortex-a15 ;;
+*)
+    echo "qemu-run: cannot tell the board of $IMAGE (not edgecap-aarch64.img or edgecap-armhf.img; $DIR/vmlinuz is neither an arm64 Image nor an ARM zImage)" >&2
+    exit 65
+    ;;
+esac
+
 # Flashes IMAGE onto the scratch file $1 with PROVISION ($2) through
 # toolchain/flash.sh (validated; its report on stdout).
 flash_provision() { # SCRATCH PROVISION
@@ -91,7 +122,7 @@ if [ -n "$EXTRA" ]; then
     cat "$DIR/initramfs.cpio.gz" "$EXTRA" >"$INITRD"
 fi
 
-set -- qemu-system-aarch64 -M virt -cpu cortex-a57 -m 512 -smp 1 \
+set -- "$QEMU" -M "$MACHINE" -cpu "$CPU" -m 512 -smp 1 \
     -kernel "$DIR/vmlinuz" -initrd "$INITRD" \
     -append "console=ttyAMA0 panic=10 loglevel=4$APPEND" \
     -drive "if=none,id=d0,format=raw,file=$SCRATCH" -device virtio-blk-pci,drive=d0 \

@@ -98,26 +98,6 @@ cp "$AB/tools/alsa_play" "$EX/alsa_play"
 cp "$T/tone.raw" "$EX/tone.raw"
 # Every hook starts so: it waits until edgecap's capture runs.
 hook_head() { board_hook_head edgecap-test; }
-# The end of a hook that waits for the spool: reports when nothing sealed is
-# left in it.
-hook_wait_empty() {
-    cat <<'HOOK'
-n=0
-while :; do
-    segs=$(find /var/lib/edgecap/spool -name '*.seg' 2>/dev/null | wc -l)
-    parts=$(find /var/lib/edgecap/spool -name '*.part' 2>/dev/null | wc -l)
-    q=$(find /var/lib/edgecap/spool/quarantine -type f 2>/dev/null | wc -l)
-    # The open segment closes after VAD's hangover and segment_seconds.
-    if [ "$n" -gt 30 ] && [ "$segs" = 0 ]; then
-        say "spool empty ($parts open, $q quarantined)"
-        break
-    fi
-    n=$((n + 1))
-    [ "$n" -lt 1800 ] || { say "spool still holds $segs segments"; exit 1; }
-    sleep 0.1
-done
-HOOK
-}
 {
     hook_head
     cat <<'HOOK'
@@ -132,37 +112,6 @@ HOOK
 } >"$EX/rc.d/50-play"
 chmod 0755 "$EX/rc.d/50-play" "$EX/alsa_play"
 (cd "$T/extra" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -n >"$T/extra.cpio.gz"
-
-# Sends one command to a board's QEMU monitor and waits for its prompt back
-# (`quit`: for QEMU to close the monitor).
-monitor() { # NAME COMMAND
-    python3 - "$T/$1.mon" "$2" <<'PY'
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.settimeout(10)
-s.connect(sys.argv[1])
-s.sendall(sys.argv[2].encode() + b"\n")
-seen = b""
-while seen.count(b"(qemu)") < 2:
-    chunk = s.recv(4096)
-    if not chunk:
-        break
-    seen += chunk
-s.close()
-quit = sys.argv[2] == "quit" and seen.count(b"(qemu)") >= 1
-sys.exit(0 if seen.count(b"(qemu)") >= 2 or quit else 1)
-PY
-}
-
-boot() { # NAME PROVISION [EXTRA-CPIO [QEMU-RUN OPTIONS...]]
-    local name=$1 prov=$2 extra=${3:-}
-    shift 3 2>/dev/null || shift $#
-    "$EC_SRCDIR/toolchain/qemu-run.sh" --scratch "$T/$name.img" --console "$T/$name.console" \
-        --monitor "$T/$name.mon" ${extra:+--extra-initrd "$extra"} "$@" "$IMG" $prov \
-        >"$T/$name.qemu" 2>&1 </dev/null &
-    QEMU_PID=$!
-    EC_PIDS+=("$QEMU_PID")
-}
 
 # ---- 2-5: a provisioned board captures and uploads --------------------------
 # flash.sh writes the image, the provisioning file, the certificate, the key
