@@ -60,20 +60,14 @@ FULL=${EC_IMAGE_FULL:-0}
 DOWN_S=${EC_IMAGE_DOWN_S:-$([ "$FULL" = 1 ] && echo 60 || echo 15)}
 FLASH_SET=(--cert "$T/prov/tls/client.pem" --key "$T/prov/tls/client.key" --file "$T/prov/tls/ca.pem:tls/ca.pem")
 
+# shellcheck source=tests/system/lib/board.sh
+. "$EC_SRCDIR/tests/system/lib/board.sh"
+
 # ---- 1: the image builds (and the guest-side player with it) ---------------
-if ! make -s -j2 -C "$EC_SRCDIR" ARCH=aarch64 image "build/aarch64/tools/alsa_play" \
-    >"$T/make.log" 2>&1; then
-    diag_file "$T/make.log"
-    fail_because "make image ARCH=aarch64 failed"
+if ! board_image_built aarch64; then
     verdict "make image ARCH=aarch64: three partitions, sha256 and size printed"
     skip_all "the image did not build (see above)"
 fi
-want_re "$T/make.log" "^  sha256 [0-9a-f]{64}$"
-want_re "$T/make.log" "^  size [0-9]+ bytes"
-sfdisk -d "$IMG" >"$T/parts" 2>&1 || fail_because "sfdisk cannot read $IMG"
-[ "$(grep -c '^/.*: start=' "$T/parts")" = 3 ] || fail_because "not three partitions"
-(cd "$IMGDIR" && sha256sum -c --quiet "edgecap-aarch64.img.sha256") >/dev/null 2>&1 ||
-    fail_because "edgecap-aarch64.img.sha256 does not match"
 verdict "make image ARCH=aarch64: three partitions, sha256 and size printed" "$T/make.log" "$T/parts"
 
 # ---- the peers, the provisioning directory, the guest's player -------------
@@ -83,8 +77,6 @@ SAS=$("$PEERS" container "$P" audio)
 sox -q -n -r 16000 -c 1 -b 16 "$T/tone.wav" synth "$SECONDS_PLAYED" sine 300-900 vol 0.5
 sox -q "$T/tone.wav" -t raw "$T/tone.raw"
 
-# shellcheck source=tests/system/lib/board.sh
-. "$EC_SRCDIR/tests/system/lib/board.sh"
 PROV=$T/prov
 board_tls "$PROV"
 board_conf img-0001 "10.0.2.2:$NGINX_PORT" "$SAS" >"$PROV/edgecap.conf"
@@ -111,7 +103,7 @@ kill -KILL "$(pidof edgecap)" && say "killed edgecap"
 HOOK
 } >"$EX/rc.d/50-play"
 chmod 0755 "$EX/rc.d/50-play" "$EX/alsa_play"
-(cd "$T/extra" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -n >"$T/extra.cpio.gz"
+board_extra_cpio "$T/extra" "$T/extra.cpio.gz"
 
 # ---- 2-5: a provisioned board captures and uploads --------------------------
 # flash.sh writes the image, the provisioning file, the certificate, the key
@@ -237,7 +229,7 @@ w=/sys/class/watchdog/watchdog0
 echo "edgecap-test: 16 s in: watchdog $(cat $w/state 2>/dev/null), timeout $(cat $w/timeout 2>/dev/null) s"
 HOOK
 chmod 0755 "$T/idle-extra/extra/rc.d/50-watchdog"
-(cd "$T/idle-extra" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -n >"$T/idle.cpio.gz"
+board_extra_cpio "$T/idle-extra" "$T/idle.cpio.gz"
 boot empty "" "$T/idle.cpio.gz" --append edgecap.watchdog=4
 EMPTY_PID=$QEMU_PID
 boot past "$PROV" "" --rtc-base 2020-01-01T00:00:00
@@ -311,7 +303,7 @@ HOOK
         fi
     } >"$d/rc.d/50-play"
     chmod 0755 "$d/rc.d/50-play" "$d/alsa_play"
-    (cd "$T/$1-extra" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -n >"$T/$1.cpio.gz"
+    board_extra_cpio "$T/$1-extra" "$T/$1.cpio.gz"
 }
 hook_cpio loop
 hook_cpio last
