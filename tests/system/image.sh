@@ -327,10 +327,12 @@ stall_cut() { grep '"method":"PUT"' "$FAULT_LOG" 2>/dev/null | grep -E '"status"
 
 # Holds the next upload in flight: the relay drops its connections to nginx
 # and sends new ones to the stall front; returns once the guest has sent a
-# request into one since (application_data past the TLS handshake, no more of
-# it for 2.5 s: headers and body are out, and the stall front, which reads
-# them in full, never answers). Not 1 s: libcurl sends a PUT's headers with
-# "Expect: 100-continue" and, unanswered, its body 1 s later.
+# PUT into one since (application_data past the TLS handshake, no more of it
+# for 1 s: headers and body are out, and the stall front, which reads them in
+# full, never answers). A PUT carries a segment: more than 1 KiB. What is
+# less is the Get Blob Properties (HEAD, about 400 bytes) that checks an
+# upload the switch cut off; held, it times out and the upload is retried
+# with a PUT, which is what is waited for.
 hold_upload() { # PID
     local i app last=0 still=0
     HOLD_LINE=$(wc -l <"$RELAY_LOG")
@@ -339,9 +341,9 @@ hold_upload() { # PID
     for ((i = 0; i < 1200; i++)); do
         app=$(awk -v p="$STALL_PORT" -v from="$HOLD_LINE" '
             NR > from && $1 == "up" && $3 == p { a = $5 } END { print a + 0 }' "$RELAY_LOG")
-        if [ "$app" -gt 0 ] && [ "$app" = "$last" ]; then
+        if [ "$app" -gt 1024 ] && [ "$app" = "$last" ]; then
             still=$((still + 1))
-            [ "$still" -lt 25 ] || return 0
+            [ "$still" -lt 10 ] || return 0
         else
             still=0
         fi
