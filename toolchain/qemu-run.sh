@@ -32,6 +32,9 @@
 #   --console FILE       the serial console into FILE instead of this terminal
 #   --rtc-base WHEN      the board's RTC starts at WHEN (2020-01-01T00:00:00),
 #                        not now (UTC)
+#   --size SIZE          the scratch disk is a card of SIZE (truncate's
+#                        sizes: 4G); flash.sh grows the data partition to
+#                        its end (with PROVISION only)
 #   --append ARGS        more kernel command line (edgecap.watchdog=SECONDS:
 #                        the board's watchdog timeout, default 60)
 set -eu
@@ -39,7 +42,7 @@ set -eu
 # One argument quoted for eval (flash.sh's arguments are kept in a string).
 quote() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
 
-SCRATCH="" KEEP=0 EXTRA="" MONITOR="" CONSOLE="" RTC=utc FLASH_ARGS="" APPEND=""
+SCRATCH="" KEEP=0 EXTRA="" MONITOR="" CONSOLE="" RTC=utc FLASH_ARGS="" APPEND="" SIZE=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --scratch) SCRATCH=$2; shift 2 ;;
@@ -49,6 +52,7 @@ while [ $# -gt 0 ]; do
     --console) CONSOLE=$2; shift 2 ;;
     --rtc-base) RTC=$2; shift 2 ;;
     --append) APPEND="$APPEND $2"; shift 2 ;;
+    --size) SIZE=$2; shift 2 ;;
     --cert | --key | --file)
         FLASH_ARGS="$FLASH_ARGS $1 $(quote "$2")"
         shift 2
@@ -109,6 +113,10 @@ flash_provision() { # SCRATCH PROVISION
 mkdir -p "$(dirname "$SCRATCH")"
 if [ "$KEEP" = 0 ] || [ ! -f "$SCRATCH" ]; then
     rm -f "$SCRATCH"
+    if [ -n "$SIZE" ]; then
+        [ -n "$PROVISION" ] || { echo "qemu-run: --size needs PROVISION (flash.sh grows the card)" >&2; exit 64; }
+        truncate -s "$SIZE" "$SCRATCH" || exit 64
+    fi
     if [ -n "$PROVISION" ]; then
         flash_provision "$SCRATCH" "$PROVISION" || exit
     else

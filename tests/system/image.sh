@@ -38,7 +38,7 @@
 # the peer stays down 60 s (15 s otherwise) and the power button case runs.
 . "$(dirname "$0")/lib/tap.sh"
 
-plan 18
+plan 19
 
 skip_all() {
     while [ "$TAP_N" -lt "$TAP_PLANNED" ]; do skip "field image under qemu-system-aarch64" "$1"; done
@@ -232,7 +232,8 @@ chmod 0755 "$T/idle-extra/extra/rc.d/50-watchdog"
 board_extra_cpio "$T/idle-extra" "$T/idle.cpio.gz"
 boot empty "" "$T/idle.cpio.gz" --append edgecap.watchdog=4
 EMPTY_PID=$QEMU_PID
-boot past "$PROV" "" --rtc-base 2020-01-01T00:00:00
+# (the board with its clock behind is also a 1 GiB card: flash.sh grows p3)
+boot past "$PROV" "" --rtc-base 2020-01-01T00:00:00 --size 1G
 PAST_PID=$QEMU_PID
 E=$T/empty.console
 wait_for_log "$E" "edgecap-supervise: no provisioning file \(/etc/edgecap/edgecap.conf\): nothing is captured or uploaded" \
@@ -252,6 +253,14 @@ want_no_re "$PC" "event="
 "$PEERS" readback "$P" --container audio >"$T/readback3.json" 2>/dev/null
 want_no_re "$T/readback3.json" "img-0003"
 verdict "a board whose clock is before the build date refuses to capture or upload" "$PC"
+
+# The data partition as built (64 MiB) and as grown on a 1 GiB card.
+want_re "$C" "edgecap-boot: data partition /var/lib/edgecap: [1-6][0-9] MiB"
+want_re "$T/past.qemu" "^grown: +partition 3 \\(EC-DATA\\) from 67108864 to 1050673152 bytes, ext4 checked and resized"
+want_re "$PC" "edgecap-boot: data partition /var/lib/edgecap: (9[0-9]{2}|100[0-2]) MiB, [89][0-9]{2} MiB free"
+diag "as built: $(grep -oh "data partition .*" "$C" | head -n 1); on the 1 GiB card: $(grep -oh "data partition .*" "$PC" | head -n 1) (not a check)"
+verdict "flashed onto a 1 GiB card, the data partition grows to its end (flash.sh) and the board mounts it: ~1 GiB for the spool (64 MiB as built)" \
+    "$T/past.qemu" "$PC"
 
 kill -KILL "$EMPTY_PID" "$PAST_PID" 2>/dev/null
 wait "$EMPTY_PID" "$PAST_PID" 2>/dev/null
