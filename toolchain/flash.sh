@@ -528,6 +528,9 @@ if [ "$GROW" = 1 ] && [ $((NOW_BYTES - IMAGE_BYTES)) -ge 1048576 ]; then
     p3_uuid=$(p3_field "Filesystem UUID")
     [ "$(p3_field "Filesystem volume name")" = "$DATA_LABEL" ] && [ -n "$p3_uuid" ] ||
         die 74 "$TARGET: partition 3 is not the ext4 file system $DATA_LABEL after writing"
+    # Nothing may have mounted the device since the write (an automounter):
+    # the checks again.
+    check_target "$TARGET"
     # MBR: up to 2 TiB; sfdisk stops p3 there on a larger card.
     echo ", +" | sfdisk -q --no-reread --no-tell-kernel -N 3 "$TARGET" >/dev/null 2>"$WORK/sfdisk.err" ||
         die 74 "cannot grow partition 3 on $TARGET: $(tail -n 1 "$WORK/sfdisk.err")"
