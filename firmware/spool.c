@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,6 +34,9 @@
 #define QUARANTINE_DIR "quarantine"
 #define STATE_FILE "state"
 #define TRAILER_MAGIC "ECT1"
+/* Left free on the spool's file system for what else lives there (keys,
+ * state, the audit log, transcripts): the spool never fills it further. */
+#define DISK_RESERVE_BYTES (2u * 1024 * 1024)
 
 struct ec_spool {
     char dir[EC_CFG_PATH_MAX];
@@ -755,6 +759,8 @@ ec_status ec_spool_get_file(ec_spool *s, const char *name, size_t max_len, uint8
     return EC_OK;
 }
 
+static void warn_if_disk_smaller(const ec_spool *s);
+
 ec_status ec_spool_open(ec_spool **out, const ec_spool_params *p)
 {
     *out = NULL;
@@ -842,6 +848,7 @@ ec_status ec_spool_open(ec_spool **out, const ec_spool_params *p)
         }
         for (size_t i = 0; i < n_parts; i++)
             recover_part(s, parts[i]);
+        warn_if_disk_smaller(s);
     }
     free_names(names, n);
     free_names(parts, n_parts);
@@ -905,15 +912,58 @@ static bool oldest_closed(ec_spool *s, char *out, size_t out_len, const char *ex
     return found;
 }
 
-/* Makes room for `incoming` more bytes, or says it cannot. */
+/* The bytes an unprivileged writer may still put on the spool's file
+ * system; false when the file system does not say. The "spool.disk_full"
+ * fault point reports none (tests). */
+static bool disk_free(const ec_spool *s, uint64_t *free_bytes)
+{
+    if (EC_FAULT("spool.disk_full")) {
+        *free_bytes = 0;
+        return true;
+    }
+    struct statvfs v;
+    if (fstatvfs(s->dirfd, &v) != 0 || v.f_frsize == 0)
+        return false;
+    *free_bytes = (uint64_t)v.f_bavail * v.f_frsize;
+    return true;
+}
+
+/* Said once at open: the quota cannot be reached on this file system (a
+ * data partition smaller than the quota), so the disk is the limit. */
+static void warn_if_disk_smaller(const ec_spool *s)
+{
+    uint64_t free_bytes;
+    if (!disk_free(s, &free_bytes))
+        return;
+    uint64_t room =
+        s->used_bytes + (free_bytes > DISK_RESERVE_BYTES ? free_bytes - DISK_RESERVE_BYTES : 0);
+    if (room >= (uint64_t)s->quota_bytes)
+        return;
+    ec_log(
+        EC_LOG_WARN, "spool_quota_above_disk", EC_LOG_UINT("quota_bytes", s->quota_bytes),
+        EC_LOG_UINT("room_bytes", room), EC_LOG_STR("dir", s->dir),
+        EC_LOG_STR("effect",
+                   s->when_full == EC_WHEN_FULL_REFUSE_NEW
+                       ? "the disk is the limit: new audio is refused when it is full"
+                       : "the disk is the limit: the oldest segments are dropped when it is full"));
+}
+
+/* Makes room for `incoming` more bytes, or says it cannot: within the quota,
+ * and on the disk with DISK_RESERVE_BYTES to spare (a data partition
+ * smaller than the quota fills before it; then the disk is the limit and the
+ * same policy applies). */
 static ec_status apply_quota(ec_spool *s, uint64_t incoming, const char *writing)
 {
     for (;;) {
         pthread_mutex_lock(&s->lock);
         bool over = s->used_bytes + incoming > (uint64_t)s->quota_bytes;
         pthread_mutex_unlock(&s->lock);
-        if (!over)
+        uint64_t free_bytes = 0;
+        bool known = disk_free(s, &free_bytes);
+        bool disk = !over && known && free_bytes < incoming + DISK_RESERVE_BYTES;
+        if (!over && !disk)
             return EC_OK;
+        const char *reason = disk ? "disk full (drop-oldest)" : "spool quota (drop-oldest)";
         char victim[EC_SPOOL_NAME_MAX + 8];
         if (s->when_full == EC_WHEN_FULL_REFUSE_NEW ||
             !oldest_closed(s, victim, sizeof victim, writing)) {
@@ -921,7 +971,9 @@ static ec_status apply_quota(ec_spool *s, uint64_t incoming, const char *writing
             s->stats.refused++;
             unsigned long refused = s->stats.refused;
             pthread_mutex_unlock(&s->lock);
-            ec_log(EC_LOG_WARN, "spool_full", EC_LOG_UINT("quota_bytes", s->quota_bytes),
+            ec_log(EC_LOG_WARN, "spool_full", EC_LOG_STR("limit", disk ? "disk" : "quota"),
+                   EC_LOG_UINT("quota_bytes", s->quota_bytes),
+                   EC_LOG_UINT("disk_free_bytes", free_bytes),
                    EC_LOG_STR("policy", s->when_full == EC_WHEN_FULL_REFUSE_NEW ? "refuse-new"
                                                                                 : "drop-oldest"),
                    EC_LOG_UINT("refused_total", refused));
@@ -936,9 +988,9 @@ static ec_status apply_quota(ec_spool *s, uint64_t incoming, const char *writing
         s->stats.dropped++;
         pthread_mutex_unlock(&s->lock);
         ec_log(EC_LOG_WARN, "segment_dropped", EC_LOG_STR("segment", victim),
-               EC_LOG_STR("reason", "spool quota (drop-oldest)"));
+               EC_LOG_STR("reason", reason));
         ec_audit(s->audit, "segment_dropped", EC_LOG_STR("segment", victim),
-                 EC_LOG_STR("reason", "spool quota (drop-oldest)"));
+                 EC_LOG_STR("reason", reason));
     }
 }
 

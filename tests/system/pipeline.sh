@@ -9,7 +9,7 @@
 # segment on SIGTERM.
 . "$(dirname "$0")/lib/tap.sh"
 
-plan 19
+plan 20
 
 TOOL=${TOOL:-$BUILD/results/tool-run}
 DEC=$T/decoded
@@ -234,6 +234,40 @@ want_err_re "event=spool_full .*policy=refuse-new"
 first=$("$EDGECAP" spool ls --config "$C5" 2>/dev/null | awk '$NF == "closed" {print $2; exit}')
 [ "${first:-x}" = 0 ] || fail_because "oldest segment is ${first:-none}, expected 0 kept"
 verdict "quota refuse-new: new audio is refused and counted, nothing old is dropped"
+
+# A data partition smaller than the quota (a card flashed without growing
+# it): a 3 MiB tmpfs, in a mount namespace of its own, under a 256 MiB quota.
+# The disk is the limit: the oldest go, every write succeeds, 2 MiB stay free.
+if [ "$(id -u)" = 0 ] && unshare --mount --propagation private true 2>/dev/null && full_run; then
+    CS=$T/small.conf
+    mkdir -p "$T/spool-small"
+    sed -e "s|^dir = .*|dir = $T/spool-small|" -e "s|^quota_bytes = .*|quota_bytes = 268435456|" "$C4" >"$CS"
+    chmod 600 "$CS"
+    # shellcheck disable=SC2016 # expanded by the inner shell
+    timeout $((EC_CMD_TIMEOUT_S * 4)) unshare --mount --propagation private sh -c '
+        mount -t tmpfs -o size=3m,mode=0700 edgecap-small "$1" || exit 90
+        for i in 1 2 3; do "$2" capture --config "$3" --seconds 40 >>"$4.out" 2>>"$4.err" </dev/null || exit 91; done
+        "$2" spool ls --config "$3" >"$4.ls" 2>&1
+        df -B1 --output=avail "$1" | tail -n 1 >"$4.df"' \
+        sh "$T/spool-small" "$EDGECAP" "$CS" "$T/small" >"$T/small.sh.out" 2>&1
+    RC=$?
+    [ "$RC" = 0 ] || fail_because "the captures on the small file system: status $RC ($(tail -n 3 "$T/small.err" "$T/small.sh.out" 2>/dev/null | tr '\n' ' '))"
+    want_re "$T/small.err" "event=spool_quota_above_disk quota_bytes=268435456 room_bytes=[0-9]+ "
+    want_re "$T/small.err" 'event=segment_dropped segment=[^ ]+ reason="disk full \(drop-oldest\)"'
+    # (this configuration has no audit directory: its error is not the spool's)
+    grep -v "event=audit_open_failed" "$T/small.err" >"$T/small.spool.err"
+    want_no_re "$T/small.spool.err" "level=error|event=(segment_quarantined|spool_full)"
+    first=$(awk '$NF == "closed" {print $2; exit}' "$T/small.ls")
+    [ "${first:-0}" -gt 0 ] || fail_because "the oldest segment (0) was not dropped"
+    left=$(cat "$T/small.df" 2>/dev/null)
+    [ "${left:-0}" -ge $((2 * 1048576 - 65536 - 4096)) ] ||
+        fail_because "only ${left:-?} bytes left free on the file system"
+    diag "3 MiB tmpfs: $(grep -c "event=segment_dropped" "$T/small.err") segments dropped, oldest kept ${first:-?}, ${left:-?} bytes free at the end (not a check)"
+    verdict "a data partition smaller than the quota: the disk is the limit (said at start), the oldest segments are dropped, no write fails, 2 MiB stay free" \
+        "$T/small.err" "$T/small.ls" "$T/small.sh.out"
+else
+    skip "a data partition smaller than the quota" "needs root and mount namespaces, and a full run (not under valgrind)"
+fi
 
 # ---- 15-17: bad input --------------------------------------------------------------
 C6=$T/p6.conf

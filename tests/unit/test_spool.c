@@ -847,6 +847,68 @@ static void test_aux_files(void **state)
     free(tmp);
 }
 
+/* The disk as the limit: a data partition smaller than the quota. The
+ * "spool.disk_full" point reports no free space (a real small file system is
+ * tests/system/spool_disk.sh's). */
+static void test_disk_full_drop_oldest(void **state)
+{
+    fixture *f = *state;
+    ts_log_begin();
+    ec_fault_arm("spool.disk_full", 0, 1); /* at open: the quota is out of reach */
+    ec_spool *s = open_spool(f, 1 << 30, EC_WHEN_FULL_DROP_OLDEST);
+    char *log = ts_log_end();
+    assert_non_null(strstr(log, "event=spool_quota_above_disk quota_bytes=1073741824"));
+    assert_non_null(strstr(log, "the oldest segments are dropped when it is full"));
+    free(log);
+    char *names[3];
+    for (int i = 0; i < 3; i++)
+        names[i] = write_segment(s, 1795000000000LL + i * 1000, 2, true);
+    ts_log_begin();
+    ec_fault_arm("spool.disk_full", 0, 1); /* the next write finds the disk full once */
+    char *newest = write_segment(s, 1795000003000LL, 2, true);
+    log = ts_log_end();
+    char want[160];
+    snprintf(want, sizeof want,
+             "event=segment_dropped segment=%s.seg reason=\"disk full (drop-oldest)\"", names[0]);
+    if (strstr(log, want) == NULL)
+        fail_msg("no \"%s\" in: %s", want, log);
+    free(log);
+    ec_spool_stats st;
+    ec_spool_get_stats(s, &st);
+    assert_int_equal(st.dropped, 1);
+    assert_int_equal(st.refused, 0);
+    assert_int_equal(ec_spool_read(s, names[0], NULL, NULL, NULL), EC_ERR_NOT_FOUND);
+    assert_int_equal(ec_spool_read(s, names[1], NULL, NULL, NULL), EC_OK);
+    assert_int_equal(ec_spool_read(s, newest, NULL, NULL, NULL), EC_OK);
+    for (int i = 0; i < 3; i++)
+        free(names[i]);
+    free(newest);
+    ec_spool_close(&s);
+}
+
+static void test_disk_full_refuse_new(void **state)
+{
+    fixture *f = *state;
+    ec_spool *s = open_spool(f, 1 << 30, EC_WHEN_FULL_REFUSE_NEW);
+    char *a = write_segment(s, 1795000000000LL, 2, true);
+    ec_fault_arm("spool.disk_full", 0, 0); /* full from now on */
+    ec_segment_meta m = meta_for(s, 1795000001000LL);
+    ec_spool_writer *w = NULL;
+    ts_log_begin();
+    ec_status st = ec_spool_begin(s, &m, &w);
+    char *log = ts_log_end();
+    assert_int_equal(st, EC_ERR_FULL);
+    assert_null(w);
+    assert_non_null(strstr(log,
+                           "event=spool_full limit=disk quota_bytes=1073741824 disk_free_bytes=0 "
+                           "policy=refuse-new"));
+    free(log);
+    ec_fault_reset();
+    assert_int_equal(ec_spool_read(s, a, NULL, NULL, NULL), EC_OK);
+    free(a);
+    ec_spool_close(&s);
+}
+
 int main(void)
 {
     ec_secmem_init(false);
@@ -871,6 +933,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tampered_quarantined_daemon_goes_on, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quota_drop_oldest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quota_refuse_new, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_disk_full_drop_oldest, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_disk_full_refuse_new, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_plaintext_in_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_aux_files, setup, teardown),
     };
