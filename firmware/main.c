@@ -917,6 +917,12 @@ static int cmd_run(int argc, char **argv)
     int pid_len = snprintf(pid_text, sizeof pid_text, "%ld\n", (long)getpid());
     if (ec_spool_put_file(spool, PID_FILE, (const uint8_t *)pid_text, (size_t)pid_len) != EC_OK)
         ec_log(EC_LOG_WARN, "pid_file_failed", EC_LOG_STR("effect", "edgecap reload unavailable"));
+    /* The first retention pass (it may shred a long backlog) before READY:
+     * a board's watchdog still allows for a slow start meanwhile. */
+    (void)purge_expired(live, spool, audit);
+    (void)purge_expired(live, dv.transcripts, audit);
+    struct timespec last_purge;
+    clock_gettime(CLOCK_MONOTONIC, &last_purge);
     /* Up: spool open, capture running, delivery started (or known not to). */
     ec_watchdog_ready(&wd, running_status(&dv));
     ec_watchdog_feeder_init(&feeder, &wd,
@@ -928,17 +934,15 @@ static int cmd_run(int argc, char **argv)
     int sig = 0;
     const struct timespec tick = {0, 200 * 1000 * 1000};
     struct timespec last_metrics = {0, 0};
-    bool purged_once = false;
-    struct timespec last_purge = {0, 0};
     for (;;) {
         struct timespec mono;
         clock_gettime(CLOCK_MONOTONIC, &mono);
-        /* at start, then once a minute: the uploader never sends what is
-         * past its age, and a segment in flight is left for the next pass */
-        if (!purged_once || mono.tv_sec - last_purge.tv_sec >= EC_RETENTION_INTERVAL_S) {
+        /* once a minute after the first pass: the uploader never sends
+         * what is past its age, and a segment in flight is left for the
+         * next pass */
+        if (mono.tv_sec - last_purge.tv_sec >= EC_RETENTION_INTERVAL_S) {
             (void)purge_expired(live, spool, audit);
             (void)purge_expired(live, dv.transcripts, audit);
-            purged_once = true;
             last_purge = mono;
         }
         if (last_metrics.tv_sec == 0 ||

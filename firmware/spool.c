@@ -954,6 +954,11 @@ static void warn_if_disk_smaller(const ec_spool *s)
  * same policy applies). */
 static ec_status apply_quota(ec_spool *s, uint64_t incoming, const char *writing)
 {
+    /* Dropping for the disk stops when drops free nothing (the victim still
+     * open elsewhere, or something else filling the file system): it must
+     * not empty the spool for space it cannot win. */
+    uint64_t last_free = UINT64_MAX;
+    int no_gain = 0;
     for (;;) {
         pthread_mutex_lock(&s->lock);
         bool over = s->used_bytes + incoming > (uint64_t)s->quota_bytes;
@@ -963,9 +968,13 @@ static ec_status apply_quota(ec_spool *s, uint64_t incoming, const char *writing
         bool disk = !over && known && free_bytes < incoming + DISK_RESERVE_BYTES;
         if (!over && !disk)
             return EC_OK;
+        if (disk) {
+            no_gain = last_free != UINT64_MAX && free_bytes <= last_free ? no_gain + 1 : 0;
+            last_free = free_bytes;
+        }
         const char *reason = disk ? "disk full (drop-oldest)" : "spool quota (drop-oldest)";
         char victim[EC_SPOOL_NAME_MAX + 8];
-        if (s->when_full == EC_WHEN_FULL_REFUSE_NEW ||
+        if (s->when_full == EC_WHEN_FULL_REFUSE_NEW || no_gain >= 2 ||
             !oldest_closed(s, victim, sizeof victim, writing)) {
             pthread_mutex_lock(&s->lock);
             s->stats.refused++;

@@ -524,19 +524,28 @@ read -r P3_OFF P3_SIZE < <(part_geometry 3 "$TARGET" || true) || true
 NOW_BYTES=$([ "$TARGET_KIND" = block ] && blockdev --getsize64 "$TARGET" || stat -L -c %s "$TARGET")
 P3_FS="$TARGET?offset=$P3_OFF"
 p3_field() { ext4_field "$TARGET" "$P3_OFF" "$1"; }
+# A number from dumpe2fs, or 0 (never a failing assignment under set -e).
+p3_number() {
+    local v
+    v=$(p3_field "$1" || true)
+    case "$v" in '' | *[!0-9]*) echo 0 ;; *) echo "$v" ;; esac
+}
+AFTER_WRITE="the image is written but p2 is not provisioned: flash again"
 if [ "$GROW" = 1 ] && [ $((NOW_BYTES - IMAGE_BYTES)) -ge 1048576 ]; then
-    p3_uuid=$(p3_field "Filesystem UUID")
-    [ "$(p3_field "Filesystem volume name")" = "$DATA_LABEL" ] && [ -n "$p3_uuid" ] ||
-        die 74 "$TARGET: partition 3 is not the ext4 file system $DATA_LABEL after writing"
+    p3_uuid=$(p3_field "Filesystem UUID" || true)
+    [ "$(p3_field "Filesystem volume name" || true)" = "$DATA_LABEL" ] && [ -n "$p3_uuid" ] ||
+        die 74 "$TARGET: partition 3 is not the ext4 file system $DATA_LABEL after writing; $AFTER_WRITE"
     # Nothing may have mounted the device since the write (an automounter):
-    # the checks again.
-    check_target "$TARGET"
+    # the checks again (in a subshell: their "nothing written" is not true
+    # any more).
+    (check_target "$TARGET") 2>"$WORK/recheck.err" ||
+        die 74 "$(sed "s/^$PROG: //; s/ *(nothing written)//; s/; nothing written//" "$WORK/recheck.err" | head -n 1); $AFTER_WRITE"
     # MBR: up to 2 TiB; sfdisk stops p3 there on a larger card.
     echo ", +" | sfdisk -q --no-reread --no-tell-kernel -N 3 "$TARGET" >/dev/null 2>"$WORK/sfdisk.err" ||
-        die 74 "cannot grow partition 3 on $TARGET: $(tail -n 1 "$WORK/sfdisk.err")"
+        die 74 "cannot grow partition 3 on $TARGET: $(tail -n 1 "$WORK/sfdisk.err"); $AFTER_WRITE"
     old_size=$P3_SIZE
     read -r P3_OFF P3_SIZE < <(part_geometry 3 "$TARGET" || true) || true
-    [ "${P3_SIZE:-0}" -gt "$old_size" ] || die 74 "$TARGET: partition 3 did not grow"
+    [ "${P3_SIZE:-0}" -gt "$old_size" ] || die 74 "$TARGET: partition 3 did not grow; $AFTER_WRITE"
     # On a device, in place. resize2fs cuts a regular file to the new file
     # system's size, offset not counted: a file's p3 is resized in a sparse
     # copy, and written back over a hole (zero blocks stay holes).
@@ -544,25 +553,29 @@ if [ "$GROW" = 1 ] && [ $((NOW_BYTES - IMAGE_BYTES)) -ge 1048576 ]; then
     if [ "$TARGET_KIND" != block ]; then
         fs=$WORK/p3.img
         dd if="$TARGET" of="$fs" bs=1M iflag=skip_bytes,count_bytes skip="$P3_OFF" count="$old_size" \
-            conv=sparse status=none || die 74 "cannot read partition 3 of $TARGET"
+            conv=sparse status=none || die 74 "cannot read partition 3 of $TARGET; $AFTER_WRITE"
     fi
     rc=0
     e2fsck -f -y "$fs" >"$WORK/fsck.out" 2>&1 || rc=$?
-    [ "$rc" -lt 4 ] || die 74 "e2fsck on partition 3 of $TARGET failed: $(tail -n 2 "$WORK/fsck.out")"
+    [ "$rc" -lt 4 ] || die 74 "e2fsck on partition 3 of $TARGET failed: $(tail -n 2 "$WORK/fsck.out"); $AFTER_WRITE"
     resize2fs "$fs" "$((P3_SIZE / 1024))K" >"$WORK/resize.out" 2>&1 ||
-        die 74 "resize2fs on partition 3 of $TARGET failed: $(tail -n 2 "$WORK/resize.out")"
+        die 74 "resize2fs on partition 3 of $TARGET failed: $(tail -n 2 "$WORK/resize.out"); $AFTER_WRITE"
     if [ "$TARGET_KIND" = block ]; then
         blockdev --flushbufs "$TARGET"
     else
         truncate -s "$P3_OFF" "$TARGET" &&
             dd if="$fs" of="$TARGET" bs=1M oflag=seek_bytes seek="$P3_OFF" conv=notrunc,sparse,fsync status=none &&
             truncate -s "$NOW_BYTES" "$TARGET" && rm -f "$fs" ||
-            die 74 "cannot write partition 3 back to $TARGET"
+            die 74 "cannot write partition 3 back to $TARGET: it is left without its data partition; $AFTER_WRITE"
     fi
-    fs_bytes=$(($(p3_field "Block count") * $(p3_field "Block size")))
-    [ "$(p3_field "Filesystem UUID")" = "$p3_uuid" ] && [ "$fs_bytes" -le "$P3_SIZE" ] &&
-        [ $((P3_SIZE - fs_bytes)) -lt "$(p3_field "Block size")" ] ||
-        die 74 "verification failed: partition 3 of $TARGET holds $fs_bytes bytes of ext4 (UUID $(p3_field "Filesystem UUID")) in $P3_SIZE bytes"
+    # resize2fs leaves out a last block group too small to be worth its
+    # metadata: the file system may end up to one group short of p3's end.
+    block=$(p3_number "Block size")
+    fs_bytes=$(($(p3_number "Block count") * block))
+    group_bytes=$(($(p3_number "Blocks per group") * block))
+    [ "$(p3_field "Filesystem UUID" || true)" = "$p3_uuid" ] && [ "$fs_bytes" -gt "$old_size" ] &&
+        [ "$fs_bytes" -le "$P3_SIZE" ] && [ $((P3_SIZE - fs_bytes)) -lt "$group_bytes" ] ||
+        die 74 "verification failed: partition 3 of $TARGET holds $fs_bytes bytes of ext4 (UUID $(p3_field "Filesystem UUID" || true)) in $P3_SIZE bytes; $AFTER_WRITE"
     say "grown:     partition 3 ($DATA_LABEL) from $old_size to $P3_SIZE bytes, ext4 checked and resized ($fs_bytes bytes)"
 fi
 

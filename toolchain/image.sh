@@ -217,9 +217,11 @@ P1_MIB=$(((p1_size + MIB - 1) / MIB + 1))
 
 # p2: FAT16, fixed volume id, every time stamp fixed.
 mkfs.fat -C -F 16 -n EC-PROV -i 45430002 --invariant "$W/p2.img" $((P2_MIB * 1024)) >/dev/null
-# p3: ext4, fixed UUID and directory hash seed, clock pinned.
+# p3: ext4, fixed UUID and directory hash seed, clock pinned; no blocks
+# reserved for root (the spool is the partition's only user, and it counts
+# the space an unprivileged writer may use).
 truncate -s "${P3_MIB}M" "$W/p3.img"
-E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -b 4096 -L EC-DATA \
+E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -b 4096 -m 0 -L EC-DATA \
     -U 45430003-0000-4000-8000-000000000003 \
     -E hash_seed=45430003-0000-4000-8000-0000000000ff,root_owner=0:0,lazy_itable_init=0,lazy_journal_init=0 \
     "$W/p3.img"

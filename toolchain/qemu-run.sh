@@ -64,6 +64,7 @@ while [ $# -gt 0 ]; do
 done
 IMAGE=${1:?usage: qemu-run.sh [options] IMAGE [PROVISION]}
 PROVISION=${2:-}
+[ -z "$SIZE" ] || [ "$KEEP" = 0 ] || { echo "qemu-run: --size makes a new card; not with --keep" >&2; exit 64; }
 DIR=$(dirname "$IMAGE")
 [ -f "$IMAGE" ] || { echo "qemu-run: $IMAGE not found (make image)" >&2; exit 66; }
 [ -z "$PROVISION" ] || [ -e "$PROVISION" ] || { echo "qemu-run: $PROVISION not found" >&2; exit 66; }

@@ -849,7 +849,7 @@ static void test_aux_files(void **state)
 
 /* The disk as the limit: a data partition smaller than the quota. The
  * "spool.disk_full" point reports no free space (a real small file system is
- * tests/system/spool_disk.sh's). */
+ * tests/system/pipeline.sh's). */
 static void test_disk_full_drop_oldest(void **state)
 {
     fixture *f = *state;
@@ -909,6 +909,36 @@ static void test_disk_full_refuse_new(void **state)
     ec_spool_close(&s);
 }
 
+/* Drops that free nothing (the disk stays full) stop after two: the spool is
+ * not emptied for space it cannot win. */
+static void test_disk_full_no_gain(void **state)
+{
+    fixture *f = *state;
+    ec_spool *s = open_spool(f, 1 << 30, EC_WHEN_FULL_DROP_OLDEST);
+    char *names[4];
+    for (int i = 0; i < 4; i++)
+        names[i] = write_segment(s, 1795000000000LL + i * 1000, 2, true);
+    ec_fault_arm("spool.disk_full", 0, 0); /* full, whatever is dropped */
+    ec_segment_meta m = meta_for(s, 1795000004000LL);
+    ec_spool_writer *w = NULL;
+    ts_log_begin();
+    ec_status st = ec_spool_begin(s, &m, &w);
+    char *log = ts_log_end();
+    ec_fault_reset();
+    assert_int_equal(st, EC_ERR_FULL);
+    assert_non_null(strstr(log, "event=spool_full limit=disk"));
+    free(log);
+    ec_spool_stats stats;
+    ec_spool_get_stats(s, &stats);
+    assert_int_equal(stats.dropped, 2);
+    assert_int_equal(ec_spool_read(s, names[1], NULL, NULL, NULL), EC_ERR_NOT_FOUND);
+    assert_int_equal(ec_spool_read(s, names[2], NULL, NULL, NULL), EC_OK);
+    assert_int_equal(ec_spool_read(s, names[3], NULL, NULL, NULL), EC_OK);
+    for (int i = 0; i < 4; i++)
+        free(names[i]);
+    ec_spool_close(&s);
+}
+
 int main(void)
 {
     ec_secmem_init(false);
@@ -935,6 +965,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_quota_refuse_new, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disk_full_drop_oldest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disk_full_refuse_new, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_disk_full_no_gain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_plaintext_in_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_aux_files, setup, teardown),
     };

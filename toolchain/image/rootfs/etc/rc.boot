@@ -11,7 +11,7 @@ hwclock -s -u 2>/dev/null || say "no RTC: the clock starts at $(date -u +%Y-%m-%
 say "edgecap $(cat /etc/edgecap-version), clock $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 
 # The data partition (flash.sh grows it to the card): its size and room.
-df -k /var/lib/edgecap 2>/dev/null | awk 'NR == 2 {
+df -k /var/lib/edgecap 2>/dev/null | awk 'NR == 2 && $6 == "/var/lib/edgecap" {
     printf "edgecap-boot: data partition %s: %d MiB, %d MiB free\n", $6, $2 / 1024, $4 / 1024 }'
 
 hostname edgecap
