@@ -508,7 +508,10 @@ if [ "${EC_FLASH_FAULT:-}" = corrupt-after-write ]; then
     # Test seam (tests/system/flash.sh): one byte of the written image is
     # changed behind the writer's back, as bad flash would; the read-back
     # below must notice.
-    printf '\x5a' | dd of="$TARGET" bs=1 seek=$((IMAGE_BYTES / 2)) conv=notrunc,fsync status=none
+    mid=$(od -An -tu1 -j $((IMAGE_BYTES / 2)) -N 1 "$TARGET" | tr -d ' ')
+    # shellcheck disable=SC2059 # the octal escape is the format
+    printf "\\$(printf '%03o' $((mid ^ 255)))" |
+        dd of="$TARGET" bs=1 seek=$((IMAGE_BYTES / 2)) conv=notrunc,fsync status=none
     [ "$TARGET_KIND" != block ] || blockdev --flushbufs "$TARGET"
 fi
 READ_SHA=$(head -c "$IMAGE_BYTES" "$TARGET" | sha256_of)

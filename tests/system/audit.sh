@@ -241,7 +241,7 @@ audit_config "$T/q.conf" "$T/spool-q"
 sed -i "s#^file = .*#file = $T/short.wav#" "$T/q.conf"
 ec capture --config "$T/q.conf" --seconds 2
 seg=$(find "$T/spool-q" -maxdepth 1 -name '*.seg' | sort | head -n 1)
-printf '\x01' | dd of="$seg" bs=1 seek=300 conv=notrunc status=none
+flip_byte "$seg" 300
 ec spool verify --config "$T/q.conf"
 want_rc 65
 mapfile -t FILES < <(audit_files)

@@ -122,7 +122,7 @@ C2=$T/p2.conf
 pipeline_config "$C2" "$T/spool2"
 ec capture --config "$C2" --seconds 6
 mapfile -t names < <(segments "$C2")
-printf '\x01' | dd of="$T/spool2/${names[0]}.seg" bs=1 seek=300 conv=notrunc status=none
+flip_byte "$T/spool2/${names[0]}.seg" 300
 truncate -s -7 "$T/spool2/${names[1]}.seg"
 ec spool verify --config "$C2"
 want_rc 65

@@ -147,7 +147,7 @@ verdict "pkcs11-tool --read-object cannot export the KEK; a second start reuses 
 REASONS=()
 mapfile -t S1 < <(segments "$C1")
 # the wrapped key's ciphertext: header offset 28 + nonce 12
-printf '\x01' | dd of="$T/spool1/${S1[0]}.seg" bs=1 seek=45 conv=notrunc status=none
+flip_byte "$T/spool1/${S1[0]}.seg" 45
 ec spool verify --config "$C1"
 want_rc 0
 want_err_re "event=segment_quarantined segment=${S1[0]}.seg reason=\"header does not authenticate\""

@@ -142,6 +142,16 @@ want_empty() { # FILE
     [ ! -s "$1" ] || REASONS+=("$(basename "$1") is not empty")
 }
 
+# Damages FILE at byte OFFSET by inverting it (a damage that writes a fixed
+# value changes nothing when the byte already holds it: 1 run in 256).
+flip_byte() { # FILE OFFSET
+    local b
+    b=$(od -An -tu1 -j "$2" -N 1 "$1" | tr -d ' ')
+    [ -n "$b" ] || { REASONS+=("$(basename "$1") has no byte $2 to damage"); return 1; }
+    # shellcheck disable=SC2059 # the octal escape is the format
+    printf "\\$(printf '%03o' $((b ^ 255)))" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
+
 # A secret must not appear in any of FILES, not even in part: the whole value
 # and each of its 12-character windows are looked for.
 want_no_secret() { # SECRET FILE...
